@@ -1,0 +1,9 @@
+"""odt: return-conditioned sequence-model RL. Pretrain a Decision Transformer offline, finetune it
+online (ODT), and act with it."""
+from .config import Config, preset
+from .data.sources import load_dataset
+from .rollout import Policy
+from .scores import normalized_score
+
+__all__ = ["Config", "preset", "load_dataset", "Policy", "normalized_score"]
+__version__ = "0.1.0"

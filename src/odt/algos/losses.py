@@ -1,0 +1,40 @@
+"""The algorithms' losses as small pure functions of (prediction, batch, temperature).
+
+Each returns (policy loss, entropy or None, metrics). The entropy it returns is the one the
+dual (temperature) loss uses.
+"""
+from __future__ import annotations
+
+import torch
+
+from ..data.buffer import Batch
+from ..models.heads import ActionDist
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of x (B, T) over the positions where mask (B, T) is 1."""
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+def dt_loss(pred: torch.Tensor, batch: Batch, lam: torch.Tensor | None = None, entropy_samples: int = 1):
+    """DT: mean squared error over valid positions and action dimensions."""
+    se = (pred - batch.actions).pow(2).mean(-1)
+    loss = masked_mean(se, batch.mask)
+    return loss, None, {"mse": loss.detach()}
+
+
+def odt_loss(pred: ActionDist, batch: Batch, lam: torch.Tensor, entropy_samples: int = 1):
+    """ODT (eq. 6): NLL - lambda * H, both averaged over valid positions only."""
+    nll = masked_mean(-pred.log_prob(batch.actions), batch.mask)
+    entropy = masked_mean(pred.entropy(entropy_samples), batch.mask)
+    loss = nll - lam.detach() * entropy
+    mse = masked_mean((pred.mode() - batch.actions).pow(2).mean(-1), batch.mask)
+    return loss, entropy, {"nll": nll.detach(), "entropy": entropy.detach(), "mse": mse.detach()}
+
+
+def temperature_loss(log_lambda: torch.Tensor, entropy: torch.Tensor, target_entropy: float) -> torch.Tensor:
+    """ODT (eq. 7): lambda * (H - beta), minimised over lambda = exp(log_lambda) with H fixed."""
+    return log_lambda.exp() * (entropy.detach() - target_entropy)
+
+
+LOSSES = {"dt": dt_loss, "odt": odt_loss}

@@ -1,0 +1,129 @@
+"""The ``odt`` command. Flags are derived from ``odt.config.Config`` by tyro; ``--preset`` picks
+the defaults, and every other flag overrides them."""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import tyro
+
+from .config import Config, ConfigError, preset, preset_description, preset_names
+
+COMMANDS = {
+    "pretrain": "Pretrain a Decision Transformer on offline data (no environment interaction beyond evaluation).",
+    "finetune": "Finetune a pretrained model online (ODT Algorithm 1); --init names the pretrained run.",
+    "run": "Pretrain, then finetune online: the whole ODT pipeline in one run directory.",
+    "eval": "Evaluate a run's policy: mean actions at a target return over several episodes.",
+    "presets": "List the named presets (the paper's tables C.1-C.4 and machine-sized ones).",
+}
+
+
+@dataclass
+class EvalArgs:
+    run: Path
+    """Run directory to evaluate."""
+    checkpoint: str = "final"
+    """Checkpoint name in the run's checkpoints/ (final, latest, pretrained) or a file path."""
+    episodes: int = 10
+    """Episodes, run together in one vector environment."""
+    target: Optional[float] = None
+    """Return-to-go target; default the run's g_eval."""
+    seed: int = 0
+    """Seed of the evaluation environments."""
+    sample: bool = False
+    """Sample actions instead of taking the mean action."""
+    device: str = "cpu"
+    """Torch device."""
+    json: bool = False
+    """Print one JSON object instead of text."""
+
+
+def _usage() -> str:
+    rows = "\n".join(f"  {name:<10}{text}" for name, text in COMMANDS.items())
+    return f"usage: odt COMMAND [FLAGS]\n\ncommands:\n{rows}\n\n`odt COMMAND --help` lists a command's flags."
+
+
+def _preset_from(args: list[str]) -> Optional[str]:
+    for i, a in enumerate(args):
+        if a == "--preset" and i + 1 < len(args):
+            return args[i + 1]
+        if a.startswith("--preset="):
+            return a.split("=", 1)[1]
+    return None
+
+
+def parse_config(command: str, args: list[str]) -> Config:
+    name = _preset_from(args)
+    default = preset(name) if name else Config()
+    default.preset = name
+    return tyro.cli(Config, default=default, args=args, prog=f"odt {command}", description=COMMANDS[command])
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage())
+        return 0
+    command, args = argv[0], argv[1:]
+    try:
+        if command not in COMMANDS:
+            raise ConfigError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
+        if command == "presets":
+            for name in preset_names():
+                print(f"{name:<34}{preset_description(name)}")
+            return 0
+        if command == "eval":
+            return _eval(tyro.cli(EvalArgs, args=args, prog="odt eval", description=COMMANDS["eval"]))
+        from .train import execute
+
+        cfg = parse_config(command, args)
+        if command == "finetune" and cfg.init is None:
+            raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` (or use `odt run`)")
+        execute(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),
+                init_from=cfg.init if command == "finetune" else None)
+        return 0
+    except ConfigError as e:
+        print(f"odt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("odt: interrupted; the run directory keeps the checkpoints written so far", file=sys.stderr)
+        return 130
+
+
+def _eval(a: EvalArgs) -> int:
+    from .checkpoint import load_policy
+    from .rollout import make_vector_env, rollout
+    from .scores import normalized_score, task_of
+    from .train import make_env_checked
+
+    if a.episodes <= 0:
+        raise ConfigError(f"--episodes must be positive, got {a.episodes}")
+    cfg = Config.load(a.run / "config.json") if (a.run / "config.json").is_file() else None
+    if cfg is None:
+        raise ConfigError(f"{a.run} is not a run directory (no config.json); give the --out of an odt run")
+    policy = load_policy(a.run, a.checkpoint, device=a.device, deterministic=not a.sample)
+    make_env_checked(cfg.env).close()
+    envs = make_vector_env(cfg.env, a.episodes)
+    target = cfg.g_eval if a.target is None else a.target
+    res = rollout(policy, envs, target, seed=a.seed)
+    envs.close()
+    out = {"run": str(a.run), "env": cfg.env, "target": target, "episodes": a.episodes,
+           "return_mean": float(res.returns.mean()), "return_std": float(res.returns.std()),
+           "length_mean": float(res.lengths.mean())}
+    if task_of(cfg.env):
+        norm = normalized_score(cfg.env, res.returns)
+        out.update(normalized_mean=float(norm.mean()), normalized_std=float(norm.std()))
+    if a.json:
+        print(json.dumps(out))
+    else:
+        norm = f", normalized {out['normalized_mean']:.1f} +- {out['normalized_std']:.1f}" if "normalized_mean" in out else ""
+        print(f"{cfg.env} at target {target:g} over {a.episodes} episodes: return "
+              f"{out['return_mean']:.1f} +- {out['return_std']:.1f}{norm}")
+    return 0
+
+
+def entry() -> None:
+    sys.exit(main())

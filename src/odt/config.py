@@ -1,0 +1,210 @@
+"""Every setting of a run, in one dataclass: the command line, the presets and the saved
+``config.json`` are all derived from it."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+class ConfigError(ValueError):
+    """A setting the user gave is invalid; the message names it and says how to fix it."""
+
+
+@dataclass
+class Config:
+    # --- what to train on -------------------------------------------------------------
+    env: str = "Hopper-v5"
+    """Gymnasium environment id used for rollouts and evaluation."""
+    dataset: str = "odt/hopper-medium"
+    """Offline data: an embedded dataset name, a Minari id, a D4RL-format .hdf5 or an odt .npz file."""
+    algo: Literal["dt", "odt"] = "odt"
+    """dt: deterministic actor, MSE loss. odt: stochastic actor, NLL - lambda * entropy."""
+    seed: int = 0
+    """Seed for the model, the sampling of batches and the environments."""
+    device: str = "auto"
+    """Torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
+    threads: int = 0
+    """torch.set_num_threads for the run; 0 keeps torch's default."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """bf16: run the transformer under bfloat16 autocast (the head and losses stay fp32)."""
+    preset: Optional[str] = None
+    """Named preset the defaults came from (paper tables C.1-C.4 or cpu-small); flags override it."""
+
+    # --- model -------------------------------------------------------------------------
+    embed_dim: int = 512
+    """Transformer embedding size."""
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block."""
+    dropout: float = 0.1
+    """Dropout in embeddings, attention and MLP."""
+    context_len: int = 20
+    """Training context K (timesteps; the transformer sees 3K tokens)."""
+    eval_context: int = 5
+    """Context length used when acting; acting costs what this length costs, not K."""
+    timestep_embedding: bool = False
+    """Add a learned absolute timestep embedding (the paper uses it for AntMaze, not Gym)."""
+    max_ep_len: int = 1000
+    """Largest timestep the timestep embedding can represent."""
+    action_head: Literal["auto", "deterministic", "gaussian", "tanh_gaussian"] = "auto"
+    """auto: deterministic for dt, tanh_gaussian for odt."""
+    log_std_min: float = -5.0
+    """Lower bound of the policy log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper bound of the policy log standard deviation."""
+    entropy_samples: int = 1
+    """Monte Carlo samples per position for the entropy of the tanh-squashed Gaussian."""
+
+    # --- optimisation ------------------------------------------------------------------
+    batch_size: int = 256
+    """Windows per gradient step (B)."""
+    lr: float = 1e-4
+    """LAMB learning rate after warmup."""
+    weight_decay: float = 5e-4
+    """LAMB weight decay."""
+    warmup_steps: int = 10_000
+    """Linear learning-rate warmup, in updates (counted over pretraining and finetuning)."""
+    grad_clip: float = 0.25
+    """Gradient-norm clip of the policy."""
+    init_lambda: float = 0.1
+    """Initial entropy temperature lambda (odt)."""
+    lambda_lr: float = 1e-4
+    """Adam learning rate of log(lambda)."""
+    target_entropy: Optional[float] = None
+    """Entropy lower bound beta; default -dim(A)."""
+    rtg_scale: float = 1000.0
+    """Returns-to-go (and targets) are divided by this before entering the model."""
+
+    # --- offline pretraining -----------------------------------------------------------
+    pretrain_updates: int = 5000
+    """Gradient updates on the offline dataset before finetuning."""
+    pretrain_eval_every: int = 0
+    """Evaluate every this many pretraining updates; 0: only at the end."""
+
+    # --- online finetuning (Algorithm 1) -----------------------------------------------
+    online_steps: int = 200_000
+    """Online budget in environment steps; finetuning stops once it is spent."""
+    updates_per_round: int = 300
+    """Gradient updates after each round of rollouts (I)."""
+    episodes_per_round: int = 1
+    """Exploration episodes collected per round (the paper: 1), run in parallel."""
+    buffer_size: int = 1000
+    """Trajectories in the replay buffer (N); seeded with the top-N offline ones."""
+    g_online: float = 7200.0
+    """Exploration return-to-go target (the paper: 2 x expert return)."""
+    g_eval: float = 3600.0
+    """Evaluation return-to-go target."""
+    eval_every: int = 10
+    """Evaluate every this many rounds."""
+    eval_episodes: int = 10
+    """Episodes per evaluation, run as one vector environment with mean actions."""
+    checkpoint_every: int = 10
+    """Save a checkpoint every this many rounds (and at the end of each phase)."""
+
+    init: Optional[Path] = None
+    """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
+
+    # --- output ------------------------------------------------------------------------
+    out: Optional[Path] = None
+    """Run directory; default runs/<env>-<algo>-<seed>-<time>."""
+    overwrite: bool = False
+    """Allow writing into an existing, non-empty run directory."""
+    progress: bool = True
+    """Show progress bars and rates on the terminal."""
+
+    # --- derived -----------------------------------------------------------------------
+    def resolved_action_head(self) -> str:
+        if self.action_head != "auto":
+            return self.action_head
+        return "deterministic" if self.algo == "dt" else "tanh_gaussian"
+
+    def validate(self) -> "Config":
+        positive = ["embed_dim", "n_layer", "n_head", "context_len", "eval_context", "batch_size",
+                    "max_ep_len", "entropy_samples", "buffer_size", "eval_episodes",
+                    "episodes_per_round", "eval_every", "checkpoint_every"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
+        for name in ["pretrain_updates", "online_steps", "updates_per_round", "warmup_steps",
+                     "pretrain_eval_every", "threads"]:
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.embed_dim % self.n_head:
+            raise ConfigError(f"--embed-dim ({self.embed_dim}) must be divisible by --n-head ({self.n_head})")
+        if self.eval_context > self.context_len:
+            raise ConfigError(f"--eval-context ({self.eval_context}) must be <= --context-len ({self.context_len})")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
+        if self.lr <= 0 or self.rtg_scale <= 0 or self.grad_clip <= 0 or self.lambda_lr <= 0:
+            raise ConfigError("--lr, --lambda-lr, --rtg-scale and --grad-clip must be positive")
+        if self.init_lambda <= 0:
+            raise ConfigError(f"--init-lambda must be positive, got {self.init_lambda}")
+        if self.log_std_min >= self.log_std_max:
+            raise ConfigError("--log-std-min must be below --log-std-max")
+        if self.algo == "dt" and self.resolved_action_head() != "deterministic":
+            raise ConfigError("--algo dt trains a deterministic actor; drop --action-head or use --algo odt")
+        if self.algo == "odt" and self.resolved_action_head() == "deterministic":
+            raise ConfigError("--algo odt needs a stochastic --action-head (gaussian or tanh_gaussian)")
+        return self
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k in ("out", "init"):
+            d[k] = str(d[k]) if d[k] is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see `odt run --help`")
+        d = dict(d)
+        for k in ("out", "init"):
+            if d.get(k) is not None:
+                d[k] = Path(d[k])
+        return cls(**d)
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "Config":
+        try:
+            return cls.from_dict(json.loads(Path(path).read_text()))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ConfigError(f"cannot read config {path}: {e}; point at a run directory made by odt") from e
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")
+
+
+def preset_names() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def preset(name: str) -> Config:
+    """The named preset as a Config (paper tables C.1-C.4, or a machine-sized one)."""
+    path = PRESET_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
+    values = tomllib.loads(path.read_text())
+    values.pop("description", None)
+    return Config.from_dict(values)
+
+
+def preset_description(name: str) -> str:
+    return tomllib.loads((PRESET_DIR / f"{name}.toml").read_text()).get("description", "")

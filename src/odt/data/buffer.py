@@ -1,0 +1,114 @@
+"""The trajectory-level replay buffer (ODT Algorithm 1) and window sampling (Algorithms 2-3)."""
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .trajectories import Episode, returns_to_go
+
+
+@dataclass
+class Batch:
+    """B windows of K steps, right-padded; ``mask`` is 1 on real steps."""
+
+    states: torch.Tensor  # (B, K, obs_dim), normalised
+    actions: torch.Tensor  # (B, K, act_dim)
+    rtg: torch.Tensor  # (B, K, 1), divided by rtg_scale
+    timesteps: torch.Tensor  # (B, K) long
+    mask: torch.Tensor  # (B, K) float
+    rewards: torch.Tensor  # (B, K)
+
+    def to(self, device) -> "Batch":
+        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+
+
+class ReplayBuffer:
+    """A FIFO of whole trajectories.
+
+    Age order is the deque order, oldest first. Offline trajectories are inserted lowest return
+    first, so they are older than any online one and leave in order of return; online ones
+    leave first-in-first-out.
+    """
+
+    def __init__(self, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray, rtg_scale: float):
+        if capacity <= 0:
+            raise ValueError("buffer capacity must be positive")
+        self.capacity = capacity
+        self.obs_mean, self.obs_std, self.rtg_scale = obs_mean, obs_std, rtg_scale
+        self.episodes: deque[Episode] = deque()
+        self._packed: dict[str, np.ndarray] | None = None
+
+    # --- contents -------------------------------------------------------------------
+    def seed(self, offline: list[Episode], n: int | None = None) -> None:
+        """Fill with the top-``n`` offline trajectories by return (all of them if fewer).
+        Ties keep dataset order, so the choice is reproducible."""
+        n = self.capacity if n is None else min(n, self.capacity)
+        returns = np.array([e.ret for e in offline])
+        order = np.argsort(-returns, kind="stable")[:n]
+        for i in sorted(order, key=lambda i: (returns[i], -i)):  # lowest return = oldest
+            self.episodes.append(offline[i])
+        self._packed = None
+
+    def add(self, episode: Episode) -> list[Episode]:
+        """Append a new trajectory; return the evicted ones."""
+        self.episodes.append(episode)
+        evicted = []
+        while len(self.episodes) > self.capacity:
+            evicted.append(self.episodes.popleft())
+        self._packed = None
+        return evicted
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    @property
+    def n_transitions(self) -> int:
+        return sum(len(e) for e in self.episodes)
+
+    def sampling_probabilities(self) -> np.ndarray:
+        """p(tau) = |tau| / sum |tau'| (Algorithm 2, line 2)."""
+        lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
+        return lengths / lengths.sum()
+
+    # --- sampling -------------------------------------------------------------------
+    def _pack(self) -> dict[str, np.ndarray]:
+        """Concatenate the buffer into flat arrays once per change, so that sampling a batch is
+        a handful of vectorised gathers instead of B Python slices."""
+        if self._packed is None:
+            eps = list(self.episodes)
+            lengths = np.array([len(e) for e in eps], dtype=np.int64)
+            starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+            obs = np.concatenate([e.observations for e in eps]).astype(np.float32)
+            self._packed = {
+                # Hindsight relabelling (Algorithm 2, line 6): RTGs always come from the rewards
+                # actually obtained, whatever target the rollout was conditioned on.
+                "rtg": np.concatenate([returns_to_go(e.rewards) for e in eps]) / np.float32(self.rtg_scale),
+                "states": (obs - self.obs_mean) / self.obs_std,
+                "actions": np.concatenate([e.actions for e in eps]).astype(np.float32),
+                "rewards": np.concatenate([e.rewards for e in eps]).astype(np.float32),
+                "timesteps": np.concatenate([np.arange(n) for n in lengths]),
+                "end": np.repeat(starts + lengths, lengths),  # one past each step's episode end
+            }
+        return self._packed
+
+    def sample(self, batch_size: int, K: int, rng: np.random.Generator) -> Batch:
+        """Algorithm 3 in one draw: a uniform step over all stored steps picks a trajectory with
+        probability proportional to its length and a start uniform within it."""
+        p = self._pack()
+        total = len(p["rewards"])
+        first = rng.integers(0, total, size=batch_size)
+        idx = first[:, None] + np.arange(K)[None, :]
+        mask = idx < p["end"][first][:, None]
+        idx = np.where(mask, idx, first[:, None])  # any valid row; masked out below
+
+        def take(name: str, dtype=torch.float32) -> torch.Tensor:
+            x = p[name][idx]
+            x = x * (mask if x.ndim == 2 else mask[..., None])
+            return torch.as_tensor(x, dtype=dtype)
+
+        return Batch(states=take("states"), actions=take("actions"), rtg=take("rtg").unsqueeze(-1),
+                     timesteps=take("timesteps", torch.long), mask=torch.as_tensor(mask, dtype=torch.float32),
+                     rewards=take("rewards"))

@@ -1,0 +1,99 @@
+"""Episodes, offline datasets and the math on them (returns-to-go, observation statistics)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Episode:
+    """One trajectory. ``terminated``: the task ended (no bootstrapping past it);
+    ``truncated``: cut by a time limit or the end of the data."""
+
+    observations: np.ndarray  # (T, obs_dim) float32
+    actions: np.ndarray  # (T, act_dim) float32
+    rewards: np.ndarray  # (T,) float32
+    terminated: bool = False
+    truncated: bool = False
+    final_observation: np.ndarray | None = None  # s_{T+1}, where known
+    online: bool = False
+
+    def __post_init__(self) -> None:
+        self.rewards = np.asarray(self.rewards, dtype=np.float32).reshape(-1)
+
+    def __len__(self) -> int:
+        return len(self.rewards)
+
+    @property
+    def ret(self) -> float:
+        return float(self.rewards.sum(dtype=np.float64))
+
+
+def returns_to_go(rewards: np.ndarray) -> np.ndarray:
+    """g_t = sum_{j >= t} r_j (undiscounted, as in DT and ODT)."""
+    r = np.asarray(rewards, dtype=np.float64)
+    return np.cumsum(r[::-1])[::-1].astype(np.float32)
+
+
+@dataclass
+class TrajectoryDataset:
+    episodes: list[Episode]
+    env_id: str | None = None
+    name: str = ""
+    metadata: dict = field(default_factory=dict)
+
+    @property
+    def obs_dim(self) -> int:
+        return self.episodes[0].observations.shape[1]
+
+    @property
+    def act_dim(self) -> int:
+        return self.episodes[0].actions.shape[1]
+
+    @property
+    def n_transitions(self) -> int:
+        return sum(len(e) for e in self.episodes)
+
+    def returns(self) -> np.ndarray:
+        return np.array([e.ret for e in self.episodes])
+
+    def lengths(self) -> np.ndarray:
+        return np.array([len(e) for e in self.episodes])
+
+    def obs_stats(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and std of every state in the data (float64 sums, so 1M rows lose nothing)."""
+        n, s, ss = 0, 0.0, 0.0
+        for e in self.episodes:
+            o = e.observations.astype(np.float64)
+            n += len(o)
+            s = s + o.sum(0)
+            ss = ss + (o * o).sum(0)
+        mean = s / n
+        std = np.sqrt(np.maximum(ss / n - mean * mean, 0.0)) + eps
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
+def split_episodes(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
+                   terminals: np.ndarray, timeouts: np.ndarray,
+                   next_observations: np.ndarray | None = None) -> list[Episode]:
+    """Cut flat D4RL-style arrays into episodes at terminals and timeouts. A trailing partial
+    episode is kept, marked truncated: the data simply ends there."""
+    terminals = np.asarray(terminals, dtype=bool).reshape(-1)
+    timeouts = np.asarray(timeouts, dtype=bool).reshape(-1)
+    ends = np.flatnonzero(terminals | timeouts)
+    episodes, start = [], 0
+    bounds = list(ends + 1)
+    if not bounds or bounds[-1] != len(rewards):
+        bounds.append(len(rewards))
+    for stop in bounds:
+        if stop <= start:
+            continue
+        last = stop - 1
+        term = bool(terminals[last])
+        episodes.append(Episode(
+            observations=observations[start:stop], actions=actions[start:stop],
+            rewards=rewards[start:stop], terminated=term, truncated=not term,
+            final_observation=None if next_observations is None else next_observations[last]))
+        start = stop
+    return episodes

@@ -1,0 +1,83 @@
+"""What a run leaves behind and shows: metrics.jsonl, TensorBoard events, run.log, progress lines."""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from pathlib import Path
+
+
+def _clean(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None  # JSON has no NaN; null keeps each line valid for every reader
+    return v
+
+
+class RunLogger:
+    def __init__(self, run_dir: Path, config: dict, echo: bool = True):
+        self.run_dir = run_dir
+        self.echo = echo
+        self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.text = open(run_dir / "run.log", "a", buffering=1)
+        self.start = time.time()
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run_dir / "tensorboard"))
+            rows = "\n".join(f"|{k}|{v}|" for k, v in config.items())
+            self.tb.add_text("hyperparameters", "|setting|value|\n|-|-|\n" + rows)
+        except ImportError:  # pragma: no cover - tensorboard is a dependency; stay usable without it
+            self.tb = None
+
+    def log(self, row: dict) -> None:
+        """One JSON object per line; numbers also go to TensorBoard against the update count."""
+        row = {k: _clean(v) for k, v in row.items()}
+        row.setdefault("time", round(time.time() - self.start, 3))
+        self.metrics.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            step = row.get("online_steps", 0) if row.get("phase") == "online" else row.get("updates", 0)
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and k != "time":
+                    self.tb.add_scalar(f"{row.get('phase', 'run')}/{k}", v, step)
+
+    def info(self, line: str) -> None:
+        self.text.write(line + "\n")
+        if self.echo:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        self.metrics.close()
+        self.text.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+def fmt_time(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
+class Progress:
+    """Rate and time left for a phase, printed at most every ``every`` seconds (plain lines, so
+    they read the same in a terminal, a CI log and run.log)."""
+
+    def __init__(self, logger: RunLogger, phase: str, total: int, unit: str, every: float = 5.0):
+        self.logger, self.phase, self.total, self.unit, self.every = logger, phase, total, unit, every
+        self.start = self.last = time.time()
+        self.done = 0
+
+    def update(self, done: int, force: bool = False, **info) -> None:
+        self.done = done
+        now = time.time()
+        if not force and now - self.last < self.every:
+            return
+        self.last = now
+        elapsed = now - self.start
+        rate = done / elapsed if elapsed > 0 else 0.0
+        left = max(self.total - done, 0) / rate if rate > 0 else float("inf")
+        extras = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        self.logger.info(f"[{self.phase}] {done}/{self.total} {self.unit} ({100 * done / max(self.total, 1):.0f}%)"
+                         f"  {rate:.1f} {self.unit}/s  {extras}  elapsed {fmt_time(elapsed)}  left {fmt_time(left)}")

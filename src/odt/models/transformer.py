@@ -1,0 +1,118 @@
+"""The Decision Transformer: a causal GPT over interleaved (return-to-go, state, action) tokens.
+
+Windows are right-padded. With causal attention a valid token never attends to a later
+(padded) one, so no padding mask is needed inside attention: the fused ``is_causal`` kernel
+serves every batch, and only the losses look at the mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .heads import make_head
+
+
+@dataclass
+class ModelSpec:
+    obs_dim: int
+    act_dim: int
+    embed_dim: int = 128
+    n_layer: int = 3
+    n_head: int = 1
+    dropout: float = 0.1
+    context_len: int = 20
+    timestep_embedding: bool = False
+    max_ep_len: int = 1000
+    action_head: str = "tanh_gaussian"
+    log_std_min: float = -5.0
+    log_std_max: float = 2.0
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d: int, n_head: int, dropout: float):
+        super().__init__()
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.n_head, self.dropout = n_head, dropout
+        self.resid_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, D = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, D // self.n_head).permute(2, 0, 3, 1, 4)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, T, D)))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm GPT-2 block with a ReLU MLP (paper Table C.1)."""
+
+    def __init__(self, d: int, n_head: int, dropout: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = CausalSelfAttention(d, n_head, dropout)
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln1(x))
+        return x + self.mlp(self.ln2(x))
+
+
+class DecisionTransformer(nn.Module):
+    def __init__(self, spec: ModelSpec):
+        super().__init__()
+        self.spec = spec
+        d = spec.embed_dim
+        self.embed_return = nn.Linear(1, d)
+        self.embed_state = nn.Linear(spec.obs_dim, d)
+        self.embed_action = nn.Linear(spec.act_dim, d)
+        self.embed_timestep = nn.Embedding(spec.max_ep_len, d) if spec.timestep_embedding else None
+        self.embed_ln = nn.LayerNorm(d)
+        self.drop = nn.Dropout(spec.dropout)
+        self.blocks = nn.ModuleList(Block(d, spec.n_head, spec.dropout) for _ in range(spec.n_layer))
+        self.ln_f = nn.LayerNorm(d)
+        self.head = make_head(spec.action_head, d, spec.act_dim, spec.log_std_min, spec.log_std_max)
+        self.apply(self._init)
+        # GPT-2's scaled init of residual projections keeps the residual stream's variance flat.
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.proj.weight", "mlp.2.weight")):
+                nn.init.normal_(p, std=0.02 / (2 * spec.n_layer) ** 0.5)
+
+    @staticmethod
+    def _init(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, std=0.02)
+            if getattr(m, "bias", None) is not None:
+                nn.init.zeros_(m.bias)
+
+    @property
+    def stochastic(self) -> bool:
+        return self.spec.action_head != "deterministic"
+
+    def hidden(self, rtg: torch.Tensor, states: torch.Tensor, actions: torch.Tensor,
+               timesteps: torch.Tensor | None = None) -> torch.Tensor:
+        """Transformer output at every state token: (B, T, embed_dim).
+
+        rtg (B, T, 1), states (B, T, obs_dim), actions (B, T, act_dim), timesteps (B, T).
+        """
+        B, T, _ = states.shape
+        tokens = torch.stack([self.embed_return(rtg), self.embed_state(states),
+                              self.embed_action(actions)], dim=2)  # (B, T, 3, d)
+        if self.embed_timestep is not None:
+            tokens = tokens + self.embed_timestep(timesteps.clamp(0, self.spec.max_ep_len - 1)).unsqueeze(2)
+        x = self.drop(self.embed_ln(tokens.reshape(B, 3 * T, -1)))
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x).view(B, T, 3, -1)[:, :, 1]
+
+    def forward(self, rtg, states, actions, timesteps=None):
+        """The action prediction at every timestep: a tensor (deterministic) or an ActionDist."""
+        return self.head(self.hidden(rtg, states, actions, timesteps))
+
+    def act_output(self, rtg, states, actions, timesteps=None):
+        """Prediction for the last timestep only; the action token of that step is a placeholder
+        the causal mask hides from it. Costs what the given context length costs."""
+        return self.head(self.hidden(rtg, states, actions, timesteps)[:, -1])

@@ -1,0 +1,162 @@
+"""Acting: the stateful ``Policy`` and batched rollouts over a Gymnasium vector environment."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .data.trajectories import Episode
+from .models.transformer import DecisionTransformer
+
+
+class Policy:
+    """A trained Decision Transformer wrapped for step-by-step control.
+
+    >>> policy = Policy.load("runs/my-run")
+    >>> policy.reset(target_return=3600)
+    >>> action = policy.act(obs)                 # first step
+    >>> action = policy.act(obs, reward)         # reward of the previous action
+
+    ``act`` also takes a batch (n, obs_dim) after ``reset(target, n=n)``; all n contexts then
+    advance together, which is how the vector-environment rollouts use it.
+    """
+
+    def __init__(self, model: DecisionTransformer, obs_mean: np.ndarray, obs_std: np.ndarray,
+                 act_low: np.ndarray, act_high: np.ndarray, rtg_scale: float, context: int,
+                 deterministic: bool = True, generator: torch.Generator | None = None):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.obs_mean = torch.as_tensor(obs_mean, dtype=torch.float32, device=self.device)
+        self.obs_std = torch.as_tensor(obs_std, dtype=torch.float32, device=self.device)
+        self.act_low, self.act_high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
+        self.rtg_scale, self.context, self.deterministic = rtg_scale, context, deterministic
+        self.generator = generator
+        self._n = 0
+
+    @classmethod
+    def load(cls, run_dir: str | Path, checkpoint: str = "final", device: str = "cpu",
+             deterministic: bool = True) -> "Policy":
+        from .checkpoint import load_policy
+
+        return load_policy(Path(run_dir), checkpoint, device=device, deterministic=deterministic)
+
+    def reset(self, target_return: float | np.ndarray, n: int = 1) -> None:
+        spec = self.model.spec
+        H = spec.max_ep_len + 1
+        self._n, self._t = n, 0
+        self._batched = np.ndim(target_return) > 0 or n > 1
+        dev = self.device
+        self._states = torch.zeros(n, H, spec.obs_dim, device=dev)
+        self._actions = torch.zeros(n, H, spec.act_dim, device=dev)
+        self._rtg = torch.zeros(n, H, 1, device=dev)
+        target = torch.as_tensor(np.broadcast_to(target_return, (n,)).astype(np.float32), device=dev)
+        self._rtg[:, 0, 0] = target / self.rtg_scale
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, reward: float | np.ndarray | None = None,
+            rows: np.ndarray | None = None) -> np.ndarray:
+        """Action for the current observation; ``reward`` is the reward the previous action got
+        (it lowers the return-to-go). ``rows`` restricts the forward pass to some of the n
+        contexts (finished episodes cost nothing)."""
+        if self._n == 0:
+            raise RuntimeError("call reset(target_return) before act()")
+        t = self._t
+        if t >= self.model.spec.max_ep_len + 1:
+            raise RuntimeError(f"episode longer than max_ep_len={self.model.spec.max_ep_len}")
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32).reshape(self._n if rows is None else len(rows), -1),
+                                device=self.device)
+        sel = slice(None) if rows is None else torch.as_tensor(rows, device=self.device)
+        if t > 0:
+            r = torch.as_tensor(np.asarray(0.0 if reward is None else reward, np.float32), device=self.device)
+            self._rtg[sel, t, 0] = self._rtg[sel, t - 1, 0] - r.reshape(-1) / self.rtg_scale
+        self._states[sel, t] = (obs_t - self.obs_mean) / self.obs_std
+        lo = max(0, t + 1 - self.context)
+        ts = torch.arange(lo, t + 1, device=self.device).expand(obs_t.shape[0], -1)
+        self.model.eval()
+        out = self.model.act_output(self._rtg[sel, lo:t + 1], self._states[sel, lo:t + 1],
+                                    self._actions[sel, lo:t + 1], ts)
+        if not self.model.stochastic:
+            a = out
+        elif self.deterministic:
+            a = out.mode()
+        else:
+            eps = torch.randn(out.mean.shape, generator=self.generator, device=self.device)
+            u = out.mean + out.std * eps
+            a = torch.tanh(u) if out.squashed else u.clamp(-1, 1)
+        a = a.clamp(-1, 1)
+        self._actions[sel, t] = a
+        if rows is None:
+            self._t += 1
+        a = self.act_low + (a.cpu().numpy() + 1) * 0.5 * (self.act_high - self.act_low)
+        return a if self._batched or rows is not None else a[0]
+
+    def advance(self) -> None:
+        """Move all contexts one step on after a batched ``act(..., rows=...)``."""
+        self._t += 1
+
+
+def scale_actions_to_unit(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """Map environment actions into [-1, 1], the box the policy acts in."""
+    return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+
+
+def make_vector_env(env_id: str, n: int) -> gym.vector.VectorEnv:
+    # Synchronous: MuJoCo steps take microseconds, the policy's forward pass dominates, and
+    # subprocesses would compete with torch for the cores.
+    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(n)])
+
+
+@dataclass
+class RolloutResult:
+    episodes: list[Episode]
+
+    @property
+    def returns(self) -> np.ndarray:
+        return np.array([e.ret for e in self.episodes])
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.array([len(e) for e in self.episodes])
+
+    @property
+    def steps(self) -> int:
+        return int(self.lengths.sum())
+
+
+def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float, seed: int) -> RolloutResult:
+    """One episode in each of the vector env's environments, all stepped together with one batched
+    forward pass per step. Finished environments drop out of the forward pass."""
+    n = envs.num_envs
+    obs, _ = envs.reset(seed=seed)
+    policy.reset(target_return, n=n)
+    act_dim = policy.model.spec.act_dim
+    ep_obs = [[] for _ in range(n)]
+    ep_act = [[] for _ in range(n)]
+    ep_rew = [[] for _ in range(n)]
+    done = np.zeros(n, dtype=bool)
+    final: list = [None] * n
+    terminated = np.zeros(n, dtype=bool)
+    rewards = np.zeros(n, dtype=np.float32)
+    actions = np.zeros((n, act_dim), dtype=np.float32)
+    while not done.all():
+        rows = np.flatnonzero(~done)
+        actions[rows] = policy.act(obs[rows], rewards[rows], rows=rows)
+        policy.advance()
+        next_obs, rew, term, trunc, _ = envs.step(actions)
+        for i in rows:
+            ep_obs[i].append(obs[i])
+            ep_act[i].append(actions[i].copy())
+            ep_rew[i].append(rew[i])
+            if term[i] or trunc[i]:
+                done[i], terminated[i], final[i] = True, bool(term[i]), next_obs[i].copy()
+        rewards = rew.astype(np.float32)
+        obs = next_obs
+    episodes = [Episode(np.asarray(ep_obs[i], np.float32),
+                        scale_actions_to_unit(np.asarray(ep_act[i], np.float32), policy.act_low, policy.act_high),
+                        np.asarray(ep_rew[i], np.float32), terminated=bool(terminated[i]),
+                        truncated=not terminated[i], final_observation=final[i], online=True)
+                for i in range(n)]
+    return RolloutResult(episodes)

@@ -1,0 +1,296 @@
+"""The one loop. Pretraining and finetuning are the same updates on different buffers: offline,
+the buffer is the whole dataset and no rollouts are made; online (Algorithm 1), each round rolls
+out with g_online, adds the trajectories to the FIFO buffer, then makes I updates."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from .algos.learner import Learner
+from .checkpoint import build_model, find_checkpoint, load_checkpoint, save_checkpoint
+from .config import Config, ConfigError
+from .data.buffer import ReplayBuffer
+from .data.sources import check_matches_env, load_dataset
+from .data.trajectories import TrajectoryDataset
+from .logging import Progress, RunLogger, fmt_time
+from .models.transformer import ModelSpec
+from .rollout import Policy, make_vector_env, rollout, scale_actions_to_unit
+from .scores import normalized_score, task_of
+
+
+def resolve_device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    if not (name == "cpu" or name.startswith("cuda") or name == "mps"):
+        raise ConfigError(f"--device {name!r} is not a torch device; use auto, cpu or cuda[:N]")
+    return name
+
+
+def make_env_checked(env_id: str) -> gym.Env:
+    try:
+        return gym.make(env_id)
+    except gym.error.Error as e:
+        raise ConfigError(f"unknown environment {env_id!r} ({str(e).splitlines()[0]}); "
+                          "give a Gymnasium id such as Hopper-v5") from e
+
+
+def make_run_dir(cfg: Config, command: str) -> Path:
+    out = cfg.out or Path("runs") / f"{cfg.env}-{cfg.algo}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory path")
+    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
+        raise ConfigError(f"run directory {out} already exists and is not empty; choose another --out "
+                          "or pass --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.overwrite:  # a fresh run: earlier metrics would mix with the new ones
+        for name in ("metrics.jsonl", "summary.json", "run.log"):
+            (out / name).unlink(missing_ok=True)
+    cfg.out = out
+    return out
+
+
+@dataclass
+class Run:
+    """Everything one run holds: settings, data, learner, and where it writes."""
+
+    cfg: Config
+    run_dir: Path
+    logger: RunLogger
+    dataset: TrajectoryDataset
+    learner: Learner
+    obs_mean: np.ndarray
+    obs_std: np.ndarray
+    act_low: np.ndarray
+    act_high: np.ndarray
+    device: str
+    rng: np.random.Generator
+    torch_gen: torch.Generator
+    online_steps: int = 0
+    rounds: int = 0
+    summary: dict = field(default_factory=dict)
+    _envs: dict = field(default_factory=dict)
+
+    # --- acting ---------------------------------------------------------------------
+    def policy(self, deterministic: bool) -> Policy:
+        return Policy(self.learner.model, self.obs_mean, self.obs_std, self.act_low, self.act_high,
+                      self.cfg.rtg_scale, self.cfg.eval_context, deterministic=deterministic,
+                      generator=self.torch_gen)
+
+    def envs(self, n: int) -> gym.vector.VectorEnv:
+        if n not in self._envs:
+            self._envs[n] = make_vector_env(self.cfg.env, n)
+        return self._envs[n]
+
+    def evaluate(self, phase: str) -> dict:
+        """Mean actions, g_eval, eval_episodes episodes; the same env seeds every time so that
+        evaluations along a run are comparable."""
+        t = time.time()
+        res = rollout(self.policy(deterministic=True), self.envs(self.cfg.eval_episodes), self.cfg.g_eval,
+                      seed=1_000_000 + self.cfg.seed * 1000)
+        ret = res.returns
+        row = {"phase": phase, "event": "eval", "updates": self.learner.updates,
+               "online_steps": self.online_steps, "eval_return_mean": float(ret.mean()),
+               "eval_return_std": float(ret.std()), "eval_length_mean": float(res.lengths.mean()),
+               "eval_episodes": len(ret), "eval_seconds": round(time.time() - t, 3)}
+        if task_of(self.cfg.env):
+            norm = normalized_score(self.cfg.env, ret)
+            row.update(eval_normalized_mean=float(norm.mean()), eval_normalized_std=float(norm.std()))
+        self.logger.log(row)
+        norm_txt = f"  normalized {row['eval_normalized_mean']:.1f}" if "eval_normalized_mean" in row else ""
+        self.logger.info(f"[{phase}] eval after {self.learner.updates} updates, {self.online_steps} online steps: "
+                         f"return {row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}{norm_txt}")
+        return row
+
+    # --- checkpoints ------------------------------------------------------------------
+    def save(self, name: str) -> None:
+        save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.learner, obs_mean=self.obs_mean,
+                        obs_std=self.obs_std, act_low=self.act_low, act_high=self.act_high,
+                        extra={"online_steps": self.online_steps, "rounds": self.rounds})
+
+    # --- the loop ---------------------------------------------------------------------
+    def _updates(self, buffer: ReplayBuffer, n: int, progress: Progress | None = None) -> dict:
+        """n gradient steps on batches from ``buffer``; returns the metrics averaged over them."""
+        sums: dict[str, float] = defaultdict(float)
+        for i in range(n):
+            batch = buffer.sample(self.cfg.batch_size, self.cfg.context_len, self.rng).to(self.device)
+            for k, v in self.learner.update(batch).items():
+                sums[k] += v
+            if progress is not None:
+                progress.update(progress.done + 1, loss=sums["loss"] / (i + 1))
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def pretrain(self) -> dict:
+        cfg = self.cfg
+        buffer = ReplayBuffer(len(self.dataset.episodes), self.obs_mean, self.obs_std, cfg.rtg_scale)
+        buffer.seed(self.dataset.episodes)
+        self.logger.info(f"[pretrain] {cfg.pretrain_updates} updates on {len(buffer)} trajectories "
+                         f"({buffer.n_transitions} steps), batch {cfg.batch_size}, K {cfg.context_len}")
+        progress = Progress(self.logger, "pretrain", cfg.pretrain_updates, "updates")
+        log_every = max(1, min(1000, cfg.pretrain_updates // 20))
+        done = 0
+        while done < cfg.pretrain_updates:
+            n = min(log_every, cfg.pretrain_updates - done)
+            m = self._updates(buffer, n, progress)
+            done += n
+            self.logger.log({"phase": "pretrain", "updates": self.learner.updates, "online_steps": 0, **m})
+            if cfg.pretrain_eval_every and done % cfg.pretrain_eval_every < n and done < cfg.pretrain_updates:
+                self.evaluate("pretrain")
+        progress.update(done, force=True)
+        self.save("pretrained")
+        row = self.evaluate("pretrain")
+        self.summary["offline"] = _summary_of(row)
+        return row
+
+    def finetune(self) -> dict:
+        cfg = self.cfg
+        buffer = ReplayBuffer(cfg.buffer_size, self.obs_mean, self.obs_std, cfg.rtg_scale)
+        buffer.seed(self.dataset.episodes, cfg.buffer_size)
+        self.logger.info(f"[online] buffer seeded with the top {len(buffer)} of {len(self.dataset.episodes)} "
+                         f"offline trajectories (returns {min(e.ret for e in buffer.episodes):.0f} to "
+                         f"{max(e.ret for e in buffer.episodes):.0f}); budget {cfg.online_steps} env steps")
+        if "offline" not in self.summary:
+            self.summary["offline"] = _summary_of(self.evaluate("online"))
+        progress = Progress(self.logger, "online", cfg.online_steps, "steps")
+        explore = self.envs(cfg.episodes_per_round)
+        last_eval = None
+        while self.online_steps < cfg.online_steps:
+            self.rounds += 1
+            res = rollout(self.policy(deterministic=False), explore, cfg.g_online,
+                          seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round)
+            for ep in res.episodes:
+                buffer.add(ep)
+            self.online_steps += res.steps
+            m = self._updates(buffer, cfg.updates_per_round)
+            row = {"phase": "online", "event": "round", "round": self.rounds, "updates": self.learner.updates,
+                   "online_steps": self.online_steps, "g_online": cfg.g_online,
+                   "rollout_return_mean": float(res.returns.mean()), "rollout_length_mean": float(res.lengths.mean()),
+                   "buffer_trajectories": len(buffer), "buffer_steps": buffer.n_transitions, **m}
+            row.setdefault("lambda", self.learner.lam)
+            self.logger.log(row)
+            progress.update(self.online_steps, round=self.rounds, episodes=self.rounds * cfg.episodes_per_round,
+                            ret=float(res.returns.mean()), **({"lambda": m["lambda"]} if "lambda" in m else {}))
+            if self.rounds % cfg.eval_every == 0:
+                last_eval = self.evaluate("online")
+            if self.rounds % cfg.checkpoint_every == 0:
+                self.save("latest")
+        progress.update(self.online_steps, force=True)
+        if last_eval is None or last_eval["updates"] != self.learner.updates:
+            last_eval = self.evaluate("online")
+        self.save("final")
+        self.summary["final"] = _summary_of(last_eval)
+        return last_eval
+
+    def close(self) -> None:
+        for envs in self._envs.values():
+            envs.close()
+        self.logger.close()
+
+
+def _summary_of(row: dict) -> dict:
+    return {k.replace("eval_", ""): v for k, v in row.items() if k.startswith("eval_") or k in ("updates", "online_steps")}
+
+
+def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
+    """Validate everything that can fail before anything is written, then create the run directory."""
+    cfg.validate()
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    env = make_env_checked(cfg.env)
+    dataset = load_dataset(cfg.dataset)
+    check_matches_env(dataset, env)
+    act_low = env.action_space.low.astype(np.float32)
+    act_high = env.action_space.high.astype(np.float32)
+    env.close()
+    init_state = None
+    if init_from is not None:
+        init_state = load_checkpoint(find_checkpoint(init_from, "pretrained"), device)
+        spec = ModelSpec(**init_state["spec"])
+        if (spec.obs_dim, spec.act_dim) != (dataset.obs_dim, dataset.act_dim):
+            raise ConfigError(f"checkpoint in {init_from} is for observation/action dimensions "
+                              f"{spec.obs_dim}/{spec.act_dim}, but {cfg.env} has {dataset.obs_dim}/{dataset.act_dim}")
+        # The pretrained network fixes the architecture; the run records what it really used.
+        for name in ("embed_dim", "n_layer", "n_head", "context_len", "timestep_embedding", "max_ep_len",
+                     "action_head", "log_std_min", "log_std_max"):
+            setattr(cfg, name, getattr(spec, name))
+        cfg.algo = "dt" if spec.action_head == "deterministic" else "odt"
+    if not np.allclose(act_low, -1) or not np.allclose(act_high, 1):
+        for e in dataset.episodes:
+            e.actions = scale_actions_to_unit(e.actions, act_low, act_high)
+    run_dir = make_run_dir(cfg, command)
+    cfg.save(run_dir / "config.json")
+    logger = RunLogger(run_dir, cfg.to_dict(), echo=cfg.progress)
+    logger.info(f"odt {command}: {shlex.join(sys.argv)}")
+    logger.info(f"run directory {run_dir}; device {device}; torch threads {torch.get_num_threads()}")
+    logger.info(f"dataset {dataset.name}: {len(dataset.episodes)} episodes, {dataset.n_transitions} steps, "
+                f"return mean {dataset.returns().mean():.1f} max {dataset.returns().max():.1f}")
+    torch.manual_seed(cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    torch_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    if init_state is not None:
+        obs_mean, obs_std = init_state["obs_mean"].cpu().numpy(), init_state["obs_std"].cpu().numpy()
+    else:
+        obs_mean, obs_std = dataset.obs_stats()
+    spec = ModelSpec(obs_dim=dataset.obs_dim, act_dim=dataset.act_dim, embed_dim=cfg.embed_dim,
+                     n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout, context_len=cfg.context_len,
+                     timestep_embedding=cfg.timestep_embedding, max_ep_len=cfg.max_ep_len,
+                     action_head=cfg.resolved_action_head(), log_std_min=cfg.log_std_min,
+                     log_std_max=cfg.log_std_max)
+    model = build_model(spec.__dict__, device)
+    learner = Learner(model, cfg.algo, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                      grad_clip=cfg.grad_clip, init_lambda=cfg.init_lambda, lambda_lr=cfg.lambda_lr,
+                      target_entropy=cfg.target_entropy, entropy_samples=cfg.entropy_samples,
+                      precision=cfg.precision)
+    if init_state is not None:
+        # Model and lambda carry over; the optimizers restart so that the finetuning learning
+        # rate and weight decay of this run's settings apply.
+        learner.load_state_dict(init_state["learner"], model_only=True)
+        learner.updates = int(init_state["learner"]["updates"])
+        logger.info(f"initialised from {init_from} ({learner.updates} pretraining updates, lambda {learner.lam:.4f})")
+    return Run(cfg, run_dir, logger, dataset, learner, obs_mean, obs_std, act_low, act_high, device, rng, torch_gen)
+
+
+def execute(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from: Path | None = None) -> dict:
+    run = setup(cfg, command, init_from)
+    start = time.time()
+    try:
+        if pretrain:
+            run.pretrain()
+        if finetune:
+            run.finetune()
+        run.summary.update(command=shlex.join(sys.argv), env=cfg.env, dataset=cfg.dataset, algo=cfg.algo,
+                           seed=cfg.seed, updates=run.learner.updates, online_steps=run.online_steps,
+                           wall_time_s=round(time.time() - start, 1), run_dir=str(run.run_dir))
+        (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")
+        run.logger.info(summary_table(run.summary))
+    finally:
+        run.close()
+    return run.summary
+
+
+def summary_table(summary: dict) -> str:
+    lines = [f"{'':<10}{'return':>20}{'normalized':>20}{'updates':>10}{'online steps':>14}"]
+    for name in ("offline", "final"):
+        s = summary.get(name)
+        if not s:
+            continue
+        ret = f"{s['return_mean']:.1f} +- {s['return_std']:.1f}"
+        norm = f"{s['normalized_mean']:.1f} +- {s['normalized_std']:.1f}" if "normalized_mean" in s else "-"
+        lines.append(f"{name:<10}{ret:>20}{norm:>20}{s['updates']:>10}{s['online_steps']:>14}")
+    if summary.get("offline") and summary.get("final") and "normalized_mean" in summary["final"]:
+        delta = summary["final"]["normalized_mean"] - summary["offline"]["normalized_mean"]
+        lines.append(f"{'delta':<10}{'':>20}{delta:>+20.1f}")
+    lines.append(f"wall time {fmt_time(summary.get('wall_time_s', 0))}; run directory {summary.get('run_dir')}")
+    return "\n".join(["", "summary", *lines])
