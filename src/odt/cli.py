@@ -127,3 +127,5 @@ def _eval(a: EvalArgs) -> int:
 
 def entry() -> None:
     sys.exit(main())
+if __name__ == "__main__":
+    entry()

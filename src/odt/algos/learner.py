@@ -32,7 +32,7 @@ class Learner:
 
     @property
     def lam(self) -> float:
-        return float(self.log_lambda.exp())
+        return float(self.log_lambda.detach().exp())
 
     def _autocast(self):
         if self.precision == "bf16":

@@ -1,0 +1,142 @@
+"""The `odt` command as a user runs it: subprocesses, real Hopper-v5, real files."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from odt.config import Config, preset, preset_names
+
+TINY = ["--preset", "cpu-small", "--embed-dim", "32", "--n-layer", "1", "--batch-size", "8",
+        "--pretrain-updates", "6", "--online-steps", "60", "--updates-per-round", "3", "--eval-every", "2",
+        "--eval-episodes", "2", "--max-ep-len", "1000", "--threads", "1", "--no-progress"]
+
+
+def odt(*args, check=True):
+    p = subprocess.run([sys.executable, "-m", "odt.cli", *map(str, args)], capture_output=True, text=True,
+                       timeout=600)
+    if check and p.returncode != 0:
+        raise AssertionError(f"exit {p.returncode}\n{p.stdout}\n{p.stderr}")
+    return p
+
+
+@pytest.mark.slow
+def test_run_writes_a_complete_run_directory(tmp_path, hopper_npz):
+    out = tmp_path / "run"
+    odt("run", *TINY, "--dataset", hopper_npz, "--out", out, "--seed", 3)
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["embed_dim"] == 32 and cfg["preset"] == "cpu-small" and cfg["seed"] == 3
+    assert Config.from_dict(cfg).validate()  # the saved config is a complete, valid config
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all({"phase", "updates", "online_steps"} <= r.keys() for r in rows)
+    rounds = [r for r in rows if r.get("event") == "round"]
+    evals = [r for r in rows if r.get("event") == "eval"]
+    assert rounds and all({"g_online", "lambda", "entropy", "nll", "lr"} <= r.keys() for r in rounds)
+    assert evals and all({"eval_return_mean", "eval_return_std", "eval_normalized_mean"} <= r.keys() for r in evals)
+    assert rounds[-1]["online_steps"] >= 60 and rounds[-2]["online_steps"] < 60  # the budget, then stop
+    assert [r["updates"] for r in rounds] == [6 + 3 * (i + 1) for i in range(len(rounds))]
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert {p.name for p in (out / "checkpoints").iterdir()} >= {"pretrained.pt", "final.pt"}
+    summary = json.loads((out / "summary.json").read_text())
+    for phase in ("offline", "final"):
+        assert {"return_mean", "return_std", "normalized_mean"} <= summary[phase].keys()
+    assert summary["online_steps"] == rounds[-1]["online_steps"]
+    assert "summary" in (out / "run.log").read_text()
+
+    # The policy evaluates from the run directory, and acts step by step in Python.
+    p = odt("eval", "--run", out, "--episodes", 2, "--json")
+    res = json.loads(p.stdout)
+    assert res["episodes"] == 2 and "normalized_mean" in res
+    from odt import Policy
+    import gymnasium as gym
+
+    policy = Policy.load(out)
+    env = gym.make("Hopper-v5")
+    obs, _ = env.reset(seed=0)
+    policy.reset(target_return=3600)
+    action, reward = policy.act(obs), None
+    assert action.shape == (3,) and env.action_space.contains(action.astype("float32"))
+
+    # Finetuning again from this run, in a new directory.
+    out2 = tmp_path / "ft"
+    odt("finetune", *TINY, "--dataset", hopper_npz, "--init", out, "--out", out2)
+    rows2 = [json.loads(line) for line in (out2 / "metrics.jsonl").read_text().splitlines()]
+    assert rows2[0]["updates"] == 6  # starts where pretraining ended
+
+
+@pytest.mark.slow
+def test_pretrain_only_and_dt(tmp_path, hopper_npz):
+    out = tmp_path / "dt"
+    odt("pretrain", *TINY, "--algo", "dt", "--dataset", hopper_npz, "--out", out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert "offline" in summary and "final" not in summary
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("mse" in r for r in rows if r["phase"] == "pretrain" and "loss" in r)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--preset", "no-such-preset"], "unknown preset"),
+    (["run", "--env", "NoSuchEnv-v0"], "unknown environment"),
+    (["run", "--context-len", "0"], "--context-len must be positive"),
+    (["run", "--online-steps", "-5"], "--online-steps must be >= 0"),
+    (["run", "--dataset", "/nonexistent/data.npz"], "does not exist"),
+    (["run", "--algo", "dt", "--action-head", "gaussian"], "deterministic actor"),
+    (["finetune"], "needs --init"),
+    (["eval", "--run", "/nonexistent/run"], "not a run directory"),
+    (["frobnicate"], "unknown command"),
+])
+def test_bad_input_gives_one_line_and_exit_2(args, needle):
+    p = odt(*args, check=False)
+    assert p.returncode == 2, p.stderr
+    assert needle in p.stderr and "Traceback" not in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
+def test_existing_run_directory_is_not_overwritten(tmp_path, hopper_npz):
+    out = tmp_path / "taken"
+    out.mkdir()
+    (out / "precious.txt").write_text("keep me")
+    p = odt("run", *TINY, "--dataset", hopper_npz, "--out", out, check=False)
+    assert p.returncode == 2 and "--overwrite" in p.stderr
+    assert (out / "precious.txt").read_text() == "keep me"
+
+
+def test_dataset_for_another_environment_is_refused(tmp_path, hopper_npz):
+    p = odt("run", *TINY, "--dataset", hopper_npz, "--env", "HalfCheetah-v5", "--out", tmp_path / "x", check=False)
+    assert p.returncode == 2 and "observation dimension 11" in p.stderr
+
+
+def test_presets_hold_the_paper_tables():
+    names = preset_names()
+    for n in ["hopper-medium", "hopper-medium-replay", "walker2d-medium", "walker2d-medium-replay",
+              "halfcheetah-medium", "halfcheetah-medium-replay", "ant-medium", "ant-medium-replay",
+              "antmaze-umaze", "antmaze-umaze-diverse", "cpu-small"]:
+        assert n in names and n + "-offline" in names or n == "cpu-small"
+    hmr = preset("hopper-medium-replay")  # Table C.4 row
+    assert (hmr.pretrain_updates, hmr.buffer_size, hmr.lr, hmr.weight_decay, hmr.eval_context,
+            hmr.g_eval, hmr.g_online, hmr.timestep_embedding) == (5000, 1000, 0.002, 0.0001, 5, 3600, 7200, False)
+    amd = preset("antmaze-umaze-diverse")
+    assert amd.embed_dim == 1024 and amd.buffer_size == 1500 and amd.timestep_embedding
+    assert preset("ant-medium").eval_context == 1
+    off = preset("walker2d-medium-offline")  # Tables C.1 and C.2
+    assert (off.eval_context, off.timestep_embedding, off.g_eval, off.pretrain_updates, off.weight_decay) == \
+        (1, False, 5000, 1_000_000, 0.001)
+    for n in names:
+        preset(n).validate()
+
+
+def test_flags_override_presets():
+    from odt.cli import parse_config
+
+    cfg = parse_config("run", ["--preset", "hopper-medium", "--lr", "0.003", "--seed", "4"])
+    assert cfg.lr == 0.003 and cfg.seed == 4 and cfg.embed_dim == 512 and cfg.preset == "hopper-medium"
+
+
+def test_help_of_each_command():
+    for cmd in ("pretrain", "finetune", "run", "eval"):
+        p = odt(cmd, "--help")
+        assert "--help" in p.stdout
+    p = odt("run", "--help")
+    for flag in ["--env", "--dataset", "--preset", "--out", "--seed", "--algo", "--pretrain-updates",
+                 "--online-steps", "--updates-per-round", "--eval-every", "--eval-episodes", "--device"]:
+        assert flag in p.stdout, flag

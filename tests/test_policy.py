@@ -1,0 +1,75 @@
+import numpy as np
+import pytest
+import torch
+
+from odt.models.transformer import DecisionTransformer, ModelSpec
+from odt.rollout import Policy, make_vector_env, rollout
+
+
+def _policy(context=5, head="tanh_gaussian", deterministic=True, **kw):
+    spec = ModelSpec(obs_dim=11, act_dim=3, embed_dim=32, n_layer=2, n_head=2, dropout=0.0, context_len=20,
+                     action_head=head, **kw)
+    model = DecisionTransformer(spec)
+    return Policy(model, np.zeros(11, np.float32), np.ones(11, np.float32), -np.ones(3, np.float32),
+                  np.ones(3, np.float32), rtg_scale=100.0, context=context, deterministic=deterministic)
+
+
+def test_acting_costs_the_context_not_K():
+    policy = _policy(context=5)
+    seen = []
+    policy.model.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
+    policy.reset(100.0)
+    for t in range(12):
+        policy.act(np.zeros(11, np.float32), 1.0)
+    assert seen == [3 * min(t + 1, 5) for t in range(12)]
+
+
+def test_return_to_go_falls_by_each_reward():
+    policy = _policy()
+    policy.reset(target_return=300.0)
+    policy.act(np.zeros(11))
+    policy.act(np.zeros(11), 10.0)
+    policy.act(np.zeros(11), 40.0)
+    np.testing.assert_allclose(policy._rtg[0, :3, 0].numpy(), [3.0, 2.9, 2.5], rtol=1e-6)
+
+
+def test_act_before_reset_is_an_error():
+    with pytest.raises(RuntimeError, match="reset"):
+        _policy().act(np.zeros(11))
+
+
+def test_single_and_batched_actions_agree():
+    policy = _policy()
+    obs = np.random.default_rng(0).normal(size=(4, 11)).astype(np.float32)
+    policy.reset(100.0, n=4)
+    batched = [policy.act(obs, np.zeros(4)) for _ in range(3)]
+    for i in range(4):
+        policy.reset(100.0)
+        single = [policy.act(obs[i], 0.0) for _ in range(3)]
+        for t in range(3):
+            np.testing.assert_allclose(single[t], batched[t][i], atol=1e-5)
+
+
+def test_actions_stay_in_bounds_and_sampling_varies():
+    policy = _policy(deterministic=False, log_std_min=0.0, log_std_max=1.0)
+    policy.generator = torch.Generator().manual_seed(0)
+    policy.reset(100.0, n=64)
+    a = policy.act(np.zeros((64, 11), np.float32), np.zeros(64))
+    assert a.shape == (64, 3) and np.all(np.abs(a) <= 1.0) and a.std(0).min() > 0.1
+
+
+def test_rollout_runs_one_episode_per_env_on_hopper():
+    policy = _policy()
+    envs = make_vector_env("Hopper-v5", 3)
+    res = rollout(policy, envs, 100.0, seed=0)
+    envs.close()
+    assert len(res.episodes) == 3
+    for ep in res.episodes:
+        assert ep.observations.shape == (len(ep), 11) and ep.actions.shape == (len(ep), 3)
+        assert ep.terminated != ep.truncated and ep.online
+        # Hopper's healthy reward is 1 per step plus forward progress: returns are sums of those.
+        assert ep.ret == pytest.approx(float(ep.rewards.sum()))
+    # Same seed, deterministic policy: the same episodes.
+    envs = make_vector_env("Hopper-v5", 3)
+    res2 = rollout(policy, envs, 100.0, seed=0)
+    np.testing.assert_allclose(res.returns, res2.returns)
