@@ -21,7 +21,8 @@ def test_acting_costs_the_context_not_K():
     policy.reset(100.0)
     for t in range(12):
         policy.act(np.zeros(11, np.float32), 1.0)
-    assert seen == [3 * min(t + 1, 5) for t in range(12)]
+    # 3 tokens a step, less the placeholder action token of the current step
+    assert seen == [3 * min(t + 1, 5) - 1 for t in range(12)]
 
 
 def test_return_to_go_falls_by_each_reward():
@@ -73,3 +74,21 @@ def test_rollout_runs_one_episode_per_env_on_hopper():
     envs = make_vector_env("Hopper-v5", 3)
     res2 = rollout(policy, envs, 100.0, seed=0)
     np.testing.assert_allclose(res.returns, res2.returns)
+
+
+def test_pruned_last_block_equals_the_full_computation():
+    """The last block computes only state-token outputs (and acting only the last one); the result
+    must equal running every block on every token and picking the state tokens."""
+    torch.manual_seed(0)
+    spec = ModelSpec(obs_dim=11, act_dim=3, embed_dim=64, n_layer=3, n_head=2, dropout=0.0, timestep_embedding=True)
+    m = DecisionTransformer(spec).eval()
+    B, T = 4, 7
+    args = (torch.randn(B, T, 1), torch.randn(B, T, 11), torch.randn(B, T, 3), torch.randint(0, 900, (B, T)))
+    tokens = torch.stack([m.embed_return(args[0]), m.embed_state(args[1]), m.embed_action(args[2])], dim=2)
+    x = m.embed_ln((tokens + m.embed_timestep(args[3]).unsqueeze(2)).reshape(B, 3 * T, -1))
+    for block in m.blocks:
+        x = block(x)
+    full = m.ln_f(x).view(B, T, 3, -1)[:, :, 1]
+    with torch.no_grad():
+        torch.testing.assert_close(m.hidden(*args), full, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(m.hidden(*args, last_only=True)[:, 0], full[:, -1], rtol=1e-5, atol=1e-5)

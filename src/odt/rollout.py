@@ -54,6 +54,7 @@ class Policy:
         self._rtg = torch.zeros(n, H, 1, device=dev)
         target = torch.as_tensor(np.broadcast_to(target_return, (n,)).astype(np.float32), device=dev)
         self._rtg[:, 0, 0] = target / self.rtg_scale
+        self.model.eval()  # once per episode: toggling it every step costs more than a layer
 
     @torch.no_grad()
     def act(self, obs: np.ndarray, reward: float | np.ndarray | None = None,
@@ -75,7 +76,6 @@ class Policy:
         self._states[sel, t] = (obs_t - self.obs_mean) / self.obs_std
         lo = max(0, t + 1 - self.context)
         ts = torch.arange(lo, t + 1, device=self.device).expand(obs_t.shape[0], -1)
-        self.model.eval()
         out = self.model.act_output(self._rtg[sel, lo:t + 1], self._states[sel, lo:t + 1],
                                     self._actions[sel, lo:t + 1], ts)
         if not self.model.stochastic:

@@ -1,0 +1,118 @@
+"""Speed of a training step and of a batched action, against the reference implementation.
+
+    python benchmarks/speed.py [--threads 1] [--reps 20] [--device cpu|cuda] [--only small|paper|act]
+
+Reference figures (the official ODT code, measured on the project's 2-core machines):
+0.21 s per step at embed 128 / 3 layers / 1 head / batch 64 / K 20; 11 s per step at the paper's
+512 / 4 / 4 / batch 256 (one thread); 12.7 ms per batched action for 10 environments at context 5.
+Targets: <= 2/3 and <= 1/2 of the step times, <= 3 ms per batched action.
+"""
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from odt.algos.learner import Learner
+from odt.data.buffer import Batch
+from odt.models.transformer import DecisionTransformer, ModelSpec
+from odt.rollout import Policy
+
+REFERENCE = {"small": 0.21, "paper": 11.0, "act": 12.7e-3}
+TARGET = {"small": 2 / 3, "paper": 1 / 2, "act": 3e-3 / 12.7e-3}
+SIZES = {"small": (128, 3, 1, 64), "paper": (512, 4, 4, 256)}
+OBS, ACT, K = 11, 3, 20  # Hopper
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_train_step(size: str, precision: str, reps: int, device: str, compile_: bool = False) -> float:
+    d, n_layer, n_head, B = SIZES[size]
+    torch.manual_seed(0)
+    model = DecisionTransformer(ModelSpec(OBS, ACT, d, n_layer, n_head, dropout=0.1, context_len=K)).to(device)
+    if compile_:
+        model.hidden = torch.compile(model.hidden)
+    learner = Learner(model, "odt", lr=1e-4, weight_decay=5e-4, warmup_steps=10_000, grad_clip=0.25,
+                      precision=precision)
+    g = torch.Generator().manual_seed(0)
+    lengths = torch.randint(1, K + 1, (B,), generator=g)
+    mask = (torch.arange(K)[None] < lengths[:, None]).float()
+    batch = Batch(states=torch.randn(B, K, OBS, generator=g), actions=torch.rand(B, K, ACT, generator=g) * 1.8 - 0.9,
+                  rtg=torch.rand(B, K, 1, generator=g) * 3.6, timesteps=torch.zeros(B, K, dtype=torch.long),
+                  mask=mask, rewards=torch.zeros(B, K)).to(device)
+    for _ in range(3 if compile_ else 2):
+        learner.update(batch)
+    times = []
+    for _ in range(reps):
+        _sync(device)
+        t = time.perf_counter()
+        learner.update(batch)
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5) -> float:
+    torch.manual_seed(0)
+    d, n_layer, n_head, _ = SIZES["small"]
+    model = DecisionTransformer(ModelSpec(OBS, ACT, d, n_layer, n_head, context_len=K)).to(device)
+    policy = Policy(model, np.zeros(OBS), np.ones(OBS), -np.ones(ACT), np.ones(ACT), 1000.0, context)
+    obs = np.random.default_rng(0).normal(size=(n_envs, OBS)).astype(np.float32)
+    policy.reset(3600.0, n=n_envs)
+    for _ in range(context + 5):  # fill the context
+        policy.act(obs, np.ones(n_envs))
+    times = []
+    for _ in range(max(reps, 100)):
+        if policy._t >= model.spec.max_ep_len - 1:
+            policy.reset(3600.0, n=n_envs)
+            for _ in range(context):
+                policy.act(obs, np.ones(n_envs))
+        t = time.perf_counter()
+        policy.act(obs, np.ones(n_envs))
+        _sync(device)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--reps", type=int, default=20)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--only", choices=["small", "paper", "act"], action="append")
+    ap.add_argument("--precisions", default="fp32,bf16")
+    ap.add_argument("--compile", action="store_true", help="also time torch.compile (worth it on GPUs)")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    which = args.only or ["small", "paper", "act"]
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
+          f"cpu {platform.processor() or platform.machine()}, medians over {args.reps} repetitions")
+    print(f"{'benchmark':<34}{'median':>12}{'reference':>12}{'ratio':>8}{'target':>8}  ok")
+    for size in ("small", "paper"):
+        if size not in which:
+            continue
+        variants = [(p, False) for p in args.precisions.split(",")] + ([("fp32", True)] if args.compile else [])
+        for precision, comp in variants:
+            t = time_train_step(size, precision, args.reps, args.device, comp)
+            ratio = t / REFERENCE[size]
+            name = f"train step {size} {precision}{' compiled' if comp else ''}"
+            print(f"{name:<34}{t:>11.4f}s{REFERENCE[size]:>11.2f}s{ratio:>8.2f}{TARGET[size]:>8.2f}  "
+                  f"{'yes' if ratio <= TARGET[size] else 'NO'}", flush=True)
+            if args.device.startswith("cuda"):
+                print(f"{'':<34}{1 / t:>10.1f} steps/s")
+    if "act" in which:
+        t = time_act(args.reps, args.device)
+        ratio = t / REFERENCE["act"]
+        print(f"{'act: 10 envs, context 5, small':<34}{t * 1e3:>10.2f}ms{REFERENCE['act'] * 1e3:>10.1f}ms"
+              f"{ratio:>8.2f}{TARGET['act']:>8.2f}  {'yes' if ratio <= TARGET['act'] else 'NO'}")
+
+
+if __name__ == "__main__":
+    main()
