@@ -126,6 +126,10 @@ def _eval(a: EvalArgs) -> int:
 
 
 def entry() -> None:
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except BrokenPipeError:  # `odt presets | head`: the reader left, nothing is wrong
+        sys.stderr.close()
+        sys.exit(0)
 if __name__ == "__main__":
     entry()

@@ -130,6 +130,15 @@ class Config:
             return self.action_head
         return "deterministic" if self.algo == "dt" else "tanh_gaussian"
 
+    def model_spec(self, obs_dim: int, act_dim: int):
+        from .models.transformer import ModelSpec
+
+        return ModelSpec(obs_dim=obs_dim, act_dim=act_dim, embed_dim=self.embed_dim, n_layer=self.n_layer,
+                         n_head=self.n_head, dropout=self.dropout, context_len=self.context_len,
+                         timestep_embedding=self.timestep_embedding, max_ep_len=self.max_ep_len,
+                         action_head=self.resolved_action_head(), log_std_min=self.log_std_min,
+                         log_std_max=self.log_std_max)
+
     def validate(self) -> "Config":
         positive = ["embed_dim", "n_layer", "n_head", "context_len", "eval_context", "batch_size",
                     "max_ep_len", "entropy_samples", "buffer_size", "eval_episodes",

@@ -209,6 +209,10 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     env = make_env_checked(cfg.env)
+    horizon = env.spec.max_episode_steps if env.spec else None
+    if horizon and horizon > cfg.max_ep_len:
+        raise ConfigError(f"{cfg.env} episodes last up to {horizon} steps but --max-ep-len is {cfg.max_ep_len}; "
+                          f"pass --max-ep-len {horizon}")
     dataset = load_dataset(cfg.dataset)
     check_matches_env(dataset, env)
     act_low = env.action_space.low.astype(np.float32)
@@ -243,11 +247,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
         obs_mean, obs_std = init_state["obs_mean"].cpu().numpy(), init_state["obs_std"].cpu().numpy()
     else:
         obs_mean, obs_std = dataset.obs_stats()
-    spec = ModelSpec(obs_dim=dataset.obs_dim, act_dim=dataset.act_dim, embed_dim=cfg.embed_dim,
-                     n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout, context_len=cfg.context_len,
-                     timestep_embedding=cfg.timestep_embedding, max_ep_len=cfg.max_ep_len,
-                     action_head=cfg.resolved_action_head(), log_std_min=cfg.log_std_min,
-                     log_std_max=cfg.log_std_max)
+    spec = cfg.model_spec(dataset.obs_dim, dataset.act_dim)
     model = build_model(spec.__dict__, device)
     learner = Learner(model, cfg.algo, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                       grad_clip=cfg.grad_clip, init_lambda=cfg.init_lambda, lambda_lr=cfg.lambda_lr,
