@@ -177,7 +177,6 @@ class Run:
                    "online_steps": self.online_steps, "g_online": cfg.g_online,
                    "rollout_return_mean": float(res.returns.mean()), "rollout_length_mean": float(res.lengths.mean()),
                    "buffer_trajectories": len(buffer), "buffer_steps": buffer.n_transitions, **m}
-            row.setdefault("lambda", self.learner.lam)
             self.logger.log(row)
             progress.update(self.online_steps, round=self.rounds, episodes=self.rounds * cfg.episodes_per_round,
                             ret=float(res.returns.mean()), **({"lambda": m["lambda"]} if "lambda" in m else {}))
