@@ -112,11 +112,12 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
 
     model.learn(total_timesteps=max_steps, callback=Stop())
     steps = result.get("steps", model.num_timesteps)
-    import gymnasium as _g, mujoco, stable_baselines3
+    import mujoco
+    import stable_baselines3
     meta = {"env_id": env_id, "target_return": target_return, "train_steps": int(steps),
             "eval_return_mean": result.get("ret"), "eval_return_std": result.get("std"),
             "seed": seed, "versions": {"stable_baselines3": stable_baselines3.__version__,
-                                       "gymnasium": _g.__version__, "mujoco": mujoco.__version__,
+                                       "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
                                        "torch": torch.__version__}}
     policy = BehaviourPolicy(_actor_weights(model), meta)
     policy.save(out / "policy.safetensors")
@@ -131,7 +132,13 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
 
 
 if __name__ == "__main__":
+    # How the embedded behaviour policy was made (see the README's provenance table):
+    #   python -m odt.data.generate Hopper-v5 medium OUT_DIR 0
     import sys
+
+    from ..scores import REFERENCE_RETURNS, task_of
+
     torch.set_num_threads(1)
-    env_id, frac, out = sys.argv[1], float(sys.argv[2]), sys.argv[3]
-    train_behaviour(env_id, frac * 3234.3, out, seed=int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+    env_id, quality, out = sys.argv[1], sys.argv[2], sys.argv[3]
+    expert = REFERENCE_RETURNS[task_of(env_id)][1]
+    train_behaviour(env_id, QUALITY_FRACTION[quality] * expert, out, seed=int(sys.argv[4]) if len(sys.argv) > 4 else 0)
