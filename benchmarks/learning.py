@@ -4,9 +4,9 @@ normalized scores per seed and as mean +- std.
     python benchmarks/learning.py --seeds 0,1,2 --out runs/learning -- --preset cpu-small \
         --dataset odt/hopper-medium --online-steps 50000
 
-Everything after ``--`` is passed to ``odt run``. Seeds run one after another (each run uses
-the machine's cores); a seed whose summary.json already exists is read, not rerun, so an
-interrupted benchmark resumes.
+Everything after ``--`` is passed to ``odt run``. Seeds run one after another, or ``--parallel N``
+at a time (then give each run ``--threads 1``); a seed whose summary.json already exists is read,
+not rerun, so an interrupted benchmark resumes.
 """
 from __future__ import annotations
 
@@ -23,18 +23,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--out", type=Path, default=Path("runs/learning"))
+    ap.add_argument("--parallel", type=int, default=1, help="seeds run at the same time")
     ap.add_argument("run_args", nargs=argparse.REMAINDER, help="flags for `odt run`, after --")
     args = ap.parse_args()
     run_args = [a for a in args.run_args if a != "--"] or ["--preset", "cpu-small", "--online-steps", "50000"]
-    rows = []
-    for seed in [int(s) for s in args.seeds.split(",")]:
-        out = args.out / f"seed-{seed}"
-        if not (out / "summary.json").is_file():
+    seeds = [int(s) for s in args.seeds.split(",")]
+    pending = [s for s in seeds if not (args.out / f"seed-{s}" / "summary.json").is_file()]
+    running: list[subprocess.Popen] = []
+    while pending or running:
+        while pending and len(running) < args.parallel:
+            seed = pending.pop(0)
+            out = args.out / f"seed-{seed}"
+            out.mkdir(parents=True, exist_ok=True)
             cmd = [sys.executable, "-m", "odt.cli", "run", *run_args, "--seed", str(seed), "--out", str(out),
                    "--overwrite"]
             print("$", " ".join(cmd), flush=True)
-            subprocess.run(cmd, check=True)
-        s = json.loads((out / "summary.json").read_text())
+            running.append(subprocess.Popen(cmd, stdout=open(out.parent / f"seed-{seed}.log", "w"),
+                                            stderr=subprocess.STDOUT))
+        running[0].wait()
+        for p in [p for p in running if p.poll() is not None]:
+            if p.returncode:
+                raise SystemExit(f"a run failed (exit {p.returncode}): {' '.join(p.args)}")
+            running.remove(p)
+    rows = []
+    for seed in seeds:
+        s = json.loads((args.out / f"seed-{seed}" / "summary.json").read_text())
         rows.append((seed, s["offline"].get("normalized_mean", s["offline"]["return_mean"]),
                      s["final"].get("normalized_mean", s["final"]["return_mean"]), s["online_steps"],
                      s["offline"]["return_mean"], s["final"]["return_mean"]))
