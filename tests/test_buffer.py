@@ -52,7 +52,6 @@ def test_states_are_normalised():
     buf = ReplayBuffer(2, mean, std, 1.0)
     buf.add(ep)
     b = buf.sample(8, K=4, rng=np.random.default_rng(0))
-    i = int(np.flatnonzero(b.timesteps[:, 0].numpy() == 0)[0]) if (b.timesteps[:, 0] == 0).any() else None
     t0 = int(b.timesteps[0, 0])
     np.testing.assert_allclose(b.states[0, 0].numpy(), (ep.observations[t0] - mean) / std, rtol=1e-6)
 

@@ -54,7 +54,7 @@ def test_run_writes_a_complete_run_directory(tmp_path, hopper_npz):
     env = gym.make("Hopper-v5")
     obs, _ = env.reset(seed=0)
     policy.reset(target_return=3600)
-    action, reward = policy.act(obs), None
+    action = policy.act(obs)
     assert action.shape == (3,) and env.action_space.contains(action.astype("float32"))
 
     # Finetuning again from this run, in a new directory.

@@ -7,7 +7,7 @@ import torch
 
 from odt.algos.losses import dt_loss, masked_mean, odt_loss, temperature_loss
 from odt.data.buffer import Batch, ReplayBuffer
-from odt.data.trajectories import Episode, returns_to_go, split_episodes
+from odt.data.trajectories import returns_to_go, split_episodes
 from odt.models.heads import ActionDist, gaussian_entropy
 
 from helpers import make_episode

@@ -19,7 +19,7 @@ def test_acting_costs_the_context_not_K():
     seen = []
     policy.model.blocks[0].register_forward_hook(lambda m, i, o: seen.append(i[0].shape[1]))
     policy.reset(100.0)
-    for t in range(12):
+    for _ in range(12):
         policy.act(np.zeros(11, np.float32), 1.0)
     # 3 tokens a step, less the placeholder action token of the current step
     assert seen == [3 * min(t + 1, 5) - 1 for t in range(12)]

@@ -1,5 +1,4 @@
 """Dataset sources built with the real h5py and minari libraries, no downloads."""
-import json
 
 import gymnasium as gym
 import h5py
@@ -91,7 +90,9 @@ def test_minari_dataset_from_the_local_store(tmp_path, monkeypatch):
                 break
         buffers.append(EpisodeBuffer(id=seed, seed=seed, observations=np.array(o), actions=np.array(a),
                                      rewards=r, terminations=te, truncations=tr, infos={}))
-    minari.create_dataset_from_buffers("test/hopper/tiny-v0", buffers, env="Hopper-v5", algorithm_name="random")
+    minari.create_dataset_from_buffers("test/hopper/tiny-v0", buffers, env="Hopper-v5", eval_env="Hopper-v5",
+                                      algorithm_name="random", author="odt tests",
+                                      author_email="tests@odt.invalid", description="two random episodes")
     ds = load_dataset("test/hopper/tiny-v0")
     assert ds.env_id == "Hopper-v5" and len(ds.episodes) == 2 and ds.obs_dim == 11 and ds.act_dim == 3
     with pytest.raises(ConfigError, match="test/hopper/tiny-v0"):  # the error lists the local ids

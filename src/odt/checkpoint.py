@@ -7,7 +7,6 @@ import os
 import pickle
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from .config import Config, ConfigError

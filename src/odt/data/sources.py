@@ -107,7 +107,7 @@ def _load_minari(dataset_id: str, download: bool) -> TrajectoryDataset:
     episodes = []
     for ep in ds.iterate_episodes():
         obs = np.asarray(ep.observations, np.float32)
-        term, trunc = bool(ep.terminations[-1]), bool(ep.truncations[-1])
+        term = bool(ep.terminations[-1])  # an episode that did not terminate was cut: truncated
         episodes.append(Episode(obs[:-1], np.asarray(ep.actions, np.float32), np.asarray(ep.rewards, np.float32),
                                 terminated=term, truncated=not term, final_observation=obs[-1]))
     spec = ds.spec.env_spec
