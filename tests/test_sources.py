@@ -97,3 +97,24 @@ def test_minari_dataset_from_the_local_store(tmp_path, monkeypatch):
     assert ds.env_id == "Hopper-v5" and len(ds.episodes) == 2 and ds.obs_dim == 11 and ds.act_dim == 3
     with pytest.raises(ConfigError, match="test/hopper/tiny-v0"):  # the error lists the local ids
         load_dataset("test/hopper/missing-v0")
+
+
+def test_inspect_figures_equal_independent_ones(hopper_npz):
+    import json as _json
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-m", "odt.cli", "data", "inspect", str(hopper_npz), "--json"],
+                       capture_output=True, text=True, check=True)
+    d = _json.loads(p.stdout)
+    raw = np.load(hopper_npz)
+    ends = np.flatnonzero(raw["terminals"] | raw["timeouts"])
+    bounds = np.concatenate([[0], ends + 1])
+    if bounds[-1] != len(raw["rewards"]):
+        bounds = np.append(bounds, len(raw["rewards"]))
+    returns = np.array([raw["rewards"][a:b].sum(dtype=np.float64) for a, b in zip(bounds[:-1], bounds[1:])])
+    assert d["n_episodes"] == len(returns) and d["n_transitions"] == len(raw["rewards"]) == 3000
+    assert (d["obs_dim"], d["act_dim"], d["env_id"]) == (11, 3, "Hopper-v5")
+    for key, value in [("return_mean", returns.mean()), ("return_std", returns.std()),
+                       ("return_min", returns.min()), ("return_max", returns.max())]:
+        assert d[key] == pytest.approx(value, rel=1e-5), key

@@ -18,6 +18,7 @@ COMMANDS = {
     "run": "Pretrain, then finetune online: the whole ODT pipeline in one run directory.",
     "eval": "Evaluate a run's policy: mean actions at a target return over several episodes.",
     "presets": "List the named presets (the paper's tables C.1-C.4 and machine-sized ones).",
+    "data": "Datasets: `odt data inspect SOURCE [--json]`, `odt data list`.",
 }
 
 
@@ -39,6 +40,49 @@ class EvalArgs:
     """Torch device."""
     json: bool = False
     """Print one JSON object instead of text."""
+
+
+@dataclass
+class InspectArgs:
+    source: tyro.conf.Positional[str]
+    """An embedded name, a Minari id, or a .npz / D4RL-format .hdf5 file."""
+    json: bool = False
+    """Print one JSON object instead of text."""
+    download: bool = False
+    """Download a Minari dataset that is not in the local store."""
+
+
+def _data(args: list[str]) -> int:
+    from .data.embedded import EMBEDDED, cache_path
+    from .data.sources import load_dataset
+
+    sub = args[0] if args else ""
+    if sub == "list":
+        for name, entry in EMBEDDED.items():
+            state = "cached" if cache_path(name).is_file() else "generated on first use"
+            print(f"{name:<34}embedded, {entry['env_id']}, {entry['transitions']} steps ({state})")
+        try:
+            import minari
+
+            for name in sorted(minari.list_local_datasets()):
+                print(f"{name:<34}Minari, local store")
+        except ImportError:  # pragma: no cover - minari is a dependency
+            pass
+        return 0
+    if sub != "inspect":
+        raise ConfigError("odt data needs a subcommand: `odt data inspect SOURCE [--json]` or `odt data list`")
+    a = tyro.cli(InspectArgs, args=args[1:], prog="odt data inspect", description="Figures of a dataset.")
+    d = load_dataset(a.source, download=a.download).describe()
+    if a.json:
+        print(json.dumps(d))
+        return 0
+    print(f"{d['name']}: {d['n_episodes']} episodes, {d['n_transitions']} transitions "
+          f"({d['n_terminated']} terminated, {d['n_truncated']} truncated)")
+    print(f"environment {d['env_id'] or 'unknown'}; observation dim {d['obs_dim']}, action dim {d['act_dim']}")
+    print(f"return mean {d['return_mean']:.2f} std {d['return_std']:.2f} min {d['return_min']:.2f} "
+          f"max {d['return_max']:.2f}")
+    print(f"episode length mean {d['length_mean']:.1f} min {d['length_min']} max {d['length_max']}")
+    return 0
 
 
 def _usage() -> str:
@@ -75,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             for name in preset_names():
                 print(f"{name:<34}{preset_description(name)}")
             return 0
+        if command == "data":
+            return _data(args)
         if command == "eval":
             return _eval(tyro.cli(EvalArgs, args=args, prog="odt eval", description=COMMANDS["eval"]))
         from .train import execute

@@ -24,10 +24,14 @@ def cache_dir() -> Path:
     return Path(os.environ.get("ODT_CACHE", Path.home() / ".cache" / "odt")) / "datasets"
 
 
+def cache_path(name: str) -> Path:
+    return cache_dir() / f"{name.replace('/', '__')}-g{GENERATOR_VERSION}.npz"
+
+
 def load_embedded(name: str, log=print) -> TrajectoryDataset:
     from .sources import _from_arrays, _read_npz, save_npz
 
-    path = cache_dir() / f"{name.replace('/', '__')}-g{GENERATOR_VERSION}.npz"
+    path = cache_path(name)
     if not path.is_file():
         entry = EMBEDDED[name]
         log(f"[data] generating {name} ({entry['transitions']} transitions in {entry['env_id']}) into {path}")

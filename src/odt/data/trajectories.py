@@ -61,6 +61,16 @@ class TrajectoryDataset:
     def lengths(self) -> np.ndarray:
         return np.array([len(e) for e in self.episodes])
 
+    def describe(self) -> dict:
+        """The figures `odt data inspect` prints."""
+        r, n = self.returns(), self.lengths()
+        return {"name": self.name, "env_id": self.env_id, "n_episodes": len(self.episodes),
+                "n_transitions": int(n.sum()), "obs_dim": self.obs_dim, "act_dim": self.act_dim,
+                "return_mean": float(r.mean()), "return_std": float(r.std()), "return_min": float(r.min()),
+                "return_max": float(r.max()), "length_mean": float(n.mean()), "length_min": int(n.min()),
+                "length_max": int(n.max()), "n_terminated": sum(e.terminated for e in self.episodes),
+                "n_truncated": sum(e.truncated for e in self.episodes)}
+
     def obs_stats(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std of every state in the data (float64 sums, so 1M rows lose nothing)."""
         n, s, ss = 0, 0.0, 0.0
