@@ -118,3 +118,14 @@ def test_inspect_figures_equal_independent_ones(hopper_npz):
     for key, value in [("return_mean", returns.mean()), ("return_std", returns.std()),
                        ("return_min", returns.min()), ("return_max", returns.max())]:
         assert d[key] == pytest.approx(value, rel=1e-5), key
+
+
+def test_actions_outside_the_bounds_are_refused(tmp_path):
+    from odt.data.sources import check_matches_env
+
+    eps = [make_episode(5, obs_dim=11, act_dim=3, seed=1)]
+    env = gym.make("Hopper-v5")
+    check_matches_env(TrajectoryDataset(eps, name="ok"), env)  # uniform in [-1, 1]: fine
+    eps[0].actions[2, 1] = 1.5
+    with pytest.raises(ConfigError, match="outside Hopper-v5's bounds"):
+        check_matches_env(TrajectoryDataset(eps, name="bad"), env)

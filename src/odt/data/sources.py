@@ -132,6 +132,14 @@ def check_matches_env(ds: TrajectoryDataset, env) -> None:
     if ds.act_dim != act_dim:
         raise ConfigError(f"dataset {ds.name} has action dimension {ds.act_dim} but {env.spec.id} has "
                           f"{act_dim}; use a dataset recorded in {env.spec.id} or change --env")
+    low, high = env.action_space.low, env.action_space.high
+    tol = 1e-3 * (high - low)  # float32 round-off of actions recorded at the bounds
+    a_min = np.min([e.actions.min(0) for e in ds.episodes], axis=0)
+    a_max = np.max([e.actions.max(0) for e in ds.episodes], axis=0)
+    if np.any(a_min < low - tol) or np.any(a_max > high + tol):
+        raise ConfigError(f"dataset {ds.name} has actions in [{a_min.min():.3g}, {a_max.max():.3g}], outside "
+                          f"{env.spec.id}'s bounds [{low.min():.3g}, {high.max():.3g}]; rescale or clip the "
+                          "actions to the environment's action space")
 
 
 def save_npz(ds: TrajectoryDataset, path: Path) -> None:
