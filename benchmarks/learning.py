@@ -46,20 +46,27 @@ def main() -> None:
                 raise SystemExit(f"a run failed (exit {p.returncode}): {' '.join(p.args)}")
             running.remove(p)
     rows = []
+    key = "normalized_mean"
     for seed in seeds:
-        s = json.loads((args.out / f"seed-{seed}" / "summary.json").read_text())
-        rows.append((seed, s["offline"].get("normalized_mean", s["offline"]["return_mean"]),
-                     s["final"].get("normalized_mean", s["final"]["return_mean"]), s["online_steps"],
-                     s["offline"]["return_mean"], s["final"]["return_mean"]))
-    print(f"\n{'seed':>6}{'offline':>10}{'final':>10}{'delta':>10}{'online steps':>14}{'return off':>12}{'return fin':>12}")
-    for seed, off, fin, steps, roff, rfin in rows:
-        print(f"{seed:>6}{off:>10.1f}{fin:>10.1f}{fin - off:>+10.1f}{steps:>14}{roff:>12.1f}{rfin:>12.1f}")
-    a = np.array([(r[1], r[2]) for r in rows])
-    d = a[:, 1] - a[:, 0]
-    print(f"{'mean':>6}{a[:, 0].mean():>10.1f}{a[:, 1].mean():>10.1f}{d.mean():>+10.1f}")
-    print(f"{'std':>6}{a[:, 0].std():>10.1f}{a[:, 1].std():>10.1f}{d.std():>10.1f}")
-    print(f"normalized score (D4RL reference returns), offline {a[:, 0].mean():.1f} +- {a[:, 0].std():.1f}, "
-          f"final {a[:, 1].mean():.1f} +- {a[:, 1].std():.1f} over {len(rows)} seeds")
+        run = args.out / f"seed-{seed}"
+        s = json.loads((run / "summary.json").read_text())
+        if key not in s["final"]:
+            key = "return_mean"
+        evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        evals = [r[f"eval_{key}"] for r in evals if r.get("event") == "eval" and r["online_steps"] > 0]
+        # One evaluation of a few episodes is noisy; the mean of the last three is steadier.
+        rows.append((seed, s["offline"][key], s["final"][key], float(np.mean(evals[-3:])), s["online_steps"]))
+    print(f"\n{key.replace('_mean', '')} per seed")
+    print(f"{'seed':>6}{'offline':>10}{'final':>10}{'delta':>10}{'last 3':>10}{'delta':>10}{'online steps':>14}")
+    for seed, off, fin, last3, steps in rows:
+        print(f"{seed:>6}{off:>10.1f}{fin:>10.1f}{fin - off:>+10.1f}{last3:>10.1f}{last3 - off:>+10.1f}{steps:>14}")
+    a = np.array([r[1:4] for r in rows])
+    for name, f, sign in (("mean", np.mean, "+"), ("std", np.std, "")):
+        print(f"{name:>6}{f(a[:, 0]):>10.1f}{f(a[:, 1]):>10.1f}{f(a[:, 1] - a[:, 0]):>{sign}10.1f}"
+              f"{f(a[:, 2]):>10.1f}{f(a[:, 2] - a[:, 0]):>{sign}10.1f}")
+    print(f"{key} over {len(rows)} seeds: offline {a[:, 0].mean():.1f} +- {a[:, 0].std():.1f}, "
+          f"final {a[:, 1].mean():.1f} +- {a[:, 1].std():.1f}, last three evaluations "
+          f"{a[:, 2].mean():.1f} +- {a[:, 2].std():.1f}")
 
 
 if __name__ == "__main__":
