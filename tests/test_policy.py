@@ -92,3 +92,24 @@ def test_pruned_last_block_equals_the_full_computation():
     with torch.no_grad():
         torch.testing.assert_close(m.hidden(*args), full, rtol=1e-5, atol=1e-5)
         torch.testing.assert_close(m.hidden(*args, last_only=True)[:, 0], full[:, -1], rtol=1e-5, atol=1e-5)
+
+
+def test_sliding_window_matches_a_direct_forward_pass():
+    """After many steps the policy acts on exactly the last `context` steps, with the RTG lowered
+    by every reward so far; episodes may run past max_ep_len (timesteps clamp)."""
+    policy = _policy(context=5, timestep_embedding=True, max_ep_len=8)
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(12, 11)).astype(np.float32)
+    rew = rng.uniform(0, 3, 12).astype(np.float32)
+    policy.reset(300.0)
+    acts = [policy.act(obs[0])]
+    for t in range(1, 12):
+        acts.append(policy.act(obs[t], rew[t - 1]))
+    rtg = (300.0 - np.concatenate([[0.0], np.cumsum(rew[:11])])) / 100.0
+    w = slice(7, 12)
+    with torch.no_grad():
+        a = policy.model.act_output(torch.tensor(rtg[w], dtype=torch.float32).view(1, 5, 1),
+                                    torch.tensor(obs[w]).unsqueeze(0),
+                                    torch.tensor(np.array(acts[7:11] + [np.zeros(3)]), dtype=torch.float32).unsqueeze(0),
+                                    torch.arange(7, 12).unsqueeze(0)).mode()
+    np.testing.assert_allclose(acts[-1], a[0].numpy(), atol=1e-5)

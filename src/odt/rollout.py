@@ -44,14 +44,14 @@ class Policy:
         return load_policy(Path(run_dir), checkpoint, device=device, deterministic=deterministic)
 
     def reset(self, target_return: float | np.ndarray, n: int = 1) -> None:
-        spec = self.model.spec
-        H = spec.max_ep_len + 1
+        spec, dev, C = self.model.spec, self.device, self.context
         self._n, self._t = n, 0
         self._batched = np.ndim(target_return) > 0 or n > 1
-        dev = self.device
-        self._states = torch.zeros(n, H, spec.obs_dim, device=dev)
-        self._actions = torch.zeros(n, H, spec.act_dim, device=dev)
-        self._rtg = torch.zeros(n, H, 1, device=dev)
+        # A window of the last ``context`` steps, slid as the episode goes: memory and cost do
+        # not grow with the episode, and episodes may run past max_ep_len (timesteps clamp).
+        self._states = torch.zeros(n, C, spec.obs_dim, device=dev)
+        self._actions = torch.zeros(n, C, spec.act_dim, device=dev)
+        self._rtg = torch.zeros(n, C, 1, device=dev)
         target = torch.as_tensor(np.broadcast_to(target_return, (n,)).astype(np.float32), device=dev)
         self._rtg[:, 0, 0] = target / self.rtg_scale
         self.model.eval()  # once per episode: toggling it every step costs more than a layer
@@ -64,20 +64,22 @@ class Policy:
         contexts (finished episodes cost nothing)."""
         if self._n == 0:
             raise RuntimeError("call reset(target_return) before act()")
-        t = self._t
-        if t >= self.model.spec.max_ep_len + 1:
-            raise RuntimeError(f"episode longer than max_ep_len={self.model.spec.max_ep_len}")
+        t, C = self._t, self.context
         obs_t = torch.as_tensor(np.asarray(obs, np.float32).reshape(self._n if rows is None else len(rows), -1),
                                 device=self.device)
         sel = slice(None) if rows is None else torch.as_tensor(rows, device=self.device)
+        p = min(t, C - 1)  # this step's slot in the window
         if t > 0:
+            g = self._rtg[:, min(t - 1, C - 1), 0].clone()
+            if t >= C:  # the window is full: drop its oldest step
+                for buf in (self._states, self._actions, self._rtg):
+                    buf[:, :-1] = buf[:, 1:].clone()
             r = torch.as_tensor(np.asarray(0.0 if reward is None else reward, np.float32), device=self.device)
-            self._rtg[sel, t, 0] = self._rtg[sel, t - 1, 0] - r.reshape(-1) / self.rtg_scale
-        self._states[sel, t] = (obs_t - self.obs_mean) / self.obs_std
-        lo = max(0, t + 1 - self.context)
-        ts = torch.arange(lo, t + 1, device=self.device).expand(obs_t.shape[0], -1)
-        out = self.model.act_output(self._rtg[sel, lo:t + 1], self._states[sel, lo:t + 1],
-                                    self._actions[sel, lo:t + 1], ts)
+            self._rtg[sel, p, 0] = g[sel] - r.reshape(-1) / self.rtg_scale
+        self._states[sel, p] = (obs_t - self.obs_mean) / self.obs_std
+        ts = torch.arange(t - p, t + 1, device=self.device).expand(obs_t.shape[0], -1)
+        out = self.model.act_output(self._rtg[sel, :p + 1], self._states[sel, :p + 1],
+                                    self._actions[sel, :p + 1], ts)
         if not self.model.stochastic:
             a = out
         elif self.deterministic:
@@ -87,7 +89,7 @@ class Policy:
             u = out.mean + out.std * eps
             a = torch.tanh(u) if out.squashed else u.clamp(-1, 1)
         a = a.clamp(-1, 1)
-        self._actions[sel, t] = a
+        self._actions[sel, p] = a
         if rows is None:
             self._t += 1
         a = self.act_low + (a.cpu().numpy() + 1) * 0.5 * (self.act_high - self.act_low)
