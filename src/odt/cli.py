@@ -142,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
 def _eval(a: EvalArgs) -> int:
     from .checkpoint import load_policy
     from .rollout import make_vector_env, rollout
-    from .scores import normalized_score, task_of
+    from .scores import return_stats
     from .train import make_env_checked
 
     if a.episodes <= 0:
@@ -157,11 +157,7 @@ def _eval(a: EvalArgs) -> int:
     res = rollout(policy, envs, target, seed=a.seed)
     envs.close()
     out = {"run": str(a.run), "env": cfg.env, "target": target, "episodes": a.episodes,
-           "return_mean": float(res.returns.mean()), "return_std": float(res.returns.std()),
-           "length_mean": float(res.lengths.mean())}
-    if task_of(cfg.env):
-        norm = normalized_score(cfg.env, res.returns)
-        out.update(normalized_mean=float(norm.mean()), normalized_std=float(norm.std()))
+           **return_stats(cfg.env, res.returns), "length_mean": float(res.lengths.mean())}
     if a.json:
         print(json.dumps(out))
     else:

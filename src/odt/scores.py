@@ -38,3 +38,13 @@ def normalized_score(task: str, returns, reference: tuple[float, float] | None =
         raise KeyError(f"no reference returns for {task!r}; known: {', '.join(REFERENCE_RETURNS)}")
     lo, hi = ref
     return 100.0 * (np.asarray(returns, dtype=np.float64) - lo) / (hi - lo)
+
+
+def return_stats(env_id: str | None, returns) -> dict:
+    """Mean and std of episode returns, and of their normalised scores where a reference exists."""
+    returns = np.asarray(returns, dtype=np.float64)
+    out = {"return_mean": float(returns.mean()), "return_std": float(returns.std())}
+    if task_of(env_id):
+        norm = normalized_score(env_id, returns)
+        out.update(normalized_mean=float(norm.mean()), normalized_std=float(norm.std()))
+    return out

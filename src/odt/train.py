@@ -25,7 +25,7 @@ from .data.trajectories import TrajectoryDataset
 from .logging import Progress, RunLogger, fmt_time
 from .models.transformer import ModelSpec
 from .rollout import Policy, make_vector_env, rollout, scale_actions_to_unit
-from .scores import normalized_score, task_of
+from .scores import return_stats
 
 
 def resolve_device(name: str) -> str:
@@ -99,14 +99,11 @@ class Run:
         t = time.time()
         res = rollout(self.policy(deterministic=True), self.envs(self.cfg.eval_episodes), self.cfg.g_eval,
                       seed=1_000_000 + self.cfg.seed * 1000)
-        ret = res.returns
         row = {"phase": phase, "event": "eval", "updates": self.learner.updates,
-               "online_steps": self.online_steps, "eval_return_mean": float(ret.mean()),
-               "eval_return_std": float(ret.std()), "eval_length_mean": float(res.lengths.mean()),
-               "eval_episodes": len(ret), "eval_seconds": round(time.time() - t, 3)}
-        if task_of(self.cfg.env):
-            norm = normalized_score(self.cfg.env, ret)
-            row.update(eval_normalized_mean=float(norm.mean()), eval_normalized_std=float(norm.std()))
+               "online_steps": self.online_steps,
+               **{f"eval_{k}": v for k, v in return_stats(self.cfg.env, res.returns).items()},
+               "eval_length_mean": float(res.lengths.mean()), "eval_episodes": len(res.returns),
+               "eval_seconds": round(time.time() - t, 3)}
         self.logger.log(row)
         norm_txt = f"  normalized {row['eval_normalized_mean']:.1f}" if "eval_normalized_mean" in row else ""
         self.logger.info(f"[{phase}] eval after {self.learner.updates} updates, {self.online_steps} online steps: "
