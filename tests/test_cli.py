@@ -140,3 +140,20 @@ def test_help_of_each_command():
     for flag in ["--env", "--dataset", "--preset", "--out", "--seed", "--algo", "--pretrain-updates",
                  "--online-steps", "--updates-per-round", "--eval-every", "--eval-episodes", "--device"]:
         assert flag in p.stdout, flag
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--lr", "abc"], "Error parsing --lr: could not convert string to float: 'abc'"),
+    (["run", "--lrr", "3"], "Unrecognized options: --lrr, 3 (did you mean --lr FLOAT?)"),
+    (["run", "--action-head", "xyz"], "Expected one of ('auto', 'deterministic', 'gaussian', 'tanh_gaussian')"),
+    (["eval"], "Missing from odt eval: --run PATH"),
+    (["data", "generate", "--env", "Hopper-v5"], "--quality {random,medium,medium-replay,expert} --out STR"),
+    (["data", "inspect"], "Missing from odt data inspect: STR"),
+    (["data", "frob"], "needs a subcommand"),
+])
+def test_parser_errors_are_one_line(args, needle, capsys):
+    from odt.cli import main
+
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.startswith("odt: error: ") and len(err.strip().splitlines()) == 1

@@ -2,7 +2,10 @@
 the defaults, and every other flag overrides them."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +21,7 @@ COMMANDS = {
     "run": "Pretrain, then finetune online: the whole ODT pipeline in one run directory.",
     "eval": "Evaluate a run's policy: mean actions at a target return over several episodes.",
     "presets": "List the named presets (the paper's tables C.1-C.4 and machine-sized ones).",
-    "data": "Datasets: `odt data inspect SOURCE [--json]`, `odt data list`.",
+    "data": "Datasets: `odt data inspect SOURCE [--json]`, `odt data list`, `odt data generate --env --quality --out`.",
 }
 
 
@@ -59,7 +62,8 @@ def _data(args: list[str]) -> int:
     sub = args[0] if args else ""
     if sub == "list":
         for name, entry in EMBEDDED.items():
-            state = "cached" if cache_path(name).is_file() else "generated on first use"
+            state = ("shipped" if "file" in entry else "cached" if cache_path(name).is_file()
+                     else "generated on first use")
             print(f"{name:<34}embedded, {entry['env_id']}, {entry['transitions']} steps ({state})")
         try:
             import minari
@@ -69,9 +73,16 @@ def _data(args: list[str]) -> int:
         except ImportError:  # pragma: no cover - minari is a dependency
             pass
         return 0
+    if sub == "generate":
+        from .data.generate import GenerateArgs, generate_command
+
+        generate_command(parse(GenerateArgs, args[1:], "odt data generate",
+                               "Train a behaviour policy with SAC, record it, write a Minari dataset."))
+        return 0
     if sub != "inspect":
-        raise ConfigError("odt data needs a subcommand: `odt data inspect SOURCE [--json]` or `odt data list`")
-    a = tyro.cli(InspectArgs, args=args[1:], prog="odt data inspect", description="Figures of a dataset.")
+        raise ConfigError("odt data needs a subcommand: `odt data inspect SOURCE [--json]`, `odt data list` "
+                          "or `odt data generate --env ENV --quality QUALITY --out ID`")
+    a = parse(InspectArgs, args[1:], "odt data inspect", "Figures of a dataset.")
     d = load_dataset(a.source, download=a.download).describe()
     if a.json:
         print(json.dumps(d))
@@ -83,6 +94,55 @@ def _data(args: list[str]) -> int:
           f"max {d['return_max']:.2f}")
     print(f"episode length mean {d['length_mean']:.1f} min {d['length_min']} max {d['length_max']}")
     return 0
+
+
+def parse(cls, args: list[str], prog: str, description: str, **kwargs):
+    """tyro.cli, with tyro's boxed error reports folded into one line (a ConfigError)."""
+    err = io.StringIO()
+    columns = os.environ.get("COLUMNS")
+    if not {"-h", "--help"} & set(args):  # no wrapping in an error box: a message stays on its line
+        os.environ["COLUMNS"] = "2000"
+    try:
+        with contextlib.redirect_stderr(err):
+            return tyro.cli(cls, args=args, prog=prog, description=description, **kwargs)
+    except SystemExit as e:
+        if not e.code:
+            sys.stderr.write(err.getvalue())
+            raise
+        raise ConfigError(_one_line(err.getvalue(), prog)) from None
+    finally:
+        if columns is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = columns
+
+
+def _one_line(report: str, prog: str) -> str:
+    """'Error parsing --lr: could not convert ...', 'Missing from odt run: --env STR', ...: the
+    first line of tyro's report and the flags it names, without their help texts. tyro draws a
+    UTF-8 box (title in the top border) or, where stdout is not UTF-8, plain text (title, rule)."""
+    lines = [line.rstrip() for line in report.splitlines()]
+    if any(line.startswith("╭") for line in lines):
+        body = [line[1:].rstrip("│").rstrip() for line in lines if line.startswith("│")]
+    else:
+        body = [line for line in lines if line.strip()][2:]
+    rows, section, perhaps, base = [], 0, False, None
+    for line in body:
+        text = line.strip()
+        if text and set(text) <= set("─-"):  # a rule: a "Perhaps you meant" section may follow
+            section += 1
+            continue
+        indent = len(line) - len(line.lstrip())
+        base = indent if base is None else base
+        if section == 0 and (not rows or indent == base + 4):  # the message, then each flag it names
+            rows.append(text)
+        elif text == "Perhaps you meant:":
+            perhaps = True
+        elif perhaps and indent == base + 4:
+            rows.append(f"(did you mean {text}?)")
+            perhaps = False
+    message = " ".join(rows) or "invalid arguments"
+    return f"{message}; see `{prog} --help`"
 
 
 def _usage() -> str:
@@ -103,7 +163,7 @@ def parse_config(command: str, args: list[str]) -> Config:
     name = _preset_from(args)
     default = preset(name) if name else Config()
     default.preset = name
-    return tyro.cli(Config, default=default, args=args, prog=f"odt {command}", description=COMMANDS[command])
+    return parse(Config, args, f"odt {command}", COMMANDS[command], default=default)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "data":
             return _data(args)
         if command == "eval":
-            return _eval(tyro.cli(EvalArgs, args=args, prog="odt eval", description=COMMANDS["eval"]))
+            return _eval(parse(EvalArgs, args, "odt eval", COMMANDS["eval"]))
         from .train import execute
 
         cfg = parse_config(command, args)
@@ -157,7 +217,7 @@ def _eval(a: EvalArgs) -> int:
     res = rollout(policy, envs, target, seed=a.seed)
     envs.close()
     out = {"run": str(a.run), "env": cfg.env, "target": target, "episodes": a.episodes,
-           **return_stats(cfg.env, res.returns), "length_mean": float(res.lengths.mean())}
+           **return_stats(cfg.env, res.returns, cfg.reference()), "length_mean": float(res.lengths.mean())}
     if a.json:
         print(json.dumps(out))
     else:

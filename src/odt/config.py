@@ -28,6 +28,12 @@ class Config:
     """Gymnasium environment id used for rollouts and evaluation."""
     dataset: str = "odt/hopper-medium"
     """Offline data: an embedded dataset name, a Minari id, a D4RL-format .hdf5 or an odt .npz file."""
+    download: bool = False
+    """Download a Minari dataset that is not in the local store (the only network access odt makes)."""
+    ref_min_score: Optional[float] = None
+    """Random-policy return for normalized scores; default the dataset's own, else D4RL's table."""
+    ref_max_score: Optional[float] = None
+    """Expert return for normalized scores; default the dataset's own, else D4RL's table."""
     algo: Literal["dt", "odt"] = "odt"
     """dt: deterministic actor, MSE loss. odt: stochastic actor, NLL - lambda * entropy."""
     seed: int = 0
@@ -130,6 +136,12 @@ class Config:
             return self.action_head
         return "deterministic" if self.algo == "dt" else "tanh_gaussian"
 
+    def reference(self) -> Optional[tuple[float, float]]:
+        """(random, expert) returns for normalized scores, when set."""
+        if self.ref_min_score is None or self.ref_max_score is None:
+            return None
+        return self.ref_min_score, self.ref_max_score
+
     def model_spec(self, obs_dim: int, act_dim: int):
         from .models.transformer import ModelSpec
 
@@ -162,6 +174,11 @@ class Config:
             raise ConfigError(f"--init-lambda must be positive, got {self.init_lambda}")
         if self.log_std_min >= self.log_std_max:
             raise ConfigError("--log-std-min must be below --log-std-max")
+        if (self.ref_min_score is None) != (self.ref_max_score is None):
+            raise ConfigError("--ref-min-score and --ref-max-score go together; give both or neither")
+        if self.ref_min_score is not None and self.ref_min_score >= self.ref_max_score:
+            raise ConfigError(f"--ref-min-score ({self.ref_min_score}) must be below --ref-max-score "
+                              f"({self.ref_max_score})")
         if self.algo == "dt" and self.resolved_action_head() != "deterministic":
             raise ConfigError("--algo dt trains a deterministic actor; drop --action-head or use --algo odt")
         if self.algo == "odt" and self.resolved_action_head() == "deterministic":

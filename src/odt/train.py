@@ -25,7 +25,7 @@ from .data.trajectories import TrajectoryDataset
 from .logging import Progress, RunLogger, fmt_time
 from .models.transformer import ModelSpec
 from .rollout import Policy, make_vector_env, rollout, scale_actions_to_unit
-from .scores import return_stats
+from .scores import reference_of, return_stats
 
 
 def resolve_device(name: str) -> str:
@@ -101,7 +101,7 @@ class Run:
                       seed=1_000_000 + self.cfg.seed * 1000)
         row = {"phase": phase, "event": "eval", "updates": self.learner.updates,
                "online_steps": self.online_steps,
-               **{f"eval_{k}": v for k, v in return_stats(self.cfg.env, res.returns).items()},
+               **{f"eval_{k}": v for k, v in return_stats(self.cfg.env, res.returns, self.cfg.reference()).items()},
                "eval_length_mean": float(res.lengths.mean()), "eval_episodes": len(res.returns),
                "eval_seconds": round(time.time() - t, 3)}
         self.logger.log(row)
@@ -209,8 +209,11 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
     if horizon and horizon > cfg.max_ep_len:
         raise ConfigError(f"{cfg.env} episodes last up to {horizon} steps but --max-ep-len is {cfg.max_ep_len}; "
                           f"pass --max-ep-len {horizon}")
-    dataset = load_dataset(cfg.dataset)
+    dataset = load_dataset(cfg.dataset, download=cfg.download)
     check_matches_env(dataset, env)
+    reference = reference_of(cfg.env, (cfg.ref_min_score, cfg.ref_max_score), dataset.metadata)
+    if reference is not None:  # config.json records the scale every normalized score used
+        cfg.ref_min_score, cfg.ref_max_score = reference
     act_low = env.action_space.low.astype(np.float32)
     act_high = env.action_space.high.astype(np.float32)
     env.close()

@@ -1,19 +1,29 @@
-"""Make offline datasets: train a behaviour policy with SAC and record its trajectories.
+"""Make offline datasets: train a behaviour policy with SAC, record its trajectories, and write
+them as a Minari dataset (``odt data generate``).
 
-Used to build the embedded Hopper-v5 defaults (``odt.data.embedded``) and by
-``odt data generate``. stable-baselines3 is an optional extra: it is only needed to train
-a behaviour policy, never to replay a shipped one.
+D4RL's recipe: ``medium`` is a policy trained until it scores about a third of the expert
+reference return, recorded with its sampled actions; ``medium-replay`` is everything that policy's
+replay buffer saw on the way there; ``expert`` is a policy trained to the expert return; ``random``
+takes uniform actions. stable-baselines3 is an optional extra: it is only needed to train a
+behaviour policy, never to replay a shipped one (the embedded datasets).
 """
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Literal, Optional
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+from ..config import ConfigError
+from ..logging import Progress, fmt_time
+from .trajectories import Episode, TrajectoryDataset
 
 # D4RL's medium policies score about a third of the expert reference return.
 QUALITY_FRACTION = {"random": 0.0, "medium": 1.0 / 3.0, "medium-replay": 1.0 / 3.0, "expert": 1.0}
@@ -27,16 +37,23 @@ class BehaviourPolicy:
     meta: dict
 
     def act(self, obs: np.ndarray, rng: np.random.Generator, deterministic: bool = False) -> np.ndarray:
-        w = self.weights
-        h = torch.as_tensor(obs, dtype=torch.float32)
+        # float64 numpy, not torch: torch's float32 GEMM rounds differently with the thread count
+        # (and the CPU), and Hopper's chaos turns one flipped bit into another dataset. Here the
+        # float32 action only changes if a float64 rounding difference crosses a float32 boundary.
+        w = self._w64()
+        h = np.asarray(obs, dtype=np.float64)
         n_hidden = sum(1 for k in w if k.startswith("latent_pi.") and k.endswith(".weight"))
         for i in range(n_hidden):
-            h = torch.relu(h @ w[f"latent_pi.{2 * i}.weight"].T + w[f"latent_pi.{2 * i}.bias"])
+            h = np.maximum(h @ w[f"latent_pi.{2 * i}.weight"].T + w[f"latent_pi.{2 * i}.bias"], 0.0)
         mu = h @ w["mu.weight"].T + w["mu.bias"]
-        log_std = (h @ w["log_std.weight"].T + w["log_std.bias"]).clamp(-20, 2)
-        mu, std = mu.numpy().astype(np.float64), log_std.exp().numpy().astype(np.float64)
+        std = np.exp(np.clip(h @ w["log_std.weight"].T + w["log_std.bias"], -20, 2))
         pre = mu if deterministic else mu + std * rng.standard_normal(mu.shape)
         return np.tanh(pre).astype(np.float32)
+
+    def _w64(self) -> dict[str, np.ndarray]:
+        if getattr(self, "_cache", None) is None:
+            self._cache = {k: v.double().numpy() for k, v in self.weights.items()}
+        return self._cache
 
     def save(self, path: str | Path) -> None:
         from safetensors.torch import save_file
@@ -48,9 +65,13 @@ class BehaviourPolicy:
     def load(cls, path: str | Path) -> "BehaviourPolicy":
         from safetensors import safe_open
 
-        with safe_open(str(path), framework="pt") as f:
-            weights = {k: f.get_tensor(k) for k in f.keys()}
-            meta = json.loads(f.metadata()["odt_behaviour"])
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                weights = {k: f.get_tensor(k) for k in f.keys()}
+                meta = json.loads((f.metadata() or {}).get("odt_behaviour", "{}"))
+        except Exception as e:  # safetensors raises its own error types for missing and corrupt files
+            raise ConfigError(f"cannot read behaviour policy {path}: {e}; give a policy.safetensors written by "
+                              "`odt data generate`") from e
         return cls(weights, meta)
 
 
@@ -60,6 +81,7 @@ def _actor_weights(model) -> dict[str, torch.Tensor]:
 
 
 def evaluate_policy(policy: BehaviourPolicy, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
+    """Mean and std return of the policy's sampled actions (the actions it records)."""
     env = gym.make(env_id)
     rng = np.random.default_rng(seed)
     returns = []
@@ -75,19 +97,32 @@ def evaluate_policy(policy: BehaviourPolicy, env_id: str, episodes: int, seed: i
     return float(np.mean(returns)), float(np.std(returns))
 
 
+def versions() -> dict[str, str]:
+    import importlib.metadata as md
+
+    out = {}
+    for name in ("stable_baselines3", "gymnasium", "mujoco", "torch", "minari", "numpy"):
+        try:
+            out[name] = md.version(name.replace("_", "-"))
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
 def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed: int = 0,
                     max_steps: int = 1_000_000, eval_every: int = 5000, eval_episodes: int = 5,
-                    log=print) -> BehaviourPolicy:
+                    log=print) -> tuple[BehaviourPolicy, Path]:
     """Train SAC until the sampled-action evaluation return reaches ``target_return``.
 
-    Saves the actor (safetensors) and the replay buffer so far (npz, the 'medium-replay' data).
+    Saves the actor (``policy.safetensors``) and the replay buffer so far (``replay.npz``, the
+    'medium-replay' data) into ``out_dir``; returns the policy and the replay buffer's path.
     """
     try:
         from stable_baselines3 import SAC
         from stable_baselines3.common.callbacks import BaseCallback
     except ImportError as e:  # pragma: no cover - depends on the optional extra
-        raise SystemExit("odt: error: training a behaviour policy needs stable-baselines3; "
-                         "install it with `pip install 'odt[generate]'`") from e
+        raise ConfigError("training a behaviour policy needs stable-baselines3; install it with "
+                          "`pip install 'odt[generate]'`") from e
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = gym.make(env_id)
@@ -102,23 +137,24 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
                 return True
             pol = BehaviourPolicy(_actor_weights(self.model), {})
             mean, std = evaluate_policy(pol, env_id, eval_episodes, seed=10_000 + n)
-            rate = n / (time.time() - start)
-            log(f"[sac] steps {n:>8d}  eval return {mean:8.1f} +- {std:6.1f}  "
-                f"target {target_return:.0f}  {rate:.0f} steps/s")
+            elapsed = time.time() - start
+            log(f"[sac] {n}/{max_steps} steps  eval return {mean:.1f} +- {std:.1f}  target {target_return:.0f}  "
+                f"{n / elapsed:.0f} steps/s  elapsed {fmt_time(elapsed)}  "
+                f"left at most {fmt_time((max_steps - n) * elapsed / n)}")
             if mean >= target_return:
                 result.update(steps=n, ret=mean, std=std)
                 return False
             return True
 
     model.learn(total_timesteps=max_steps, callback=Stop())
+    if not result:
+        log(f"[sac] warning: the target return {target_return:.0f} was not reached in {max_steps} steps; "
+            "keeping the last policy (raise --max-train-steps to train longer)")
     steps = result.get("steps", model.num_timesteps)
-    import mujoco
-    import stable_baselines3
     meta = {"env_id": env_id, "target_return": target_return, "train_steps": int(steps),
             "eval_return_mean": result.get("ret"), "eval_return_std": result.get("std"),
-            "seed": seed, "versions": {"stable_baselines3": stable_baselines3.__version__,
-                                       "gymnasium": gym.__version__, "mujoco": mujoco.__version__,
-                                       "torch": torch.__version__}}
+            "reached_target": bool(result), "seed": seed, "train_seconds": round(time.time() - start, 1),
+            "versions": versions()}
     policy = BehaviourPolicy(_actor_weights(model), meta)
     policy.save(out / "policy.safetensors")
     rb = model.replay_buffer
@@ -128,17 +164,190 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
                         next_observations=rb.next_observations[:n, 0], dones=rb.dones[:n, 0],
                         timeouts=rb.timeouts[:n, 0])
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
-    return policy
+    return policy, out / "replay.npz"
 
 
-if __name__ == "__main__":
-    # How the embedded behaviour policy was made (see the README's provenance table):
-    #   python -m odt.data.generate Hopper-v5 medium OUT_DIR 0
-    import sys
+def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | None, name: str = "",
+            n_envs: int = 10, log=print) -> TrajectoryDataset:
+    """Record exactly ``transitions`` steps of a behaviour policy (sampled actions) or of uniform
+    random actions, over ``n_envs`` environments stepped together. Episodes are cut at the
+    environment's own termination and time limit; the last ones at the budget (truncated)."""
+    rng = np.random.default_rng(seed)
+    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(n_envs)],
+                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs.action_space.seed(seed)
+    obs, _ = envs.reset(seed=seed)
+    low, high = envs.single_action_space.low, envs.single_action_space.high
+    bufs = [([], [], []) for _ in range(n_envs)]
+    episodes: list[Episode] = []
+    total = 0
+    progress = Progress(SimpleNamespace(info=log), "collect", transitions, "steps", every=10.0)
+    while total < transitions:
+        if policy is None:
+            act = rng.uniform(low, high, size=(n_envs, len(low))).astype(np.float32)
+        else:
+            act = policy.act(obs, rng)
+        nxt, rew, term, trunc, info = envs.step(act)
+        for i in range(n_envs):
+            o, a, r = bufs[i]
+            o.append(obs[i]); a.append(act[i]); r.append(rew[i])
+            total += 1
+            if term[i] or trunc[i] or total >= transitions:
+                final = info["final_obs"][i] if (term[i] or trunc[i]) else nxt[i]
+                episodes.append(Episode(np.array(o, np.float32), np.array(a, np.float32), np.array(r, np.float32),
+                                        terminated=bool(term[i]), truncated=not term[i], final_observation=final))
+                bufs[i] = ([], [], [])
+            if total >= transitions:
+                # The budget is spent mid-step: keep every partial episode, cut (truncated).
+                for j in range(n_envs):
+                    o, a, r = bufs[j]
+                    if o:
+                        episodes.append(Episode(np.array(o, np.float32), np.array(a, np.float32),
+                                                np.array(r, np.float32), truncated=True,
+                                                final_observation=nxt[j] if j < i else obs[j]))
+                break
+        obs = nxt
+        progress.update(total, force=total >= transitions, episodes=len(episodes),
+                        **({"return_mean": float(np.mean([e.ret for e in episodes[-100:]]))} if episodes else {}))
+    envs.close()
+    meta = {"env_id": env_id, "generator": "odt.data.generate.collect", "seed": seed,
+            "behaviour": policy.meta if policy is not None else "uniform random"}
+    return TrajectoryDataset(episodes, env_id=env_id, name=name, metadata=meta)
+
+
+def replay_dataset(path: Path, env_id: str, limit: int | None = None) -> TrajectoryDataset:
+    """SB3's replay buffer (``replay.npz`` from ``train_behaviour``) as episodes, in the order
+    they were collected; ``limit`` keeps the first transitions only."""
+    from .sources import _from_arrays, _rows_at_ends
+
+    r = np.load(path)
+    n = len(r["rewards"]) if limit is None else min(limit, len(r["rewards"]))
+    done, timeout = r["dones"][:n].astype(bool), r["timeouts"][:n].astype(bool)
+    a = dict(observations=r["observations"][:n].astype(np.float32), actions=r["actions"][:n].astype(np.float32),
+             rewards=r["rewards"][:n].astype(np.float32), terminals=done & ~timeout, timeouts=done & timeout)
+    a["final_observations"] = _rows_at_ends(a, r["next_observations"][:n].astype(np.float32), str(path))
+    a["metadata"] = {"env_id": env_id}
+    return _from_arrays(a, str(path))
+
+
+def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm: str, description: str,
+                 extra: dict):
+    """Write ``ds`` into the local Minari store with the ``minari`` API; ``extra`` goes into the
+    dataset's metadata under ``odt``. D4RL's reference returns are recorded where known."""
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from ..scores import reference_of
+
+    buffers = []
+    for i, e in enumerate(ds.episodes):
+        last = np.arange(len(e)) == len(e) - 1
+        buffers.append(EpisodeBuffer(id=i, observations=np.concatenate([e.observations, e.final_observation[None]]),
+                                     actions=e.actions, rewards=e.rewards, terminations=last & e.terminated,
+                                     truncations=last & (not e.terminated), infos={}))
+    ref = reference_of(env_id)
+    v = extra.get("versions", {})
+    dataset = minari.create_dataset_from_buffers(
+        dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name=algorithm, author="odt data generate",
+        author_email="odt@localhost", code_permalink="https://pypi.org/project/odt/",
+        description=description, ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None,
+        requirements=[f"{k}=={v[k]}" for k in ("gymnasium", "mujoco") if k in v])
+    dataset.storage.update_metadata({"odt": extra})
+    return dataset
+
+
+@dataclass
+class GenerateArgs:
+    env: str
+    """Gymnasium environment id, e.g. Hopper-v5."""
+    quality: Literal["random", "medium", "medium-replay", "expert"]
+    """D4RL's dataset kinds: uniform actions, a policy at 1/3 or all of the expert return, or the
+    replay buffer of the medium policy's training."""
+    out: str
+    """Minari dataset id to create in the local store ($MINARI_DATASETS_PATH), e.g. hopper/medium-v0."""
+    transitions: int = 1_000_000
+    """Transitions to record (medium-replay: at most this many, the buffer's first ones)."""
+    seed: int = 0
+    """Seed of the SAC training and of the recording."""
+    target_return: Optional[float] = None
+    """Stop training once the evaluation return reaches this; default the quality's fraction of
+    D4RL's expert reference return."""
+    max_train_steps: int = 1_000_000
+    """Upper bound on SAC training steps."""
+    eval_every: int = 5000
+    """Evaluate the SAC policy every this many steps."""
+    eval_episodes: int = 5
+    """Episodes per evaluation of the SAC policy."""
+    policy: Optional[Path] = None
+    """Record with this behaviour policy (a policy.safetensors from an earlier run) instead of training one."""
+    work_dir: Optional[Path] = None
+    """Where the behaviour policy and the SAC replay buffer are kept; default runs/generate/<out>."""
+
+
+def generate_command(a: GenerateArgs, log=print) -> dict:
+    """``odt data generate``: validate everything first, then train, record and write."""
+    import minari
+    from minari.dataset.minari_dataset import parse_dataset_id
 
     from ..scores import REFERENCE_RETURNS, task_of
+    from ..train import make_env_checked
 
-    torch.set_num_threads(1)
-    env_id, quality, out = sys.argv[1], sys.argv[2], sys.argv[3]
-    expert = REFERENCE_RETURNS[task_of(env_id)][1]
-    train_behaviour(env_id, QUALITY_FRACTION[quality] * expert, out, seed=int(sys.argv[4]) if len(sys.argv) > 4 else 0)
+    make_env_checked(a.env).close()
+    if a.transitions <= 0:
+        raise ConfigError(f"--transitions must be positive, got {a.transitions}")
+    try:
+        parse_dataset_id(a.out)
+    except ValueError as e:
+        raise ConfigError(f"--out {a.out!r} is not a Minari dataset id; use the form namespace/name-v0, "
+                          "e.g. hopper/medium-v0") from e
+    if a.out in minari.list_local_datasets():
+        raise ConfigError(f"Minari dataset {a.out} already exists in the local store; choose another --out "
+                          f"or delete it first with `minari delete {a.out}`")
+    target = a.target_return
+    if target is None and a.quality != "random" and a.policy is None:
+        task = task_of(a.env)
+        if task is None:
+            raise ConfigError(f"no expert reference return for {a.env}; give the training target with --target-return")
+        target = QUALITY_FRACTION[a.quality] * REFERENCE_RETURNS[task][1]
+    if a.quality == "medium-replay" and a.policy is not None:
+        raise ConfigError("--quality medium-replay records SAC's training replay buffer; drop --policy")
+    work = a.work_dir or Path("runs") / "generate" / a.out.replace("/", "__")
+    if a.quality != "random" and a.policy is None and (work / "policy.safetensors").exists():
+        raise ConfigError(f"{work} already holds a behaviour policy; pass --policy {work / 'policy.safetensors'} "
+                          "to record with it, or choose another --work-dir")
+
+    t0 = time.time()
+    policy, replay = None, None
+    if a.policy is not None:
+        policy = BehaviourPolicy.load(a.policy)
+    elif a.quality != "random":
+        log(f"[generate] training SAC on {a.env} until its evaluation return reaches {target:.1f} "
+            f"(at most {a.max_train_steps} steps); policy and replay buffer go to {work}")
+        policy, replay = train_behaviour(a.env, target, work, seed=a.seed, max_steps=a.max_train_steps,
+                                         eval_every=a.eval_every, eval_episodes=a.eval_episodes, log=log)
+    if a.quality == "medium-replay":
+        ds = replay_dataset(replay, a.env, limit=a.transitions)
+        if ds.n_transitions < a.transitions:
+            log(f"[generate] the replay buffer holds {ds.n_transitions} transitions, fewer than --transitions "
+                f"{a.transitions}: all of them are kept")
+    else:
+        log(f"[generate] recording {a.transitions} transitions of "
+            f"{'uniform random actions' if policy is None else 'the behaviour policy (sampled actions)'}")
+        ds = collect(a.env, a.transitions, a.seed, policy, name=a.out, log=log)
+    behaviour = policy.meta if policy is not None else {}
+    extra = {"quality": a.quality, "env_id": a.env, "transitions": ds.n_transitions, "seed": a.seed,
+             "target_return": target, "behaviour": behaviour or None, "versions": versions(),
+             "generate_seconds": round(time.time() - t0, 1)}
+    algorithm = "uniform random" if policy is None else f"SB3 SAC ({behaviour.get('train_steps', '?')} steps)"
+    ret = behaviour.get("eval_return_mean")
+    description = (f"D4RL-style '{a.quality}' data for {a.env} made by `odt data generate`: {ds.n_transitions} "
+                   f"transitions; behaviour: {algorithm}"
+                   + (f", evaluation return {ret:.1f}" if ret is not None else "") + ".")
+    dataset = write_minari(ds, a.out, a.env, algorithm, description, extra)
+    if policy is not None:  # the dataset carries the policy that made it
+        src = a.policy or work / "policy.safetensors"
+        shutil.copy(src, dataset.storage.data_path.parent / "behaviour_policy.safetensors")
+    d = ds.describe()
+    log(f"[generate] wrote Minari dataset {a.out} ({d['n_episodes']} episodes, {d['n_transitions']} transitions, "
+        f"return mean {d['return_mean']:.1f}) to {dataset.storage.data_path.parent} in {fmt_time(time.time() - t0)}")
+    return extra

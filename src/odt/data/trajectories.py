@@ -84,26 +84,29 @@ class TrajectoryDataset:
         return mean.astype(np.float32), std.astype(np.float32)
 
 
+def episode_ends(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
+    """Index of the last step of every episode in flat D4RL-style arrays, a trailing partial
+    episode included (the data simply ends there)."""
+    done = np.asarray(terminals, dtype=bool).reshape(-1) | np.asarray(timeouts, dtype=bool).reshape(-1)
+    ends = np.flatnonzero(done)
+    if len(done) and (not len(ends) or ends[-1] != len(done) - 1):
+        ends = np.append(ends, len(done) - 1)
+    return ends
+
+
 def split_episodes(observations: np.ndarray, actions: np.ndarray, rewards: np.ndarray,
                    terminals: np.ndarray, timeouts: np.ndarray,
-                   next_observations: np.ndarray | None = None) -> list[Episode]:
-    """Cut flat D4RL-style arrays into episodes at terminals and timeouts. A trailing partial
-    episode is kept, marked truncated: the data simply ends there."""
+                   final_observations: np.ndarray | None = None) -> list[Episode]:
+    """Cut flat D4RL-style arrays into episodes (views, no copies) at terminals and timeouts.
+    ``final_observations`` holds s_{T+1} of each episode, one row per episode, where known."""
     terminals = np.asarray(terminals, dtype=bool).reshape(-1)
-    timeouts = np.asarray(timeouts, dtype=bool).reshape(-1)
-    ends = np.flatnonzero(terminals | timeouts)
     episodes, start = [], 0
-    bounds = list(ends + 1)
-    if not bounds or bounds[-1] != len(rewards):
-        bounds.append(len(rewards))
-    for stop in bounds:
-        if stop <= start:
-            continue
-        last = stop - 1
+    for i, last in enumerate(episode_ends(terminals, timeouts)):
+        stop = last + 1
         term = bool(terminals[last])
         episodes.append(Episode(
             observations=observations[start:stop], actions=actions[start:stop],
             rewards=rewards[start:stop], terminated=term, truncated=not term,
-            final_observation=None if next_observations is None else next_observations[last]))
+            final_observation=None if final_observations is None else final_observations[i]))
         start = stop
     return episodes
