@@ -1,5 +1,6 @@
 """odt: return-conditioned sequence-model RL. Pretrain a Decision Transformer offline, finetune it
 online (ODT), and act with it."""
+from . import envs  # noqa: F401  (registers odt/RewardHill-v0 with Gymnasium)
 from .config import Config, preset
 from .data.sources import load_dataset
 from .rollout import Policy

@@ -7,9 +7,10 @@ import io
 import json
 import os
 import sys
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import tyro
 
@@ -21,6 +22,7 @@ COMMANDS = {
     "run": "Pretrain, then finetune online: the whole ODT pipeline in one run directory.",
     "eval": "Evaluate a run's policy: mean actions at a target return over several episodes.",
     "presets": "List the named presets (the paper's tables C.1-C.4 and machine-sized ones).",
+    "toy": "The reward hill of the ViDT paper: `odt toy reward-hill [--algo odt vidt] [--seeds 0 1] [--json]`.",
     "data": "Datasets: `odt data inspect SOURCE [--json]`, `odt data list`, `odt data generate --env --quality --out`.",
 }
 
@@ -46,6 +48,20 @@ class EvalArgs:
 
 
 @dataclass
+class ToyArgs:
+    algo: list[Literal["dt", "odt", "vidt", "odt-td3"]] = dataclasses.field(default_factory=lambda: ["odt", "vidt"])
+    """Algorithms to pretrain and finetune (the preset reward-hill; finetuning at target return 1)."""
+    seeds: list[int] = dataclasses.field(default_factory=lambda: [0])
+    """Seeds; one run directory per algorithm and seed."""
+    out: Path = Path("runs/reward-hill")
+    """Directory for the runs and reward_hill.png."""
+    overwrite: bool = False
+    """Allow writing into existing run directories."""
+    json: bool = False
+    """Print JSON: one object (keys algo, seed, action, reward) per run, a list for several."""
+
+
+@dataclass
 class InspectArgs:
     source: tyro.conf.Positional[str]
     """An embedded name, a Minari id, or a .npz / D4RL-format .hdf5 file."""
@@ -62,8 +78,8 @@ def _data(args: list[str]) -> int:
     sub = args[0] if args else ""
     if sub == "list":
         for name, entry in EMBEDDED.items():
-            state = ("shipped" if "file" in entry else "cached" if cache_path(name).is_file()
-                     else "generated on first use")
+            state = ("shipped" if "file" in entry else "built in code" if "builder" in entry
+                     else "cached" if cache_path(name).is_file() else "generated on first use")
             print(f"{name:<34}embedded, {entry['env_id']}, {entry['transitions']} steps ({state})")
         try:
             import minari
@@ -181,6 +197,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if command == "data":
             return _data(args)
+        if command == "toy":
+            if not args or args[0] != "reward-hill":
+                raise ConfigError("odt toy needs the task: `odt toy reward-hill [--algo ...] [--seeds ...]`")
+            return _toy(parse(ToyArgs, args[1:], "odt toy reward-hill", COMMANDS["toy"]))
         if command == "eval":
             return _eval(parse(EvalArgs, args, "odt eval", COMMANDS["eval"]))
         from .train import execute
@@ -197,6 +217,36 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("odt: interrupted; the run directory keeps the checkpoints written so far", file=sys.stderr)
         return 130
+
+
+def _toy(a: ToyArgs) -> int:
+    import numpy as np
+
+    from .envs.reward_hill import hill_reward, plot, probe
+    from .train import execute
+
+    targets = np.linspace(-1.0, 1.5, 26)
+    results = []
+    for algo in a.algo:
+        for seed in a.seeds:
+            cfg = preset("reward-hill")
+            cfg.preset, cfg.algo, cfg.seed = "reward-hill", algo, seed
+            cfg.out, cfg.overwrite, cfg.progress = a.out / f"{algo}-s{seed}", a.overwrite, False
+            execute(cfg, "toy reward-hill", pretrain=True, finetune=True)
+            actions = probe(cfg.out, targets)
+            action = float(probe(cfg.out, [1.0])[0])
+            results.append({"algo": algo, "seed": seed, "action": action, "reward": float(hill_reward(action)),
+                            "run_dir": str(cfg.out), "targets": targets.tolist(),
+                            "actions_by_target": actions.tolist()})
+            if not a.json:
+                print(f"{algo:<8} seed {seed}: action at target return 1 = {action:+.3f}, "
+                      f"reward {hill_reward(action):.3f} (peak: action 0, reward 1)")
+    plot(results, targets, a.out / "reward_hill.png")
+    if a.json:
+        print(json.dumps(results[0] if len(results) == 1 else results))
+    else:
+        print(f"plot: {a.out / 'reward_hill.png'}")
+    return 0
 
 
 def _eval(a: EvalArgs) -> int:

@@ -34,8 +34,9 @@ class Config:
     """Random-policy return for normalized scores; default the dataset's own, else D4RL's table."""
     ref_max_score: Optional[float] = None
     """Expert return for normalized scores; default the dataset's own, else D4RL's table."""
-    algo: Literal["dt", "odt"] = "odt"
-    """dt: deterministic actor, MSE loss. odt: stochastic actor, NLL - lambda * entropy."""
+    algo: Literal["dt", "odt", "vidt", "odt-td3"] = "odt"
+    """dt: deterministic actor, MSE loss. odt: stochastic actor, NLL - lambda * entropy. vidt: the
+    deterministic actor plus TD3 gradients (ViDT). odt-td3: the stochastic ODT actor plus TD3 gradients."""
     seed: int = 0
     """Seed for the model, the sampling of batches and the environments."""
     device: str = "auto"
@@ -93,6 +94,33 @@ class Config:
     rtg_scale: float = 1000.0
     """Returns-to-go (and targets) are divided by this before entering the model."""
 
+    # --- TD3 critic and RL term (vidt, odt-td3) -----------------------------------------
+    rl_alpha: float = 0.1
+    """Weight alpha of the RL term, the mean over valid positions of -Q1(s, actor's mean action)."""
+    rl_normalize: bool = False
+    """Divide the RL term by the batch's mean |Q| (not differentiated), as TD3+BC does."""
+    rl_in_pretrain: bool = False
+    """Add the RL term during offline pretraining too; the critic trains there either way."""
+    policy_delay: int = 2
+    """Critic updates per actor update: a round of updates_per_round actor updates makes this many
+    times as many critic updates."""
+    gamma: float = 0.99
+    """Discount of the TD3 target."""
+    tau: float = 0.005
+    """Polyak rate of the target critics and the target actor."""
+    target_noise: float = 0.2
+    """Std of the smoothing noise on the target action (TD3), in the [-1, 1] action box."""
+    noise_clip: float = 0.5
+    """Clip of the target smoothing noise."""
+    critic_lr: float = 1e-3
+    """Adam learning rate of the twin critics."""
+    critic_hidden: int = 256
+    """Width of the critics' two hidden layers."""
+    critic_layernorm: bool = False
+    """LayerNorm after each hidden layer of the critics."""
+    explore_noise: float = 0.1
+    """Std of the Gaussian noise a deterministic actor (dt, vidt) adds to its exploration actions."""
+
     # --- offline pretraining -----------------------------------------------------------
     pretrain_updates: int = 5000
     """Gradient updates on the offline dataset before finetuning."""
@@ -134,7 +162,17 @@ class Config:
     def resolved_action_head(self) -> str:
         if self.action_head != "auto":
             return self.action_head
-        return "deterministic" if self.algo == "dt" else "tanh_gaussian"
+        return "deterministic" if self.algo in ("dt", "vidt") else "tanh_gaussian"
+
+    @property
+    def td3(self) -> bool:
+        """Whether the algorithm trains a TD3 critic and adds its gradient to the actor's."""
+        return self.algo in ("vidt", "odt-td3")
+
+    @property
+    def base_loss(self) -> str:
+        """The supervised part of the actor loss: dt (MSE) or odt (NLL - lambda H)."""
+        return "dt" if self.algo in ("dt", "vidt") else "odt"
 
     def reference(self) -> Optional[tuple[float, float]]:
         """(random, expert) returns for normalized scores, when set."""
@@ -154,7 +192,7 @@ class Config:
     def validate(self) -> "Config":
         positive = ["embed_dim", "n_layer", "n_head", "context_len", "eval_context", "batch_size",
                     "max_ep_len", "entropy_samples", "buffer_size", "eval_episodes",
-                    "episodes_per_round", "eval_every", "checkpoint_every"]
+                    "episodes_per_round", "eval_every", "checkpoint_every", "policy_delay", "critic_hidden"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
@@ -179,10 +217,18 @@ class Config:
         if self.ref_min_score is not None and self.ref_min_score >= self.ref_max_score:
             raise ConfigError(f"--ref-min-score ({self.ref_min_score}) must be below --ref-max-score "
                               f"({self.ref_max_score})")
-        if self.algo == "dt" and self.resolved_action_head() != "deterministic":
-            raise ConfigError("--algo dt trains a deterministic actor; drop --action-head or use --algo odt")
-        if self.algo == "odt" and self.resolved_action_head() == "deterministic":
-            raise ConfigError("--algo odt needs a stochastic --action-head (gaussian or tanh_gaussian)")
+        if self.base_loss == "dt" and self.resolved_action_head() != "deterministic":
+            raise ConfigError(f"--algo {self.algo} trains a deterministic actor; drop --action-head or use "
+                              f"--algo {'odt' if self.algo == 'dt' else 'odt-td3'}")
+        if self.base_loss == "odt" and self.resolved_action_head() == "deterministic":
+            raise ConfigError(f"--algo {self.algo} needs a stochastic --action-head (gaussian or tanh_gaussian)")
+        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
+            raise ConfigError(f"--gamma and --tau must be in (0, 1], got {self.gamma} and {self.tau}")
+        for name in ("rl_alpha", "target_noise", "noise_clip", "explore_noise"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.critic_lr <= 0:
+            raise ConfigError(f"--critic-lr must be positive, got {self.critic_lr}")
         return self
 
     def to_dict(self) -> dict:

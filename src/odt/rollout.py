@@ -26,14 +26,14 @@ class Policy:
 
     def __init__(self, model: DecisionTransformer, obs_mean: np.ndarray, obs_std: np.ndarray,
                  act_low: np.ndarray, act_high: np.ndarray, rtg_scale: float, context: int,
-                 deterministic: bool = True, generator: torch.Generator | None = None):
+                 deterministic: bool = True, generator: torch.Generator | None = None, noise_std: float = 0.0):
         self.model = model
         self.device = next(model.parameters()).device
         self.obs_mean = torch.as_tensor(obs_mean, dtype=torch.float32, device=self.device)
         self.obs_std = torch.as_tensor(obs_std, dtype=torch.float32, device=self.device)
         self.act_low, self.act_high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
         self.rtg_scale, self.context, self.deterministic = rtg_scale, context, deterministic
-        self.generator = generator
+        self.generator, self.noise_std = generator, noise_std  # noise: exploration of deterministic actors
         self._n = 0
 
     @classmethod
@@ -82,6 +82,8 @@ class Policy:
                                     self._actions[sel, :p + 1], ts)
         if not self.model.stochastic:
             a = out
+            if not self.deterministic and self.noise_std > 0:
+                a = a + self.noise_std * torch.randn(a.shape, generator=self.generator, device=self.device)
         elif self.deterministic:
             a = out.mode()
         else:

@@ -16,7 +16,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from .algos.learner import Learner
+from .algos.learner import Learner, TD3Settings
 from .checkpoint import build_model, find_checkpoint, load_checkpoint, save_checkpoint
 from .config import Config, ConfigError
 from .data.buffer import ReplayBuffer
@@ -86,7 +86,7 @@ class Run:
     def policy(self, deterministic: bool) -> Policy:
         return Policy(self.learner.model, self.obs_mean, self.obs_std, self.act_low, self.act_high,
                       self.cfg.rtg_scale, self.cfg.eval_context, deterministic=deterministic,
-                      generator=self.torch_gen)
+                      generator=self.torch_gen, noise_std=self.cfg.explore_noise)
 
     def envs(self, n: int) -> gym.vector.VectorEnv:
         if n not in self._envs:
@@ -118,20 +118,26 @@ class Run:
 
     # --- the loop ---------------------------------------------------------------------
     def _updates(self, buffer: ReplayBuffer, n: int, progress: Progress | None = None) -> dict:
-        """n gradient steps on batches from ``buffer``; returns the metrics averaged over them."""
+        """n actor updates (and, for TD3 algorithms, policy_delay times as many critic updates) on
+        batches from ``buffer``; returns each metric averaged over the updates that made it."""
         sums: dict[str, float] = defaultdict(float)
-        for i in range(n):
+        counts: dict[str, int] = defaultdict(int)
+        for _ in range(n * self.learner.calls_per_actor_update):
             batch = buffer.sample(self.cfg.batch_size, self.cfg.context_len, self.rng).to(self.device)
-            for k, v in self.learner.update(batch).items():
+            metrics = self.learner.update(batch)
+            for k, v in metrics.items():
                 sums[k] += v
-            if progress is not None:
-                progress.update(progress.done + 1, loss=sums["loss"] / (i + 1))
-        return {k: v / max(n, 1) for k, v in sums.items()}
+                counts[k] += 1
+            if progress is not None and "loss" in metrics:
+                progress.update(progress.done + 1, loss=sums["loss"] / counts["loss"])
+        return {k: v / counts[k] for k, v in sums.items()}
 
     def pretrain(self) -> dict:
         cfg = self.cfg
-        buffer = ReplayBuffer(len(self.dataset.episodes), self.obs_mean, self.obs_std, cfg.rtg_scale)
+        buffer = ReplayBuffer(len(self.dataset.episodes), self.obs_mean, self.obs_std, cfg.rtg_scale,
+                              keep_next=cfg.td3)
         buffer.seed(self.dataset.episodes)
+        self.learner.rl_active = cfg.rl_in_pretrain  # the critic still learns from the offline data
         self.logger.info(f"[pretrain] {cfg.pretrain_updates} updates on {len(buffer)} trajectories "
                          f"({buffer.n_transitions} steps), batch {cfg.batch_size}, K {cfg.context_len}")
         progress = Progress(self.logger, "pretrain", cfg.pretrain_updates, "updates")
@@ -152,8 +158,9 @@ class Run:
 
     def finetune(self) -> dict:
         cfg = self.cfg
-        buffer = ReplayBuffer(cfg.buffer_size, self.obs_mean, self.obs_std, cfg.rtg_scale)
+        buffer = ReplayBuffer(cfg.buffer_size, self.obs_mean, self.obs_std, cfg.rtg_scale, keep_next=cfg.td3)
         buffer.seed(self.dataset.episodes, cfg.buffer_size)
+        self.learner.rl_active = True
         self.logger.info(f"[online] buffer seeded with the top {len(buffer)} of {len(self.dataset.episodes)} "
                          f"offline trajectories (returns {min(e.ret for e in buffer.episodes):.0f} to "
                          f"{max(e.ret for e in buffer.episodes):.0f}); budget {cfg.online_steps} env steps")
@@ -225,10 +232,14 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
             raise ConfigError(f"checkpoint in {init_from} is for observation/action dimensions "
                               f"{spec.obs_dim}/{spec.act_dim}, but {cfg.env} has {dataset.obs_dim}/{dataset.act_dim}")
         # The pretrained network fixes the architecture; the run records what it really used.
+        deterministic = spec.action_head == "deterministic"
+        if deterministic != (cfg.resolved_action_head() == "deterministic"):
+            # The actor's kind is the checkpoint's; keep the TD3 part as asked, else as pretrained.
+            td3 = cfg.td3 or "td3" in init_state["learner"]
+            cfg.algo = ("vidt" if td3 else "dt") if deterministic else ("odt-td3" if td3 else "odt")
         for name in ("embed_dim", "n_layer", "n_head", "context_len", "timestep_embedding", "max_ep_len",
                      "action_head", "log_std_min", "log_std_max"):
             setattr(cfg, name, getattr(spec, name))
-        cfg.algo = "dt" if spec.action_head == "deterministic" else "odt"
     if not np.allclose(act_low, -1) or not np.allclose(act_high, 1):
         for e in dataset.episodes:
             e.actions = scale_actions_to_unit(e.actions, act_low, act_high)
@@ -248,10 +259,13 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
         obs_mean, obs_std = dataset.obs_stats()
     spec = cfg.model_spec(dataset.obs_dim, dataset.act_dim)
     model = build_model(spec.__dict__, device)
-    learner = Learner(model, cfg.algo, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+    td3 = TD3Settings(alpha=cfg.rl_alpha, normalize=cfg.rl_normalize, policy_delay=cfg.policy_delay,
+                      gamma=cfg.gamma, tau=cfg.tau, target_noise=cfg.target_noise, noise_clip=cfg.noise_clip,
+                      lr=cfg.critic_lr, hidden=cfg.critic_hidden, layernorm=cfg.critic_layernorm) if cfg.td3 else None
+    learner = Learner(model, cfg.base_loss, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                       grad_clip=cfg.grad_clip, init_lambda=cfg.init_lambda, lambda_lr=cfg.lambda_lr,
                       target_entropy=cfg.target_entropy, entropy_samples=cfg.entropy_samples,
-                      precision=cfg.precision)
+                      precision=cfg.precision, td3=td3)
     if init_state is not None:
         # Model and lambda carry over; the optimizers restart so that the finetuning learning
         # rate and weight decay of this run's settings apply.

@@ -2,20 +2,40 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
+from dataclasses import dataclass
 
 import torch
 from pytorch_optimizer import Lamb
 
 from ..data.buffer import Batch
+from ..models.critic import TwinCritic
 from ..models.transformer import DecisionTransformer
-from .losses import LOSSES, temperature_loss
+from .losses import LOSSES, critic_loss, masked_mean, rl_term, td3_target, temperature_loss
+
+
+@dataclass
+class TD3Settings:
+    """The TD3 part of ViDT: twin critics, target networks, and the RL term in the actor loss."""
+
+    alpha: float = 0.1
+    normalize: bool = False
+    policy_delay: int = 2
+    gamma: float = 0.99
+    tau: float = 0.005
+    target_noise: float = 0.2
+    noise_clip: float = 0.5
+    lr: float = 1e-3
+    hidden: int = 256
+    layernorm: bool = False
 
 
 class Learner:
     def __init__(self, model: DecisionTransformer, algo: str, *, lr: float, weight_decay: float,
                  warmup_steps: int, grad_clip: float, init_lambda: float = 0.1, lambda_lr: float = 1e-4,
-                 target_entropy: float | None = None, entropy_samples: int = 1, precision: str = "fp32"):
+                 target_entropy: float | None = None, entropy_samples: int = 1, precision: str = "fp32",
+                 td3: TD3Settings | None = None):
         self.model, self.algo = model, algo
         self.loss_fn = LOSSES[algo]
         self.grad_clip, self.entropy_samples, self.precision = grad_clip, entropy_samples, precision
@@ -28,7 +48,21 @@ class Learner:
         self.target_entropy = -float(model.spec.act_dim) if target_entropy is None else float(target_entropy)
         self.log_lambda = torch.tensor(math.log(init_lambda), device=device, requires_grad=True)
         self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=lambda_lr, betas=(0.9, 0.999))
-        self.updates = 0
+        self.updates = 0  # actor updates: the warmup schedule and every log count these
+        self.td3 = td3
+        self.rl_active = True  # the loop turns the RL term off in pretraining unless asked
+        self.critic_updates = 0
+        if td3 is not None:
+            spec = model.spec
+            self.critic = TwinCritic(spec.obs_dim, spec.act_dim, td3.hidden, td3.layernorm).to(device)
+            self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+            self.actor_target = copy.deepcopy(model).requires_grad_(False).eval()
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=td3.lr)
+
+    @property
+    def calls_per_actor_update(self) -> int:
+        """``update`` calls that make one actor update (the critic steps on every call)."""
+        return self.td3.policy_delay if self.td3 is not None else 1
 
     @property
     def lam(self) -> float:
@@ -40,12 +74,30 @@ class Learner:
         return contextlib.nullcontext()
 
     def update(self, batch: Batch) -> dict[str, float]:
+        """One critic step (TD3 algorithms), and an actor step every ``calls_per_actor_update`` calls."""
+        out: dict[str, float] = {}
+        if self.td3 is not None:
+            out.update(self._critic_step(batch))
+            if self.critic_updates % self.td3.policy_delay:
+                return out
+        out.update(self._actor_step(batch))
+        if self.td3 is not None:
+            self._soft_update()
+        return out
+
+    def _actor_step(self, batch: Batch) -> dict[str, float]:
         self.model.train()
         with self._autocast():
             hidden = self.model.hidden(batch.rtg, batch.states, batch.actions, batch.timesteps)
         # The head and the loss run in fp32: log-probabilities are sensitive to rounding.
         pred = self.model.head(hidden.float())
         loss, entropy, metrics = self.loss_fn(pred, batch, self.log_lambda.exp(), self.entropy_samples)
+        if self.td3 is not None and self.rl_active:
+            mean_action = pred if isinstance(pred, torch.Tensor) else pred.mode()
+            rl = rl_term(self.critic.q1_only(batch.states, mean_action.clamp(-1, 1)), batch.mask,
+                         self.td3.normalize)
+            loss = loss + self.td3.alpha * rl
+            metrics["rl_loss"] = rl.detach()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
@@ -63,15 +115,58 @@ class Learner:
             out["lambda"] = self.lam
         return out
 
+    def _critic_step(self, batch: Batch) -> dict[str, float]:
+        """TD3: the target actor acts on the window shifted by one step; its action at s_{t+1},
+        smoothed by clipped noise, gives y = r + gamma (1 - terminated) min(Q1', Q2')."""
+        td3 = self.td3
+        with torch.no_grad():
+            ts = (batch.timesteps + 1).clamp(max=self.model.spec.max_ep_len - 1)
+            pred = self.actor_target(batch.next_rtg, batch.next_states, batch.next_actions, ts)
+            a = (pred if isinstance(pred, torch.Tensor) else pred.mode()).float()
+            noise = (torch.randn_like(a) * td3.target_noise).clamp(-td3.noise_clip, td3.noise_clip)
+            q1_next, q2_next = self.critic_target(batch.next_states, (a + noise).clamp(-1, 1))
+            y = td3_target(batch.rewards, batch.terminals, q1_next, q2_next, td3.gamma)
+        q1, q2 = self.critic(batch.states, batch.actions)
+        loss = critic_loss(q1, q2, y, batch.critic_mask)
+        self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left
+        loss.backward()
+        self.critic_optimizer.step()
+        self.critic_updates += 1
+        return {"critic_loss": float(loss.detach()), "q_mean": float(masked_mean(q1.detach(), batch.critic_mask))}
+
+    @torch.no_grad()
+    def _soft_update(self) -> None:
+        for target, source in ((self.critic_target, self.critic), (self.actor_target, self.model)):
+            torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), self.td3.tau)
+
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "log_lambda": self.log_lambda.detach().clone(),
-                "lambda_optimizer": self.lambda_optimizer.state_dict(), "updates": self.updates}
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "log_lambda": self.log_lambda.detach().clone(),
+                 "lambda_optimizer": self.lambda_optimizer.state_dict(), "updates": self.updates}
+        if self.td3 is not None:
+            state["td3"] = {"critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
+                            "actor_target": self.actor_target.state_dict(),
+                            "critic_optimizer": self.critic_optimizer.state_dict(),
+                            "critic_updates": self.critic_updates}
+        return state
 
     def load_state_dict(self, state: dict, model_only: bool = False) -> None:
+        """``model_only``: the networks (actor, lambda, critics and targets where saved), not the
+        optimizers: a finetuning run starts its own. A checkpoint without critics (dt, odt) gives
+        a TD3 learner a fresh critic and a target actor equal to the loaded actor."""
         self.model.load_state_dict(state["model"])
         with torch.no_grad():
             self.log_lambda.copy_(state["log_lambda"])
+        if self.td3 is not None:
+            self.actor_target.load_state_dict(self.model.state_dict())
+            saved = state.get("td3")
+            if saved is not None:
+                self.critic.load_state_dict(saved["critic"])
+                self.critic_target.load_state_dict(saved["critic_target"])
+                self.actor_target.load_state_dict(saved["actor_target"])
+                if not model_only:
+                    self.critic_optimizer.load_state_dict(saved["critic_optimizer"])
+                    self.critic_updates = int(saved["critic_updates"])
         if model_only:
             return
         self.optimizer.load_state_dict(state["optimizer"])

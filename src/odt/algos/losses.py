@@ -37,4 +37,24 @@ def temperature_loss(log_lambda: torch.Tensor, entropy: torch.Tensor, target_ent
     return log_lambda.exp() * (entropy.detach() - target_entropy)
 
 
+def td3_target(rewards: torch.Tensor, terminals: torch.Tensor, q1_next: torch.Tensor, q2_next: torch.Tensor,
+               gamma: float) -> torch.Tensor:
+    """TD3: y = r + gamma * (1 - terminated) * min(Q1', Q2'). Truncation is not termination."""
+    return rewards + gamma * (1.0 - terminals) * torch.minimum(q1_next, q2_next)
+
+
+def critic_loss(q1: torch.Tensor, q2: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Both critics' squared TD errors, averaged over the positions that have a target."""
+    return masked_mean((q1 - target).pow(2) + (q2 - target).pow(2), mask)
+
+
+def rl_term(q1: torch.Tensor, mask: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """ViDT's actor term: the mean of -Q1(s, a_mean) over valid positions, optionally divided by
+    the (not differentiated) mean |Q| so that its scale does not depend on the reward's."""
+    term = -masked_mean(q1, mask)
+    if normalize:
+        term = term / masked_mean(q1.abs(), mask).detach().clamp_min(1e-6)
+    return term
+
+
 LOSSES = {"dt": dt_loss, "odt": odt_loss}

@@ -20,9 +20,16 @@ class Batch:
     timesteps: torch.Tensor  # (B, K) long
     mask: torch.Tensor  # (B, K) float
     rewards: torch.Tensor  # (B, K)
+    # For a critic (sample(..., with_next=True)): the window shifted by one step, s_{t+1} and the
+    # tokens the actor sees there, whether step t terminated, and where a TD target exists.
+    next_states: torch.Tensor | None = None  # (B, K, obs_dim), normalised
+    next_actions: torch.Tensor | None = None  # (B, K, act_dim): a_{t+1}, 0 past the episode's end
+    next_rtg: torch.Tensor | None = None  # (B, K, 1): g_{t+1} = g_t - r_t, hindsight
+    terminals: torch.Tensor | None = None  # (B, K) float: 1 where step t ended the task
+    critic_mask: torch.Tensor | None = None  # (B, K) float: mask, less steps with no known s_{t+1}
 
     def to(self, device) -> "Batch":
-        return Batch(**{k: v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
+        return Batch(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
 
 class ReplayBuffer:
@@ -33,10 +40,11 @@ class ReplayBuffer:
     leave first-in-first-out.
     """
 
-    def __init__(self, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray, rtg_scale: float):
+    def __init__(self, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray, rtg_scale: float,
+                 keep_next: bool = False):
         if capacity <= 0:
             raise ValueError("buffer capacity must be positive")
-        self.capacity = capacity
+        self.capacity, self.keep_next = capacity, keep_next
         self.obs_mean, self.obs_std, self.rtg_scale = obs_mean, obs_std, rtg_scale
         self.episodes: deque[Episode] = deque()
         self._packed: dict[str, np.ndarray] | None = None
@@ -92,7 +100,28 @@ class ReplayBuffer:
                 "timesteps": np.concatenate([np.arange(n) for n in lengths]),
                 "end": np.repeat(starts + lengths, lengths),  # one past each step's episode end
             }
+            if self.keep_next:
+                self._packed.update(self._pack_next(eps))
         return self._packed
+
+    def _pack_next(self, eps: list[Episode]) -> dict[str, np.ndarray]:
+        """Per step t: s_{t+1} (the episode's final observation after its last step), a_{t+1},
+        g_{t+1}, whether t terminated, and whether a TD target exists (not after the last step of a
+        truncated episode whose final observation is unknown)."""
+        nxt, nxt_act, nxt_rtg, term, ok = [], [], [], [], []
+        for e in eps:
+            T = len(e)
+            last = e.final_observation if e.final_observation is not None else e.observations[-1]
+            nxt.append(np.concatenate([e.observations[1:], np.asarray(last, np.float32)[None]]))
+            nxt_act.append(np.concatenate([e.actions[1:], np.zeros((1, e.actions.shape[1]), np.float32)]))
+            nxt_rtg.append(np.append(returns_to_go(e.rewards)[1:], np.float32(0.0)))
+            term.append(np.arange(T) == T - 1 if e.terminated else np.zeros(T, bool))
+            ok.append(np.ones(T, bool) if e.terminated or e.final_observation is not None else np.arange(T) < T - 1)
+        return {"next_states": (np.concatenate(nxt).astype(np.float32) - self.obs_mean) / self.obs_std,
+                "next_actions": np.concatenate(nxt_act).astype(np.float32),
+                "next_rtg": np.concatenate(nxt_rtg) / np.float32(self.rtg_scale),
+                "terminals": np.concatenate(term).astype(np.float32),
+                "bootstrap": np.concatenate(ok).astype(np.float32)}
 
     def sample(self, batch_size: int, K: int, rng: np.random.Generator) -> Batch:
         """Algorithm 3 in one draw: a uniform step over all stored steps picks a trajectory with
@@ -109,6 +138,11 @@ class ReplayBuffer:
             x = x * (mask if x.ndim == 2 else mask[..., None])
             return torch.as_tensor(x, dtype=dtype)
 
-        return Batch(states=take("states"), actions=take("actions"), rtg=take("rtg").unsqueeze(-1),
-                     timesteps=take("timesteps", torch.long), mask=torch.as_tensor(mask, dtype=torch.float32),
-                     rewards=take("rewards"))
+        mask_t = torch.as_tensor(mask, dtype=torch.float32)
+        batch = Batch(states=take("states"), actions=take("actions"), rtg=take("rtg").unsqueeze(-1),
+                      timesteps=take("timesteps", torch.long), mask=mask_t, rewards=take("rewards"))
+        if self.keep_next:
+            batch.next_states, batch.next_actions = take("next_states"), take("next_actions")
+            batch.next_rtg, batch.terminals = take("next_rtg").unsqueeze(-1), take("terminals")
+            batch.critic_mask = mask_t * take("bootstrap")
+        return batch

@@ -18,6 +18,8 @@ EMBEDDED: dict[str, dict] = {
                           "transitions": 200_000, "seed": 1},
     "odt/hopper-medium-replay": {"env_id": "Hopper-v5", "file": "hopper_medium_replay.npz", "transitions": 114_999},
     "odt/hopper-random": {"env_id": "Hopper-v5", "policy": None, "transitions": 100_000, "seed": 2},
+    # The ViDT project page's toy: built in code, no cache.
+    "odt/reward-hill": {"env_id": "odt/RewardHill-v0", "builder": "reward_hill", "transitions": 128, "seed": 0},
 }
 
 
@@ -39,6 +41,10 @@ def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
     from .sources import _from_arrays, _read_npz, save_npz
 
     entry = EMBEDDED[name]
+    if "builder" in entry:
+        from ..envs.reward_hill import reward_hill_dataset
+
+        return reward_hill_dataset(entry["seed"])
     path = ASSETS / entry["file"] if "file" in entry else cache_path(name)
     if not path.is_file():
         log(f"[data] generating {name} ({entry['transitions']} transitions in {entry['env_id']}) into {path}")

@@ -25,6 +25,10 @@ from ..config import ConfigError
 from ..logging import Progress, fmt_time
 from .trajectories import Episode, TrajectoryDataset
 
+def _log(line: str) -> None:
+    print(line, flush=True)  # progress must show up at once in a log file too
+
+
 # D4RL's medium policies score about a third of the expert reference return.
 QUALITY_FRACTION = {"random": 0.0, "medium": 1.0 / 3.0, "medium-replay": 1.0 / 3.0, "expert": 1.0}
 
@@ -111,7 +115,7 @@ def versions() -> dict[str, str]:
 
 def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed: int = 0,
                     max_steps: int = 1_000_000, eval_every: int = 5000, eval_episodes: int = 5,
-                    log=print) -> tuple[BehaviourPolicy, Path]:
+                    log=_log) -> tuple[BehaviourPolicy, Path]:
     """Train SAC until the sampled-action evaluation return reaches ``target_return``.
 
     Saves the actor (``policy.safetensors``) and the replay buffer so far (``replay.npz``, the
@@ -168,7 +172,7 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
 
 
 def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | None, name: str = "",
-            n_envs: int = 10, log=print) -> TrajectoryDataset:
+            n_envs: int = 10, log=_log) -> TrajectoryDataset:
     """Record exactly ``transitions`` steps of a behaviour policy (sampled actions) or of uniform
     random actions, over ``n_envs`` environments stepped together. Episodes are cut at the
     environment's own termination and time limit; the last ones at the budget (truncated)."""
@@ -284,7 +288,7 @@ class GenerateArgs:
     """Where the behaviour policy and the SAC replay buffer are kept; default runs/generate/<out>."""
 
 
-def generate_command(a: GenerateArgs, log=print) -> dict:
+def generate_command(a: GenerateArgs, log=_log) -> dict:
     """``odt data generate``: validate everything first, then train, record and write."""
     import minari
     from minari.dataset.minari_dataset import parse_dataset_id
@@ -343,6 +347,7 @@ def generate_command(a: GenerateArgs, log=print) -> dict:
     description = (f"D4RL-style '{a.quality}' data for {a.env} made by `odt data generate`: {ds.n_transitions} "
                    f"transitions; behaviour: {algorithm}"
                    + (f", evaluation return {ret:.1f}" if ret is not None else "") + ".")
+    log(f"[generate] writing {len(ds.episodes)} episodes into the Minari store (about 1 ms per episode)")
     dataset = write_minari(ds, a.out, a.env, algorithm, description, extra)
     if policy is not None:  # the dataset carries the policy that made it
         src = a.policy or work / "policy.safetensors"
