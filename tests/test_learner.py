@@ -1,3 +1,4 @@
+import dataclasses
 
 import numpy as np
 import pytest
@@ -99,3 +100,65 @@ def test_bf16_autocast_learns_like_fp32():
         curves[prec] = [learner.update(batch)["nll"] for _ in range(20)]
     assert curves["bf16"][-1] < curves["bf16"][0]
     np.testing.assert_allclose(curves["bf16"], curves["fp32"], rtol=0.05, atol=0.05)
+
+
+def _params(learner):
+    return [p.detach().clone() for p in learner.model.parameters()]
+
+
+def test_non_finite_updates_are_skipped_then_rolled_back():
+    learner, batch = _setup("deterministic", "dt")
+    learner.max_bad_updates, learner.snapshot_every = 3, 2
+    for _ in range(2):
+        learner.update(batch)
+    good = _params(learner)  # the snapshot at update 2
+    learner.update(batch)
+    after3 = _params(learner)
+    bad = dataclasses.replace(batch, actions=batch.actions.clone())
+    bad.actions[0, 0, 0] = float("nan")
+    for i in range(2):  # skipped: nothing changes
+        m = learner.update(bad)
+        assert m == {"skipped": 1.0} and learner.updates == 3
+        assert all(torch.equal(a, b) for a, b in zip(after3, learner.model.parameters()))
+    assert [e["event"] for e in learner.events] == ["skipped_update"] * 2
+    assert learner.events[0]["reason"] == "non-finite loss"
+    m = learner.update(bad)  # the third in a row: back to the last snapshot, optimizer state included
+    assert m == {"skipped": 1.0, "rollback": 1.0} and learner.updates == 2
+    assert all(torch.equal(a, b) for a, b in zip(good, learner.model.parameters()))
+    assert learner.events[-1]["event"] == "rollback" and learner.events[-1]["to_updates"] == 2
+    assert learner.scheduler.last_epoch == 2  # the schedule came back with it
+    learner.update(batch)  # and learning goes on
+    assert learner.updates == 3
+
+
+def test_non_finite_lambda_is_restored(monkeypatch):
+    learner, batch = _setup()
+    lam = learner.lam
+    monkeypatch.setattr("odt.algos.learner.temperature_loss", lambda log_lambda, h, beta: log_lambda.exp() * float("inf"))
+    m = learner.update(batch)
+    assert m == {"skipped": 1.0} and learner.lam == lam and learner.events[-1]["reason"] == "non-finite lambda"
+
+
+def test_skips_and_rollbacks_reach_metrics_and_the_log(tmp_path, monkeypatch):
+    import json
+
+    from odt.algos import losses
+    from odt.cli import main
+
+    calls = {"n": 0}
+    real = losses.dt_loss
+
+    def flaky(pred, batch, lam=None, entropy_samples=1):
+        calls["n"] += 1
+        loss, h, m = real(pred, batch, lam, entropy_samples)
+        return (loss * float("nan") if 5 < calls["n"] <= 9 else loss), h, m
+
+    monkeypatch.setitem(losses.LOSSES, "dt", flaky)
+    out = tmp_path / "run"
+    assert main(["pretrain", "--preset", "reward-hill", "--algo", "dt", "--pretrain-updates", "12",
+                 "--max-bad-updates", "4", "--out", str(out), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = [r["event"] for r in rows if r.get("event") in ("skipped_update", "rollback")]
+    assert events == ["skipped_update"] * 4 + ["rollback"]
+    log = (out / "run.log").read_text()
+    assert "warning: skipped update (non-finite loss)" in log and "warning: rollback" in log

@@ -113,3 +113,20 @@ def test_sliding_window_matches_a_direct_forward_pass():
                                     torch.tensor(np.array(acts[7:11] + [np.zeros(3)]), dtype=torch.float32).unsqueeze(0),
                                     torch.arange(7, 12).unsqueeze(0)).mode()
     np.testing.assert_allclose(acts[-1], a[0].numpy(), atol=1e-5)
+
+
+def test_deterministic_actor_explores_with_gaussian_noise():
+    explore = _policy(head="deterministic", deterministic=False)
+    explore.noise_std, explore.generator = 0.1, torch.Generator().manual_seed(0)
+    greedy = _policy(head="deterministic", deterministic=True)
+    greedy.model.load_state_dict(explore.model.state_dict())
+    greedy.noise_std = 0.1  # evaluation never adds noise
+    obs = np.random.default_rng(0).normal(size=(2000, 11)).astype(np.float32)
+    explore.reset(0.0, n=2000)
+    greedy.reset(0.0, n=2000)
+    noisy, mean = explore.act(obs), greedy.act(obs)
+    inside = np.abs(mean) < 0.6  # away from the clip at the bounds
+    diff = (noisy - mean)[inside]
+    assert abs(diff.mean()) < 0.01 and diff.std() == pytest.approx(0.1, rel=0.05)
+    greedy.reset(0.0, n=2000)
+    np.testing.assert_array_equal(greedy.act(obs), mean)

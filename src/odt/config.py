@@ -85,6 +85,9 @@ class Config:
     """Linear learning-rate warmup, in updates (counted over pretraining and finetuning)."""
     grad_clip: float = 0.25
     """Gradient-norm clip of the policy."""
+    max_bad_updates: int = 10
+    """A non-finite loss, gradient norm or lambda skips that update (logged); after this many in a
+    row the learner rolls back to its last good state (a snapshot every 100 actor updates)."""
     init_lambda: float = 0.1
     """Initial entropy temperature lambda (odt)."""
     lambda_lr: float = 1e-4
@@ -192,7 +195,8 @@ class Config:
     def validate(self) -> "Config":
         positive = ["embed_dim", "n_layer", "n_head", "context_len", "eval_context", "batch_size",
                     "max_ep_len", "entropy_samples", "buffer_size", "eval_episodes",
-                    "episodes_per_round", "eval_every", "checkpoint_every", "policy_delay", "critic_hidden"]
+                    "episodes_per_round", "eval_every", "checkpoint_every", "policy_delay", "critic_hidden",
+                    "max_bad_updates"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")

@@ -125,12 +125,24 @@ class Run:
         for _ in range(n * self.learner.calls_per_actor_update):
             batch = buffer.sample(self.cfg.batch_size, self.cfg.context_len, self.rng).to(self.device)
             metrics = self.learner.update(batch)
+            if self.learner.events:
+                self._log_events()
             for k, v in metrics.items():
                 sums[k] += v
                 counts[k] += 1
             if progress is not None and "loss" in metrics:
                 progress.update(progress.done + 1, loss=sums["loss"] / counts["loss"])
         return {k: v / counts[k] for k, v in sums.items()}
+
+    def _log_events(self) -> None:
+        """Skipped updates and rollbacks, each written to metrics.jsonl as it happens."""
+        phase = "online" if self.online_steps or self.rounds else "pretrain"
+        for event in self.learner.events:
+            self.logger.log({"phase": phase, "updates": self.learner.updates, "online_steps": self.online_steps,
+                             **event})
+            if event["event"] == "rollback" or event["in_a_row"] == 1:
+                self.logger.info(f"[{phase}] warning: {event['event'].replace('_', ' ')} ({event['reason']})")
+        self.learner.events.clear()
 
     def pretrain(self) -> dict:
         cfg = self.cfg
@@ -265,7 +277,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
     learner = Learner(model, cfg.base_loss, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
                       grad_clip=cfg.grad_clip, init_lambda=cfg.init_lambda, lambda_lr=cfg.lambda_lr,
                       target_entropy=cfg.target_entropy, entropy_samples=cfg.entropy_samples,
-                      precision=cfg.precision, td3=td3)
+                      precision=cfg.precision, td3=td3, max_bad_updates=cfg.max_bad_updates)
     if init_state is not None:
         # Model and lambda carry over; the optimizers restart so that the finetuning learning
         # rate and weight decay of this run's settings apply.

@@ -35,7 +35,7 @@ class Learner:
     def __init__(self, model: DecisionTransformer, algo: str, *, lr: float, weight_decay: float,
                  warmup_steps: int, grad_clip: float, init_lambda: float = 0.1, lambda_lr: float = 1e-4,
                  target_entropy: float | None = None, entropy_samples: int = 1, precision: str = "fp32",
-                 td3: TD3Settings | None = None):
+                 td3: TD3Settings | None = None, max_bad_updates: int = 10, snapshot_every: int = 100):
         self.model, self.algo = model, algo
         self.loss_fn = LOSSES[algo]
         self.grad_clip, self.entropy_samples, self.precision = grad_clip, entropy_samples, precision
@@ -52,12 +52,19 @@ class Learner:
         self.td3 = td3
         self.rl_active = True  # the loop turns the RL term off in pretraining unless asked
         self.critic_updates = 0
+        # Divergence guard: a non-finite loss, gradient or lambda skips the update; after
+        # max_bad_updates in a row the learner returns to its last good state (a snapshot taken
+        # every snapshot_every good actor updates). ``events`` holds what happened, for the log.
+        self.max_bad_updates, self.snapshot_every = max_bad_updates, snapshot_every
+        self.events: list[dict] = []
+        self._bad = 0
         if td3 is not None:
             spec = model.spec
             self.critic = TwinCritic(spec.obs_dim, spec.act_dim, td3.hidden, td3.layernorm).to(device)
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
             self.actor_target = copy.deepcopy(model).requires_grad_(False).eval()
             self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=td3.lr)
+        self._snapshot = copy.deepcopy(self.state_dict())
 
     @property
     def calls_per_actor_update(self) -> int:
@@ -80,8 +87,9 @@ class Learner:
             out.update(self._critic_step(batch))
             if self.critic_updates % self.td3.policy_delay:
                 return out
-        out.update(self._actor_step(batch))
-        if self.td3 is not None:
+        actor = self._actor_step(batch)
+        out.update(actor)
+        if self.td3 is not None and "loss" in actor:
             self._soft_update()
         return out
 
@@ -99,16 +107,30 @@ class Learner:
             loss = loss + self.td3.alpha * rl
             metrics["rl_loss"] = rl.detach()
         self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            return self._skip("actor", "loss", float(loss.detach()))
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return self._skip("actor", "gradient norm", float(grad_norm))
         self.optimizer.step()
         self.scheduler.step()
         if entropy is not None:
+            before = self.log_lambda.detach().clone()
             lambda_loss = temperature_loss(self.log_lambda, entropy, self.target_entropy)
             self.lambda_optimizer.zero_grad(set_to_none=True)
             lambda_loss.backward()
             self.lambda_optimizer.step()
+            if not torch.isfinite(self.log_lambda):
+                with torch.no_grad():
+                    self.log_lambda.copy_(before)
+                self.updates += 1  # the policy step itself was taken
+                return self._skip("actor", "lambda", float(self.log_lambda.detach().exp()))
         self.updates += 1
+        self._bad = 0
+        if self.updates % self.snapshot_every == 0:
+            self._snapshot = copy.deepcopy(self.state_dict())
         out = {k: float(v) for k, v in metrics.items()}
         out.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
         if entropy is not None:
@@ -129,10 +151,26 @@ class Learner:
         q1, q2 = self.critic(batch.states, batch.actions)
         loss = critic_loss(q1, q2, y, batch.critic_mask)
         self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left
+        if not torch.isfinite(loss):
+            self.critic_updates += 1  # keeps the policy delay's rhythm
+            return self._skip("critic", "loss", float(loss.detach()))
         loss.backward()
         self.critic_optimizer.step()
         self.critic_updates += 1
         return {"critic_loss": float(loss.detach()), "q_mean": float(masked_mean(q1.detach(), batch.critic_mask))}
+
+    def _skip(self, part: str, what: str, value: float) -> dict[str, float]:
+        """A non-finite update is not applied; enough of them in a row roll the learner back."""
+        self._bad += 1
+        self.events.append({"event": "skipped_update", "part": part, "reason": f"non-finite {what}",
+                            "value": str(value), "in_a_row": self._bad})
+        if self._bad < self.max_bad_updates:
+            return {"skipped": 1.0}
+        self.load_state_dict(copy.deepcopy(self._snapshot))
+        self.events.append({"event": "rollback", "reason": f"{self._bad} non-finite updates in a row",
+                            "to_updates": self.updates})
+        self._bad = 0
+        return {"skipped": 1.0, "rollback": 1.0}
 
     @torch.no_grad()
     def _soft_update(self) -> None:

@@ -179,9 +179,10 @@ def _read_minari_hdf5(path: Path, ds) -> dict:
     terminated = np.empty(n_eps, np.bool_)
     p = 0
     with h5py.File(path, "r", rdcc_nbytes=0) as f:
-        # HDF5's metadata cache otherwise grows to several MB per thousand episode groups.
+        # Capped, HDF5's metadata cache stays small (uncapped it took 60 MB of RSS over 2k episode
+        # groups); at 1 MB its lookups thrash and the load takes twice as long as at 2 MB.
         mdc = f.id.get_mdc_config()
-        mdc.set_initial_size, mdc.initial_size, mdc.min_size, mdc.max_size = True, 1 << 20, 1 << 19, 1 << 20
+        mdc.set_initial_size, mdc.initial_size, mdc.min_size, mdc.max_size = True, 2 << 20, 1 << 20, 2 << 20
         f.id.set_mdc_config(mdc)
         for i, ep in enumerate(ds.episode_indices):
             g = h5g.open(f.id, f"episode_{ep}".encode())
