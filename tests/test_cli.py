@@ -157,3 +157,16 @@ def test_parser_errors_are_one_line(args, needle, capsys):
     assert main(args) == 2
     err = capsys.readouterr().err
     assert needle in err and err.startswith("odt: error: ") and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("algo", ["odt", "vidt"])
+def test_same_seed_writes_identical_metrics(algo, tmp_path, hopper_npz):
+    from odt.cli import main
+
+    for name in ("a", "b"):
+        assert main(["run", *TINY, "--algo", algo, "--dataset", str(hopper_npz), "--out", str(tmp_path / name)]) == 0
+    a, b = ((tmp_path / n / "metrics.jsonl").read_text() for n in ("a", "b"))
+    assert a == b and '"event": "eval"' in a and '"event": "round"' in a
+    other = tmp_path / "c"
+    assert main(["run", *TINY, "--algo", algo, "--seed", "1", "--dataset", str(hopper_npz), "--out", str(other)]) == 0
+    assert (other / "metrics.jsonl").read_text() != a  # the seed matters

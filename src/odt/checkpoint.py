@@ -1,10 +1,15 @@
 """Checkpoints: complete (model, every optimizer and scheduler, lambda, normaliser), written
-atomically, and loaded without executing code from the file (``weights_only=True``)."""
+atomically with a SHA-256 beside each, the previous one kept, and loaded without executing code
+from the file (``weights_only=True``). A checkpoint whose checksum does not match is skipped, with
+a warning, for the previous one."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import torch
@@ -22,18 +27,45 @@ def save_checkpoint(path: Path, learner, *, obs_mean, obs_std, act_low, act_high
         "extra": extra or {},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    if path.is_file():  # the previous checkpoint of this name stays, in case this one is lost
+        for suffix in ("", ".sha256"):
+            if Path(str(path) + suffix).is_file():
+                os.replace(str(path) + suffix, str(_previous(path)) + suffix)
+    _write_atomic(path, data)
+    _write_atomic(Path(str(path) + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
+
+
+def _previous(path: Path) -> Path:
+    return path.with_name(path.stem + ".prev" + path.suffix)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "wb") as f:
-        torch.save(state, f)
+        f.write(data)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
+
+
+def verify(path: Path) -> bool:
+    """True when the checkpoint matches its recorded SHA-256 (or has none, as before checksums)."""
+    digest = Path(str(path) + ".sha256")
+    if not digest.is_file():
+        return True
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest.read_text().strip()
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}; give a run directory that holds checkpoints/")
+    if not verify(path):
+        raise ConfigError(f"checkpoint {path} does not match its checksum ({path.name}.sha256): it is "
+                          "corrupted; use another checkpoint of the run")
     try:
         return torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
@@ -45,17 +77,27 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
 
 
 def find_checkpoint(run_dir: Path, name: str = "final") -> Path:
-    """A run directory's checkpoint by name, falling back to the latest one written."""
+    """A run directory's checkpoint by name (or a file path), else the most advanced one there:
+    each name's previous version stands in for it when it fails its checksum (with a warning)."""
+    if Path(name).suffix == ".pt" and Path(name).is_file():
+        return Path(name)
     ckpts = Path(run_dir) / "checkpoints"
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist; give the --out of an earlier run")
-    for candidate in (name, "final", "latest", "pretrained"):
-        p = ckpts / f"{candidate}.pt"
-        if p.is_file():
-            return p
-    p = Path(name)
-    if p.is_file():
-        return p
+    order = [name] + [n for n in ("final", "latest", "pretrained") if n != name]
+    corrupted = []
+    for candidate in order:
+        for p in (ckpts / f"{candidate}.pt", _previous(ckpts / f"{candidate}.pt")):
+            if not p.is_file():
+                continue
+            if verify(p):
+                if corrupted:
+                    print(f"odt: warning: {', '.join(corrupted)} failed its checksum; using {p}", file=sys.stderr)
+                return p
+            corrupted.append(str(p))
+    if corrupted:
+        raise ConfigError(f"every checkpoint in {ckpts} failed its checksum ({', '.join(corrupted)}); "
+                          "the run cannot be loaded")
     raise ConfigError(f"no checkpoint in {ckpts}; was the run stopped before it saved one?")
 
 

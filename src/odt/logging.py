@@ -30,14 +30,15 @@ class RunLogger:
             self.tb = None
 
     def log(self, row: dict) -> None:
-        """One JSON object per line; numbers also go to TensorBoard against the update count."""
+        """One JSON object per line; numbers also go to TensorBoard against the update count. No
+        wall-clock times here, so that two runs with the same seed write identical files
+        (TensorBoard events carry their wall time; run.log the elapsed times)."""
         row = {k: _clean(v) for k, v in row.items()}
-        row.setdefault("time", round(time.time() - self.start, 3))
         self.metrics.write(json.dumps(row) + "\n")
         if self.tb is not None:
             step = row.get("online_steps", 0) if row.get("phase") == "online" else row.get("updates", 0)
             for k, v in row.items():
-                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and k != "time":
+                if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None:
                     self.tb.add_scalar(f"{row.get('phase', 'run')}/{k}", v, step)
 
     def info(self, line: str) -> None:

@@ -102,12 +102,12 @@ class Run:
         row = {"phase": phase, "event": "eval", "updates": self.learner.updates,
                "online_steps": self.online_steps,
                **{f"eval_{k}": v for k, v in return_stats(self.cfg.env, res.returns, self.cfg.reference()).items()},
-               "eval_length_mean": float(res.lengths.mean()), "eval_episodes": len(res.returns),
-               "eval_seconds": round(time.time() - t, 3)}
+               "eval_length_mean": float(res.lengths.mean()), "eval_episodes": len(res.returns)}
         self.logger.log(row)
         norm_txt = f"  normalized {row['eval_normalized_mean']:.1f}" if "eval_normalized_mean" in row else ""
         self.logger.info(f"[{phase}] eval after {self.learner.updates} updates, {self.online_steps} online steps: "
-                         f"return {row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}{norm_txt}")
+                         f"return {row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}{norm_txt} "
+                         f"({time.time() - t:.1f} s)")
         return row
 
     # --- checkpoints ------------------------------------------------------------------
