@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import pickle
+import shutil
 import sys
 from pathlib import Path
 
@@ -30,10 +31,17 @@ def save_checkpoint(path: Path, learner, *, obs_mean, obs_std, act_low, act_high
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    if path.is_file():  # the previous checkpoint of this name stays, in case this one is lost
-        for suffix in ("", ".sha256"):
-            if Path(str(path) + suffix).is_file():
-                os.replace(str(path) + suffix, str(_previous(path)) + suffix)
+    for suffix in ("", ".sha256"):  # the previous checkpoint stays, in case this one is lost
+        src, dst = Path(str(path) + suffix), Path(str(_previous(path)) + suffix)
+        if src.is_file():
+            # A hard link, not a rename: the name never points at nothing, even for a moment.
+            tmp = dst.with_name(dst.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            try:
+                os.link(src, tmp)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
     _write_atomic(path, data)
     _write_atomic(Path(str(path) + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
 

@@ -206,6 +206,11 @@ def main(argv: list[str] | None = None) -> int:
         from .train import execute
 
         cfg = parse_config(command, args)
+        if cfg.resume is not None:
+            from .train import resume_run
+
+            resume_run(cfg.resume, command)
+            return 0
         if command == "finetune" and cfg.init is None:
             raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` (or use `odt run`)")
         execute(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),

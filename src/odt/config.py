@@ -152,6 +152,9 @@ class Config:
 
     init: Optional[Path] = None
     """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
+    resume: Optional[Path] = None
+    """Continue the killed run in this directory from its last checkpoint, with its own config.json
+    (other flags are ignored)."""
 
     # --- output ------------------------------------------------------------------------
     out: Optional[Path] = None
@@ -237,7 +240,7 @@ class Config:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for k in ("out", "init"):
+        for k in ("out", "init", "resume"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d
 
@@ -248,7 +251,7 @@ class Config:
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see `odt run --help`")
         d = dict(d)
-        for k in ("out", "init"):
+        for k in ("out", "init", "resume"):
             if d.get(k) is not None:
                 d[k] = Path(d[k])
         return cls(**d)

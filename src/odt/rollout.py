@@ -130,9 +130,11 @@ class RolloutResult:
         return int(self.lengths.sum())
 
 
-def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float, seed: int) -> RolloutResult:
+def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float, seed: int,
+            max_steps: int | None = None) -> RolloutResult:
     """One episode in each of the vector env's environments, all stepped together with one batched
-    forward pass per step. Finished environments drop out of the forward pass."""
+    forward pass per step. Finished environments drop out of the forward pass. With ``max_steps``,
+    the rollout stops once that many steps are taken in all; unfinished episodes end truncated."""
     n = envs.num_envs
     obs, _ = envs.reset(seed=seed)
     policy.reset(target_return, n=n)
@@ -145,8 +147,11 @@ def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float, se
     terminated = np.zeros(n, dtype=bool)
     rewards = np.zeros(n, dtype=np.float32)
     actions = np.zeros((n, act_dim), dtype=np.float32)
+    total = 0
     while not done.all():
         rows = np.flatnonzero(~done)
+        if max_steps is not None and total + len(rows) > max_steps:
+            rows = rows[:max_steps - total]  # the budget ends inside this step: the others stop here
         actions[rows] = policy.act(obs[rows], rewards[rows], rows=rows)
         policy.advance()
         next_obs, rew, term, trunc, _ = envs.step(actions)
@@ -156,11 +161,15 @@ def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float, se
             ep_rew[i].append(rew[i])
             if term[i] or trunc[i]:
                 done[i], terminated[i], final[i] = True, bool(term[i]), next_obs[i].copy()
+        total += len(rows)
+        if max_steps is not None and total >= max_steps:
+            for i in np.flatnonzero(~done):  # cut by the budget: truncated, s_{T+1} known where stepped
+                done[i], final[i] = True, (next_obs[i] if i in rows else obs[i]).copy()
         rewards = rew.astype(np.float32)
         obs = next_obs
     episodes = [Episode(np.asarray(ep_obs[i], np.float32),
                         scale_actions_to_unit(np.asarray(ep_act[i], np.float32), policy.act_low, policy.act_high),
                         np.asarray(ep_rew[i], np.float32), terminated=bool(terminated[i]),
                         truncated=not terminated[i], final_observation=final[i], online=True)
-                for i in range(n)]
+                for i in range(n) if ep_rew[i]]  # a budget can end before an environment's first step
     return RolloutResult(episodes)

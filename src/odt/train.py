@@ -21,7 +21,7 @@ from .checkpoint import build_model, find_checkpoint, load_checkpoint, save_chec
 from .config import Config, ConfigError
 from .data.buffer import ReplayBuffer
 from .data.sources import check_matches_env, load_dataset
-from .data.trajectories import TrajectoryDataset
+from .data.trajectories import Episode, TrajectoryDataset
 from .logging import Progress, RunLogger, fmt_time
 from .models.transformer import ModelSpec
 from .rollout import Policy, make_vector_env, rollout, scale_actions_to_unit
@@ -77,8 +77,12 @@ class Run:
     device: str
     rng: np.random.Generator
     torch_gen: torch.Generator
+    command: str = "run"
     online_steps: int = 0
     rounds: int = 0
+    pretrain_done: int = 0
+    phase: str = "pretrain"
+    buffer: ReplayBuffer | None = None  # the online buffer, once finetuning has begun
     summary: dict = field(default_factory=dict)
     _envs: dict = field(default_factory=dict)
 
@@ -114,7 +118,62 @@ class Run:
     def save(self, name: str) -> None:
         save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.learner, obs_mean=self.obs_mean,
                         obs_std=self.obs_std, act_low=self.act_low, act_high=self.act_high,
-                        extra={"online_steps": self.online_steps, "rounds": self.rounds})
+                        extra={"online_steps": self.online_steps, "rounds": self.rounds,
+                               "resume": self._resume_state()})
+
+    def _resume_state(self) -> dict:
+        """What `--resume` needs beyond the learner: counters, random generators, the summary so
+        far, the length of metrics.jsonl, and the online buffer (offline trajectories by index)."""
+        self.logger.metrics.flush()
+        state = {"command": self.command, "phase": self.phase, "pretrain_done": self.pretrain_done,
+                 "numpy_rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
+                 "generator_rng": self.torch_gen.get_state(), "summary": json.dumps(self.summary),
+                 "metrics_bytes": self.logger.metrics.tell()}
+        if self.buffer is not None:
+            index = {id(e): i for i, e in enumerate(self.dataset.episodes)}
+            order, online = [], []
+            for e in self.buffer.episodes:
+                if id(e) in index:
+                    order.append(index[id(e)])
+                else:
+                    order.append(-1 - len(online))
+                    online.append(e)
+            state["buffer_order"] = torch.tensor(order, dtype=torch.long)
+            if online:
+                state["online"] = {
+                    "observations": torch.from_numpy(np.concatenate([e.observations for e in online])),
+                    "actions": torch.from_numpy(np.concatenate([e.actions for e in online])),
+                    "rewards": torch.from_numpy(np.concatenate([e.rewards for e in online])),
+                    "lengths": torch.tensor([len(e) for e in online]),
+                    "terminated": torch.tensor([e.terminated for e in online]),
+                    "final_observations": torch.from_numpy(np.stack([
+                        np.asarray(e.final_observation if e.final_observation is not None else e.observations[-1],
+                                   np.float32) for e in online]))}
+        return state
+
+    def restore(self, state: dict) -> None:
+        """The counterpart of ``_resume_state``, on a Run built from the same config."""
+        extra = state["extra"]
+        rs = extra["resume"]
+        self.online_steps, self.rounds = int(extra["online_steps"]), int(extra["rounds"])
+        self.command, self.phase, self.pretrain_done = rs["command"], rs["phase"], int(rs["pretrain_done"])
+        self.rng.bit_generator.state = json.loads(rs["numpy_rng"])
+        torch.set_rng_state(rs["torch_rng"])
+        self.torch_gen.set_state(rs["generator_rng"])
+        self.summary = json.loads(rs["summary"])
+        if "buffer_order" in rs:
+            online: list[Episode] = []
+            if "online" in rs:
+                o, start = rs["online"], 0
+                for i, n in enumerate(o["lengths"].tolist()):
+                    term = bool(o["terminated"][i])
+                    online.append(Episode(o["observations"][start:start + n].numpy(), o["actions"][start:start + n].numpy(),
+                                          o["rewards"][start:start + n].numpy(), terminated=term, truncated=not term,
+                                          final_observation=o["final_observations"][i].numpy(), online=True))
+                    start += n
+            self.buffer = self._new_buffer(self.cfg.buffer_size)
+            for i in rs["buffer_order"].tolist():
+                self.buffer.episodes.append(self.dataset.episodes[i] if i >= 0 else online[-1 - i])
 
     # --- the loop ---------------------------------------------------------------------
     def _updates(self, buffer: ReplayBuffer, n: int, progress: Progress | None = None) -> dict:
@@ -134,9 +193,12 @@ class Run:
                 progress.update(progress.done + 1, loss=sums["loss"] / counts["loss"])
         return {k: v / counts[k] for k, v in sums.items()}
 
+    def _new_buffer(self, capacity: int) -> ReplayBuffer:
+        return ReplayBuffer(capacity, self.obs_mean, self.obs_std, self.cfg.rtg_scale, keep_next=self.cfg.td3)
+
     def _log_events(self) -> None:
         """Skipped updates and rollbacks, each written to metrics.jsonl as it happens."""
-        phase = "online" if self.online_steps or self.rounds else "pretrain"
+        phase = self.phase
         for event in self.learner.events:
             self.logger.log({"phase": phase, "updates": self.learner.updates, "online_steps": self.online_steps,
                              **event})
@@ -146,23 +208,24 @@ class Run:
 
     def pretrain(self) -> dict:
         cfg = self.cfg
-        buffer = ReplayBuffer(len(self.dataset.episodes), self.obs_mean, self.obs_std, cfg.rtg_scale,
-                              keep_next=cfg.td3)
+        buffer = self._new_buffer(len(self.dataset.episodes))
         buffer.seed(self.dataset.episodes)
         self.learner.rl_active = cfg.rl_in_pretrain  # the critic still learns from the offline data
         self.logger.info(f"[pretrain] {cfg.pretrain_updates} updates on {len(buffer)} trajectories "
                          f"({buffer.n_transitions} steps), batch {cfg.batch_size}, K {cfg.context_len}")
         progress = Progress(self.logger, "pretrain", cfg.pretrain_updates, "updates")
+        progress.done = self.pretrain_done
         log_every = max(1, min(1000, cfg.pretrain_updates // 20))
-        done = 0
-        while done < cfg.pretrain_updates:
-            n = min(log_every, cfg.pretrain_updates - done)
+        while self.pretrain_done < cfg.pretrain_updates:
+            n = min(log_every, cfg.pretrain_updates - self.pretrain_done)
             m = self._updates(buffer, n, progress)
-            done += n
+            self.pretrain_done += n
+            done = self.pretrain_done
             self.logger.log({"phase": "pretrain", "updates": self.learner.updates, "online_steps": 0, **m})
             if cfg.pretrain_eval_every and done % cfg.pretrain_eval_every < n and done < cfg.pretrain_updates:
                 self.evaluate("pretrain")
-        progress.update(done, force=True)
+            self.save("latest")  # a killed pretraining resumes from here
+        progress.update(self.pretrain_done, force=True)
         self.save("pretrained")
         row = self.evaluate("pretrain")
         self.summary["offline"] = _summary_of(row)
@@ -170,21 +233,28 @@ class Run:
 
     def finetune(self) -> dict:
         cfg = self.cfg
-        buffer = ReplayBuffer(cfg.buffer_size, self.obs_mean, self.obs_std, cfg.rtg_scale, keep_next=cfg.td3)
-        buffer.seed(self.dataset.episodes, cfg.buffer_size)
         self.learner.rl_active = True
-        self.logger.info(f"[online] buffer seeded with the top {len(buffer)} of {len(self.dataset.episodes)} "
-                         f"offline trajectories (returns {min(e.ret for e in buffer.episodes):.0f} to "
-                         f"{max(e.ret for e in buffer.episodes):.0f}); budget {cfg.online_steps} env steps")
+        if self.buffer is None:
+            self.buffer = self._new_buffer(cfg.buffer_size)
+            self.buffer.seed(self.dataset.episodes, cfg.buffer_size)
+            self.logger.info(f"[online] buffer seeded with the top {len(self.buffer)} of {len(self.dataset.episodes)} "
+                             f"offline trajectories (returns {min(e.ret for e in self.buffer.episodes):.0f} to "
+                             f"{max(e.ret for e in self.buffer.episodes):.0f}); budget {cfg.online_steps} env steps")
+        buffer = self.buffer
         if "offline" not in self.summary:
             self.summary["offline"] = _summary_of(self.evaluate("online"))
+        if self.phase != "online":
+            self.phase = "online"
+            self.save("latest")  # a run killed before its first round resumes here
         progress = Progress(self.logger, "online", cfg.online_steps, "steps")
+        progress.done = self.online_steps
         explore = self.envs(cfg.episodes_per_round)
         last_eval = None
         while self.online_steps < cfg.online_steps:
             self.rounds += 1
             res = rollout(self.policy(deterministic=False), explore, cfg.g_online,
-                          seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round)
+                          seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round,
+                          max_steps=cfg.online_steps - self.online_steps)
             for ep in res.episodes:
                 buffer.add(ep)
             self.online_steps += res.steps
@@ -217,8 +287,9 @@ def _summary_of(row: dict) -> dict:
     return {k.replace("eval_", ""): v for k, v in row.items() if k.startswith("eval_") or k in ("updates", "online_steps")}
 
 
-def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
-    """Validate everything that can fail before anything is written, then create the run directory."""
+def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict | None = None) -> Run:
+    """Validate everything that can fail before anything is written, then create the run directory
+    (or, with ``resume``, a checkpoint of a killed run, reopen its directory where it stopped)."""
     cfg.validate()
     device = resolve_device(cfg.device)
     if cfg.threads:
@@ -236,8 +307,8 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
     act_low = env.action_space.low.astype(np.float32)
     act_high = env.action_space.high.astype(np.float32)
     env.close()
-    init_state = None
-    if init_from is not None:
+    init_state = resume
+    if resume is None and init_from is not None:
         init_state = load_checkpoint(find_checkpoint(init_from, "pretrained"), device)
         spec = ModelSpec(**init_state["spec"])
         if (spec.obs_dim, spec.act_dim) != (dataset.obs_dim, dataset.act_dim):
@@ -255,8 +326,14 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
     if not np.allclose(act_low, -1) or not np.allclose(act_high, 1):
         for e in dataset.episodes:
             e.actions = scale_actions_to_unit(e.actions, act_low, act_high)
-    run_dir = make_run_dir(cfg, command)
-    cfg.save(run_dir / "config.json")
+    if resume is None:
+        run_dir = make_run_dir(cfg, command)
+        cfg.save(run_dir / "config.json")
+    else:
+        run_dir = cfg.out
+        # Rows written after the checkpoint are redone from it: drop them, so none is doubled.
+        with open(run_dir / "metrics.jsonl", "r+b") as f:
+            f.truncate(int(resume["extra"]["resume"]["metrics_bytes"]))
     logger = RunLogger(run_dir, cfg.to_dict(), echo=cfg.progress)
     logger.info(f"odt {command}: {shlex.join(sys.argv)}")
     logger.info(f"run directory {run_dir}; device {device}; torch threads {torch.get_num_threads()}")
@@ -278,20 +355,29 @@ def setup(cfg: Config, command: str, init_from: Path | None = None) -> Run:
                       grad_clip=cfg.grad_clip, init_lambda=cfg.init_lambda, lambda_lr=cfg.lambda_lr,
                       target_entropy=cfg.target_entropy, entropy_samples=cfg.entropy_samples,
                       precision=cfg.precision, td3=td3, max_bad_updates=cfg.max_bad_updates)
-    if init_state is not None:
+    if resume is not None:
+        learner.load_state_dict(resume["learner"])  # everything: optimizers, schedules, critics
+    elif init_state is not None:
         # Model and lambda carry over; the optimizers restart so that the finetuning learning
         # rate and weight decay of this run's settings apply.
         learner.load_state_dict(init_state["learner"], model_only=True)
         learner.updates = int(init_state["learner"]["updates"])
         logger.info(f"initialised from {init_from} ({learner.updates} pretraining updates, lambda {learner.lam:.4f})")
-    return Run(cfg, run_dir, logger, dataset, learner, obs_mean, obs_std, act_low, act_high, device, rng, torch_gen)
+    run = Run(cfg, run_dir, logger, dataset, learner, obs_mean, obs_std, act_low, act_high, device, rng, torch_gen,
+              command=command)
+    if resume is not None:
+        run.restore(resume)
+        logger.info(f"resumed: {run.pretrain_done} pretraining updates, round {run.rounds}, "
+                    f"{run.online_steps} online steps done")
+    return run
 
 
-def execute(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from: Path | None = None) -> dict:
-    run = setup(cfg, command, init_from)
+def execute(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from: Path | None = None,
+            resume: dict | None = None) -> dict:
+    run = setup(cfg, command, init_from, resume)
     start = time.time()
     try:
-        if pretrain:
+        if pretrain and run.phase == "pretrain":
             run.pretrain()
         if finetune:
             run.finetune()
@@ -303,6 +389,24 @@ def execute(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from
     finally:
         run.close()
     return run.summary
+
+
+def resume_run(run_dir: Path, command: str) -> dict:
+    """``--resume RUN_DIR``: continue a killed run from its newest intact checkpoint, with its own
+    config.json; what the original command was decides what remains to do."""
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json); give the --out of an odt run")
+    if (run_dir / "summary.json").is_file():
+        raise ConfigError(f"run {run_dir} is complete (it has summary.json); there is nothing to resume")
+    cfg = Config.load(run_dir / "config.json")
+    state = load_checkpoint(find_checkpoint(run_dir, "latest"), resolve_device(cfg.device))
+    rs = state.get("extra", {}).get("resume")
+    if rs is None:
+        raise ConfigError(f"the checkpoints of {run_dir} predate --resume; start the run again")
+    cfg.out, cfg.overwrite = run_dir, False
+    original = rs["command"]
+    return execute(cfg, original, pretrain=original in ("run", "pretrain"), finetune=original in ("run", "finetune"),
+                   resume=state)
 
 
 def summary_table(summary: dict) -> str:
