@@ -64,10 +64,10 @@ class Progress:
     """Rate and time left for a phase, printed at most every ``every`` seconds (plain lines, so
     they read the same in a terminal, a CI log and run.log)."""
 
-    def __init__(self, logger: RunLogger, phase: str, total: int, unit: str, every: float = 5.0):
+    def __init__(self, logger: RunLogger, phase: str, total: int, unit: str, every: float = 5.0, done: int = 0):
         self.logger, self.phase, self.total, self.unit, self.every = logger, phase, total, unit, every
         self.start = self.last = time.time()
-        self.done = 0
+        self.done = self.first = done  # a resumed phase starts part-way
 
     def update(self, done: int, force: bool = False, **info) -> None:
         self.done = done
@@ -76,7 +76,7 @@ class Progress:
             return
         self.last = now
         elapsed = now - self.start
-        rate = done / elapsed if elapsed > 0 else 0.0
+        rate = (done - self.first) / elapsed if elapsed > 0 else 0.0  # this process's work only
         left = max(self.total - done, 0) / rate if rate > 0 else float("inf")
         extras = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
         self.logger.info(f"[{self.phase}] {done}/{self.total} {self.unit} ({100 * done / max(self.total, 1):.0f}%)"

@@ -213,8 +213,7 @@ class Run:
         self.learner.rl_active = cfg.rl_in_pretrain  # the critic still learns from the offline data
         self.logger.info(f"[pretrain] {cfg.pretrain_updates} updates on {len(buffer)} trajectories "
                          f"({buffer.n_transitions} steps), batch {cfg.batch_size}, K {cfg.context_len}")
-        progress = Progress(self.logger, "pretrain", cfg.pretrain_updates, "updates")
-        progress.done = self.pretrain_done
+        progress = Progress(self.logger, "pretrain", cfg.pretrain_updates, "updates", done=self.pretrain_done)
         log_every = max(1, min(1000, cfg.pretrain_updates // 20))
         while self.pretrain_done < cfg.pretrain_updates:
             n = min(log_every, cfg.pretrain_updates - self.pretrain_done)
@@ -246,8 +245,7 @@ class Run:
         if self.phase != "online":
             self.phase = "online"
             self.save("latest")  # a run killed before its first round resumes here
-        progress = Progress(self.logger, "online", cfg.online_steps, "steps")
-        progress.done = self.online_steps
+        progress = Progress(self.logger, "online", cfg.online_steps, "steps", done=self.online_steps)
         explore = self.envs(cfg.episodes_per_round)
         last_eval = None
         while self.online_steps < cfg.online_steps:
