@@ -40,14 +40,16 @@ def _flat(n: int, mean_length: int, seed: int = 0) -> dict:
     terminals[ends[:-1]] = True  # the last episode is cut by the end of the data
     obs = rng.normal(size=(n + 1, OBS)).astype(np.float32)
     return dict(observations=obs[:-1], next_observations=obs[1:], actions=rng.uniform(-1, 1, (n, ACT)).astype(np.float32),
-                rewards=rng.normal(3, 1, n).astype(np.float32), terminals=terminals, timeouts=timeouts,
-                lengths=np.array(lengths))
+                rewards=rng.normal(3, 1, n).astype(np.float32), terminals=terminals, timeouts=timeouts)
 
 
 def build(directory: Path, n: int, mean_length: int) -> dict[str, str]:
     import h5py
     import minari
-    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    from odt.data.generate import write_minari
+    from odt.data.sources import _from_arrays, save_npz
+    from odt.data.trajectories import episode_ends
 
     directory.mkdir(parents=True, exist_ok=True)
     os.environ["MINARI_DATASETS_PATH"] = str(directory / "minari")
@@ -55,28 +57,17 @@ def build(directory: Path, n: int, mean_length: int) -> dict[str, str]:
     sources = {"hdf5": str(directory / f"{stem}.hdf5"), "npz": str(directory / f"{stem}.npz"),
                "minari": f"bench/hopper/n{n}-len{mean_length}-v0"}
     a = _flat(n, mean_length)
-    lengths = a.pop("lengths")
     if not Path(sources["hdf5"]).is_file():
         with h5py.File(sources["hdf5"] + ".tmp", "w") as f:
             for k, v in a.items():
                 f[k] = v
         os.replace(sources["hdf5"] + ".tmp", sources["hdf5"])
+    final = a["next_observations"][episode_ends(a["terminals"], a["timeouts"])]
+    ds = _from_arrays(dict(a, final_observations=final, metadata={"env_id": "Hopper-v5"}), "bench")
     if not Path(sources["npz"]).is_file():
-        from odt.data.sources import _from_arrays, save_npz
-
-        save_npz(_from_arrays(dict(a, metadata={"env_id": "Hopper-v5"}), "bench"), Path(sources["npz"]))
+        save_npz(ds, Path(sources["npz"]))
     if sources["minari"] not in minari.list_local_datasets():
-        buffers, start = [], 0
-        for i, length in enumerate(lengths):
-            stop = start + length
-            obs = np.concatenate([a["observations"][start:stop], a["next_observations"][stop - 1:stop]])
-            buffers.append(EpisodeBuffer(id=i, observations=obs, actions=a["actions"][start:stop],
-                                         rewards=a["rewards"][start:stop], terminations=a["terminals"][start:stop],
-                                         truncations=a["timeouts"][start:stop] | (np.arange(start, stop) == n - 1),
-                                         infos={}))
-            start = stop
-        minari.create_dataset_from_buffers(sources["minari"], buffers, env="Hopper-v5", eval_env="Hopper-v5",
-                                          algorithm_name="synthetic", description="odt loading benchmark")
+        write_minari(ds, sources["minari"], "Hopper-v5", "synthetic", "odt loading benchmark", {})
     return sources
 
 

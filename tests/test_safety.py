@@ -48,7 +48,7 @@ def test_object_arrays_in_a_dataset_are_refused(tmp_path):
 
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     from odt.algos.learner import Learner
-    from odt.checkpoint import find_checkpoint, load_checkpoint, save_checkpoint
+    from odt.checkpoint import load_checkpoint, load_from_run, save_checkpoint
     from odt.models.transformer import DecisionTransformer, ModelSpec
 
     learner = Learner(DecisionTransformer(ModelSpec(obs_dim=3, act_dim=2, embed_dim=16, n_layer=1, n_head=1)),
@@ -60,16 +60,16 @@ def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys
         save_checkpoint(path, learner, **stats)
     assert sorted(p.name for p in path.parent.iterdir()) == [
         "latest.prev.pt", "latest.prev.pt.sha256", "latest.pt", "latest.pt.sha256"]
-    assert load_checkpoint(find_checkpoint(tmp_path, "latest"))["learner"]["updates"] == 2
+    assert load_from_run(tmp_path, "latest")[0]["learner"]["updates"] == 2
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
     path.write_bytes(bytes(data))
     with pytest.raises(ConfigError, match="does not match its checksum"):
         load_checkpoint(path)
-    chosen = find_checkpoint(tmp_path, "latest")
-    assert chosen.name == "latest.prev.pt" and load_checkpoint(chosen)["learner"]["updates"] == 1
+    state, chosen = load_from_run(tmp_path, "latest")
+    assert chosen.name == "latest.prev.pt" and state["learner"]["updates"] == 1
     assert "latest.pt failed its checksum" in capsys.readouterr().err
     prev = path.with_name("latest.prev.pt")
     prev.write_bytes(prev.read_bytes()[:100])
     with pytest.raises(ConfigError, match="every checkpoint .* failed its checksum"):
-        find_checkpoint(tmp_path, "latest")
+        load_from_run(tmp_path, "latest")

@@ -59,23 +59,23 @@ def _write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)  # a reader sees the old file or the new one, never half of one
 
 
-def verify(path: Path) -> bool:
-    """True when the checkpoint matches its recorded SHA-256 (or has none, as before checksums)."""
-    digest = Path(str(path) + ".sha256")
-    if not digest.is_file():
-        return True
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest() == digest.read_text().strip()
+class CorruptCheckpoint(ConfigError):
+    """A checkpoint that does not match its recorded SHA-256."""
 
 
 def load_checkpoint(path: Path, device: str = "cpu") -> dict:
+    """One checkpoint file: read once, checked against its SHA-256 where it has one (checkpoints
+    from before checksums have none), then unpickled with ``weights_only``."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}; give a run directory that holds checkpoints/")
-    if not verify(path):
-        raise ConfigError(f"checkpoint {path} does not match its checksum ({path.name}.sha256): it is "
-                          "corrupted; use another checkpoint of the run")
+    data = path.read_bytes()
+    digest = Path(str(path) + ".sha256")
+    if digest.is_file() and hashlib.sha256(data).hexdigest() != digest.read_text().strip():
+        raise CorruptCheckpoint(f"checkpoint {path} does not match its checksum ({digest.name}): it is "
+                                "corrupted; use another checkpoint of the run")
     try:
-        return torch.load(path, map_location=device, weights_only=True)
+        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         raise ConfigError(f"refusing to load {path}: it is not a plain-tensor checkpoint "
                           "(loading it could run code); use a checkpoint written by odt") from e
@@ -84,25 +84,27 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
                           "it is truncated or not an odt checkpoint") from e
 
 
-def find_checkpoint(run_dir: Path, name: str = "final") -> Path:
-    """A run directory's checkpoint by name (or a file path), else the most advanced one there:
-    each name's previous version stands in for it when it fails its checksum (with a warning)."""
+def load_from_run(run_dir: Path, name: str = "final", device: str = "cpu") -> tuple[dict, Path]:
+    """A run directory's checkpoint by name (or a checkpoint file), else the most advanced one
+    there; a checkpoint that fails its checksum gives way to its previous version, with a warning."""
     if Path(name).suffix == ".pt" and Path(name).is_file():
-        return Path(name)
+        return load_checkpoint(Path(name), device), Path(name)
     ckpts = Path(run_dir) / "checkpoints"
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist; give the --out of an earlier run")
-    order = [name] + [n for n in ("final", "latest", "pretrained") if n != name]
     corrupted = []
-    for candidate in order:
+    for candidate in [name] + [n for n in ("final", "latest", "pretrained") if n != name]:
         for p in (ckpts / f"{candidate}.pt", _previous(ckpts / f"{candidate}.pt")):
             if not p.is_file():
                 continue
-            if verify(p):
-                if corrupted:
-                    print(f"odt: warning: {', '.join(corrupted)} failed its checksum; using {p}", file=sys.stderr)
-                return p
-            corrupted.append(str(p))
+            try:
+                state = load_checkpoint(p, device)
+            except CorruptCheckpoint:
+                corrupted.append(str(p))
+                continue
+            if corrupted:
+                print(f"odt: warning: {', '.join(corrupted)} failed its checksum; using {p}", file=sys.stderr)
+            return state, p
     if corrupted:
         raise ConfigError(f"every checkpoint in {ckpts} failed its checksum ({', '.join(corrupted)}); "
                           "the run cannot be loaded")
@@ -116,7 +118,7 @@ def build_model(spec: dict, device: str) -> DecisionTransformer:
 def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu", deterministic: bool = True):
     from .rollout import Policy
 
-    state = load_checkpoint(find_checkpoint(run_dir, checkpoint), device)
+    state, _ = load_from_run(run_dir, checkpoint, device)
     cfg = Config.load(Path(run_dir) / "config.json")
     model = build_model(state["spec"], device)
     model.load_state_dict(state["learner"]["model"])

@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.resume is not None:
             from .train import resume_run
 
-            resume_run(cfg.resume, command)
+            resume_run(cfg.resume)
             return 0
         if command == "finetune" and cfg.init is None:
             raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` (or use `odt run`)")
@@ -237,12 +237,11 @@ def _toy(a: ToyArgs) -> int:
             cfg = preset("reward-hill")
             cfg.preset, cfg.algo, cfg.seed = "reward-hill", algo, seed
             cfg.out, cfg.overwrite, cfg.progress = a.out / f"{algo}-s{seed}", a.overwrite, False
-            execute(cfg, "toy reward-hill", pretrain=True, finetune=True)
-            actions = probe(cfg.out, targets)
-            action = float(probe(cfg.out, [1.0])[0])
+            execute(cfg, "run", pretrain=True, finetune=True)  # a whole run: `--resume` knows it
+            *actions, action = probe(cfg.out, [*targets, 1.0]).tolist()  # the curve, then target 1
             results.append({"algo": algo, "seed": seed, "action": action, "reward": float(hill_reward(action)),
                             "run_dir": str(cfg.out), "targets": targets.tolist(),
-                            "actions_by_target": actions.tolist()})
+                            "actions_by_target": actions})
             if not a.json:
                 print(f"{algo:<8} seed {seed}: action at target return 1 = {action:+.3f}, "
                       f"reward {hill_reward(action):.3f} (peak: action 0, reward 1)")

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from .algos.learner import Learner, TD3Settings
-from .checkpoint import build_model, find_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import build_model, load_from_run, save_checkpoint
 from .config import Config, ConfigError
 from .data.buffer import ReplayBuffer
 from .data.sources import check_matches_env, load_dataset
-from .data.trajectories import Episode, TrajectoryDataset
+from .data.trajectories import TrajectoryDataset, flatten_episodes, split_episodes
 from .logging import Progress, RunLogger, fmt_time
 from .models.transformer import ModelSpec
 from .rollout import Policy, make_vector_env, rollout, scale_actions_to_unit
@@ -140,15 +140,7 @@ class Run:
                     online.append(e)
             state["buffer_order"] = torch.tensor(order, dtype=torch.long)
             if online:
-                state["online"] = {
-                    "observations": torch.from_numpy(np.concatenate([e.observations for e in online])),
-                    "actions": torch.from_numpy(np.concatenate([e.actions for e in online])),
-                    "rewards": torch.from_numpy(np.concatenate([e.rewards for e in online])),
-                    "lengths": torch.tensor([len(e) for e in online]),
-                    "terminated": torch.tensor([e.terminated for e in online]),
-                    "final_observations": torch.from_numpy(np.stack([
-                        np.asarray(e.final_observation if e.final_observation is not None else e.observations[-1],
-                                   np.float32) for e in online]))}
+                state["online"] = {k: torch.from_numpy(v) for k, v in flatten_episodes(online).items()}
         return state
 
     def restore(self, state: dict) -> None:
@@ -162,15 +154,9 @@ class Run:
         self.torch_gen.set_state(rs["generator_rng"])
         self.summary = json.loads(rs["summary"])
         if "buffer_order" in rs:
-            online: list[Episode] = []
-            if "online" in rs:
-                o, start = rs["online"], 0
-                for i, n in enumerate(o["lengths"].tolist()):
-                    term = bool(o["terminated"][i])
-                    online.append(Episode(o["observations"][start:start + n].numpy(), o["actions"][start:start + n].numpy(),
-                                          o["rewards"][start:start + n].numpy(), terminated=term, truncated=not term,
-                                          final_observation=o["final_observations"][i].numpy(), online=True))
-                    start += n
+            online = split_episodes(**{k: v.numpy() for k, v in rs["online"].items()}) if "online" in rs else []
+            for e in online:
+                e.online = True
             self.buffer = self._new_buffer(self.cfg.buffer_size)
             for i in rs["buffer_order"].tolist():
                 self.buffer.episodes.append(self.dataset.episodes[i] if i >= 0 else online[-1 - i])
@@ -307,7 +293,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
     env.close()
     init_state = resume
     if resume is None and init_from is not None:
-        init_state = load_checkpoint(find_checkpoint(init_from, "pretrained"), device)
+        init_state, _ = load_from_run(init_from, "pretrained", device)
         spec = ModelSpec(**init_state["spec"])
         if (spec.obs_dim, spec.act_dim) != (dataset.obs_dim, dataset.act_dim):
             raise ConfigError(f"checkpoint in {init_from} is for observation/action dimensions "
@@ -389,7 +375,7 @@ def execute(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from
     return run.summary
 
 
-def resume_run(run_dir: Path, command: str) -> dict:
+def resume_run(run_dir: Path) -> dict:
     """``--resume RUN_DIR``: continue a killed run from its newest intact checkpoint, with its own
     config.json; what the original command was decides what remains to do."""
     if not (run_dir / "config.json").is_file():
@@ -397,7 +383,7 @@ def resume_run(run_dir: Path, command: str) -> dict:
     if (run_dir / "summary.json").is_file():
         raise ConfigError(f"run {run_dir} is complete (it has summary.json); there is nothing to resume")
     cfg = Config.load(run_dir / "config.json")
-    state = load_checkpoint(find_checkpoint(run_dir, "latest"), resolve_device(cfg.device))
+    state, _ = load_from_run(run_dir, "latest", resolve_device(cfg.device))
     rs = state.get("extra", {}).get("resume")
     if rs is None:
         raise ConfigError(f"the checkpoints of {run_dir} predate --resume; start the run again")

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
-from .trajectories import TrajectoryDataset, episode_ends, split_episodes
+from .trajectories import Episode, TrajectoryDataset, episode_ends, flatten_episodes, split_episodes
 
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 
@@ -209,14 +209,11 @@ def _read_minari_hdf5(path: Path, ds) -> dict:
 
 def _read_minari_episodes(ds) -> dict:
     """Any other Minari storage format, through Minari's own iterator."""
-    eps = list(ds.iterate_episodes())
-    last = [np.arange(len(e.rewards)) == len(e.rewards) - 1 for e in eps]
-    return dict(observations=np.concatenate([np.asarray(e.observations[:-1], np.float32) for e in eps]),
-                actions=np.concatenate([np.asarray(e.actions, np.float32) for e in eps]),
-                rewards=np.concatenate([np.asarray(e.rewards, np.float32) for e in eps]),
-                terminals=np.concatenate([m & bool(e.terminations[-1]) for m, e in zip(last, eps)]),
-                timeouts=np.concatenate([m & (not e.terminations[-1]) for m, e in zip(last, eps)]),
-                final_observations=np.stack([np.asarray(e.observations[-1], np.float32) for e in eps]))
+    return flatten_episodes([
+        Episode(np.asarray(e.observations[:-1], np.float32), np.asarray(e.actions, np.float32),
+                np.asarray(e.rewards, np.float32), terminated=bool(e.terminations[-1]),
+                final_observation=np.asarray(e.observations[-1], np.float32))
+        for e in ds.iterate_episodes()])
 
 
 def _check(ds: TrajectoryDataset) -> None:
@@ -249,17 +246,7 @@ def check_matches_env(ds: TrajectoryDataset, env) -> None:
 def save_npz(ds: TrajectoryDataset, path: Path, compress: bool = True) -> None:
     """Write the project's own format: D4RL's flat arrays, one row of ``final_observations`` per
     episode (s_{T+1}, in place of D4RL's full ``next_observations``) and JSON metadata."""
-    eps = ds.episodes
-    last = [np.arange(len(e)) == len(e) - 1 for e in eps]
-    arrays = dict(observations=np.concatenate([e.observations for e in eps]),
-                  actions=np.concatenate([e.actions for e in eps]),
-                  rewards=np.concatenate([e.rewards for e in eps]),
-                  terminals=np.concatenate([m & e.terminated for m, e in zip(last, eps)]),
-                  timeouts=np.concatenate([m & (not e.terminated) for m, e in zip(last, eps)]),
-                  metadata={"env_id": ds.env_id, **ds.metadata})
-    if all(e.final_observation is not None for e in eps):
-        arrays["final_observations"] = np.stack([e.final_observation for e in eps]).astype(np.float32)
-    _write_npz(arrays, path, compress)
+    _write_npz({**flatten_episodes(ds.episodes), "metadata": {"env_id": ds.env_id, **ds.metadata}}, path, compress)
 
 
 def _write_npz(arrays: dict, path: Path, compress: bool) -> None:

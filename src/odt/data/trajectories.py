@@ -84,6 +84,20 @@ class TrajectoryDataset:
         return mean.astype(np.float32), std.astype(np.float32)
 
 
+def flatten_episodes(episodes: list[Episode]) -> dict[str, np.ndarray]:
+    """The inverse of ``split_episodes``: D4RL's flat arrays (terminal or timeout on each
+    episode's last step), plus ``final_observations``, one row per episode, when all are known."""
+    last = [np.arange(len(e)) == len(e) - 1 for e in episodes]
+    arrays = {"observations": np.concatenate([e.observations for e in episodes]),
+              "actions": np.concatenate([e.actions for e in episodes]),
+              "rewards": np.concatenate([e.rewards for e in episodes]),
+              "terminals": np.concatenate([m & e.terminated for m, e in zip(last, episodes)]),
+              "timeouts": np.concatenate([m & (not e.terminated) for m, e in zip(last, episodes)])}
+    if all(e.final_observation is not None for e in episodes):
+        arrays["final_observations"] = np.stack([e.final_observation for e in episodes]).astype(np.float32)
+    return arrays
+
+
 def episode_ends(terminals: np.ndarray, timeouts: np.ndarray) -> np.ndarray:
     """Index of the last step of every episode in flat D4RL-style arrays, a trailing partial
     episode included (the data simply ends there)."""
