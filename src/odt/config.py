@@ -121,8 +121,6 @@ class Config:
     """Width of the critics' two hidden layers."""
     critic_layernorm: bool = False
     """LayerNorm after each hidden layer of the critics."""
-    explore_noise: float = 0.1
-    """Std of the Gaussian noise a deterministic actor (dt, vidt) adds to its exploration actions."""
 
     # --- offline pretraining -----------------------------------------------------------
     pretrain_updates: int = 5000
@@ -149,6 +147,81 @@ class Config:
     """Episodes per evaluation, run as one vector environment with mean actions."""
     checkpoint_every: int = 10
     """Save a checkpoint every this many rounds (and at the end of each phase)."""
+
+    # --- the practical toolbox (tutorial sections 3, 5, 7, 9); off by default --------------
+    # Schedules run over the online budget: progress = online steps done / --online-steps.
+    return_target: Literal["fixed", "percentile", "ucb", "curriculum"] = "fixed"
+    """Exploration target g_online. fixed: --g-online (or --target-multiple x the expert return);
+    percentile: the p-th percentile of recent returns, p from --target-p0 to --target-p1; ucb: mean +
+    beta * std of recent returns, beta from --target-beta0 to --target-beta1; curriculum: linear from
+    the lowest to the highest recent return. Logged as g_online every round."""
+    target_multiple: Optional[float] = None
+    """fixed target = this multiple of the expert return (--ref-max-score); the paper uses 2."""
+    target_p0: float = 50.0
+    """percentile: the percentile at the start of finetuning."""
+    target_p1: float = 100.0
+    """percentile: the percentile at the end of the online budget."""
+    target_beta0: float = 2.0
+    """ucb: beta at the start of finetuning."""
+    target_beta1: float = 0.0
+    """ucb: beta at the end of the online budget."""
+    target_window: int = 100
+    """Recent returns the adaptive targets use: the last this many (seeded with the returns of the
+    buffer's offline trajectories, highest last)."""
+    target_clip: bool = False
+    """Clip g_online to [lowest observed return, --target-clip-c x highest observed return]."""
+    target_clip_c: float = 1.2
+    """Optimism allowed by --target-clip."""
+    eval_target: Literal["fixed", "best"] = "fixed"
+    """Evaluation target: fixed --g-eval, or best: the highest return observed so far (offline data
+    included). Logged as g_eval in every eval row."""
+    noise_std: Optional[float] = None
+    """Std of Gaussian noise added to exploration actions in the [-1, 1] action box, then clipped
+    to it; default 0.1 for deterministic actors (dt, vidt), 0 for stochastic ones. Logged as noise_std."""
+    noise_schedule: Literal["constant", "linear", "exponential", "cosine"] = "constant"
+    """Decay of --noise-std over the online budget: 1, 1 - p, exp(-5 p), (1 + cos(pi p)) / 2."""
+    noise_floor: float = 0.0
+    """The noise std never falls below this."""
+    ensemble: int = 1
+    """Policies trained side by side (seeds seed, seed+1, ...; one shared buffer); evaluation acts
+    with the mean of their mean actions. Costs this many times the updates."""
+    ensemble_mode: Literal["disagreement", "member"] = "disagreement"
+    """disagreement: explore with the members' mean action plus noise of std --ensemble-scale x their
+    std (logged as ensemble_disagreement); member: each episode follows one member drawn at random."""
+    ensemble_scale: float = 1.0
+    """disagreement: the noise std per unit of the members' standard deviation."""
+    offline_ratio: Optional[str] = None
+    """START[:END]: draw this share of every online batch from the whole offline dataset and the rest
+    from a FIFO of online trajectories only, linear from START to END over the budget (logged as
+    offline_ratio). Default: the paper's single buffer seeded with the top offline trajectories."""
+    sampling: Literal["length", "return"] = "length"
+    """Trajectory sampling: length-proportional (the paper), or return: priority^alpha, priority the
+    return less the buffer's lowest plus 1% of the range."""
+    priority_alpha: float = 1.0
+    """Exponent of prioritized sampling (0: uniform over trajectories)."""
+    reg_weight: float = 0.0
+    """Finetuning: weight of sum over tensors of mean((theta - theta_pretrained)^2), logged as reg_loss."""
+    finetune_lr: Optional[float] = None
+    """Learning rate of finetuning (the tutorial suggests --lr / 10); default --lr."""
+    lr_decay: Literal["constant", "linear", "sqrt", "cosine"] = "constant"
+    """Decay of the finetuning learning rate over the online budget (sqrt: (1 - p)^0.5)."""
+    rollback_drop: Optional[float] = None
+    """Roll back to the best checkpoint when an evaluation falls more than this fraction below the
+    best (0.1: 10%); written as a rollback_to_best event. The best is always kept in checkpoints/best.pt."""
+    rollback_lr_factor: float = 1.0
+    """Multiply the learning rate by this at every rollback to the best (0.5 halves it)."""
+    early_stop_patience: int = 0
+    """Stop finetuning after this many evaluations without a new best (0: never); an early_stop event."""
+    hindsight: bool = True
+    """Ablation: relabel online trajectories with the returns they achieved (the paper); off:
+    with the return-to-go they were rolled out with."""
+    tasks: tuple[str, ...] = ()
+    """Multi-task: ENV=DATASET[:G_EVAL:G_ONLINE] entries, one model over all (spaces zero-padded to
+    the largest, batches mixed across tasks, buffer seeded per task, evaluation per task logged as
+    eval_<task>_*); --env and --dataset are then ignored. Targets default to the expert return
+    (else the data's best) and twice that. Fixed targets only."""
+    buffer_seeding: Literal["top", "random"] = "top"
+    """Ablation: seed the online buffer with the top-N offline trajectories by return, or N at random."""
 
     init: Optional[Path] = None
     """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
@@ -179,6 +252,20 @@ class Config:
     def base_loss(self) -> str:
         """The supervised part of the actor loss: dt (MSE) or odt (NLL - lambda H)."""
         return "dt" if self.algo in ("dt", "vidt") else "odt"
+
+    def offline_ratios(self) -> tuple[float, float]:
+        from .schedules import parse_range
+
+        try:
+            return parse_range(self.offline_ratio, "offline-ratio")
+        except ValueError as e:
+            raise ConfigError(f"{e}, e.g. --offline-ratio 0.5:0.1") from None
+
+    def exploration_noise(self) -> float:
+        """--noise-std, or its default for the actor's kind."""
+        if self.noise_std is not None:
+            return self.noise_std
+        return 0.1 if self.resolved_action_head() == "deterministic" else 0.0
 
     def reference(self) -> Optional[tuple[float, float]]:
         """(random, expert) returns for normalized scores, when set."""
@@ -231,29 +318,61 @@ class Config:
             raise ConfigError(f"--algo {self.algo} needs a stochastic --action-head (gaussian or tanh_gaussian)")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ConfigError(f"--gamma and --tau must be in (0, 1], got {self.gamma} and {self.tau}")
-        for name in ("rl_alpha", "target_noise", "noise_clip", "explore_noise"):
+        for name in ("rl_alpha", "target_noise", "noise_clip", "noise_floor", "ensemble_scale", "priority_alpha",
+                     "reg_weight", "early_stop_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if self.noise_std is not None and self.noise_std < 0:
+            raise ConfigError(f"--noise-std must be >= 0, got {self.noise_std}")
+        for name in ("ensemble", "target_window"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
+        for name in ("target_p0", "target_p1"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise ConfigError(f"--{_flag(name)} is a percentile in [0, 100], got {getattr(self, name)}")
+        if self.target_clip_c < 1:
+            raise ConfigError(f"--target-clip-c must be >= 1 (1: no optimism), got {self.target_clip_c}")
+        if self.target_multiple is not None and self.target_multiple <= 0:
+            raise ConfigError(f"--target-multiple must be positive, got {self.target_multiple}")
+        if self.finetune_lr is not None and self.finetune_lr <= 0:
+            raise ConfigError(f"--finetune-lr must be positive, got {self.finetune_lr}")
+        if self.rollback_drop is not None and not 0 < self.rollback_drop < 1:
+            raise ConfigError(f"--rollback-drop is a fraction in (0, 1), got {self.rollback_drop}")
+        if not 0 < self.rollback_lr_factor <= 1:
+            raise ConfigError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
+        if self.tasks and (self.return_target != "fixed" or self.eval_target != "fixed"
+                           or self.target_multiple is not None):
+            raise ConfigError("--tasks takes fixed targets per task (ENV=DATASET:G_EVAL:G_ONLINE); drop "
+                              "--return-target, --eval-target and --target-multiple")
+        if self.offline_ratio is not None:
+            ratio = self.offline_ratios()
+            if not all(0 <= r <= 1 for r in ratio):
+                raise ConfigError(f"--offline-ratio values are fractions in [0, 1], got {self.offline_ratio}")
         if self.critic_lr <= 0:
             raise ConfigError(f"--critic-lr must be positive, got {self.critic_lr}")
         return self
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
+        d["tasks"] = list(self.tasks)
         for k in ("out", "init", "resume"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        names = {f.name for f in dataclasses.fields(cls)}
+        names = {f.name for f in dataclasses.fields(cls)} | {"explore_noise"}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see `odt run --help`")
         d = dict(d)
+        if "explore_noise" in d:  # config.json of runs made before the noise schedules
+            noise = d.pop("explore_noise")
+            d.setdefault("noise_std", noise if d.get("algo") in ("dt", "vidt") else None)
         for k in ("out", "init", "resume"):
             if d.get(k) is not None:
                 d[k] = Path(d[k])
+        d["tasks"] = tuple(d.get("tasks", ()))
         return cls(**d)
 
     def save(self, path: Path) -> None:

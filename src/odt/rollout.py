@@ -56,12 +56,18 @@ class Policy:
         self._rtg[:, 0, 0] = target / self.rtg_scale
         self.model.eval()  # once per episode: toggling it every step costs more than a layer
 
-    @torch.no_grad()
     def act(self, obs: np.ndarray, reward: float | np.ndarray | None = None,
             rows: np.ndarray | None = None) -> np.ndarray:
         """Action for the current observation; ``reward`` is the reward the previous action got
         (it lowers the return-to-go). ``rows`` restricts the forward pass to some of the n
         contexts (finished episodes cost nothing)."""
+        return self.commit(self.propose(obs, reward, rows), rows)
+
+    @torch.no_grad()
+    def propose(self, obs: np.ndarray, reward: float | np.ndarray | None = None,
+                rows: np.ndarray | None = None) -> torch.Tensor:
+        """The action in the [-1, 1] box, exploration noise included, before ``commit`` records it
+        in the context (an ensemble records the action it executes instead)."""
         if self._n == 0:
             raise RuntimeError("call reset(target_return) before act()")
         t, C = self._t, self.context
@@ -82,24 +88,79 @@ class Policy:
                                     self._actions[sel, :p + 1], ts)
         if not self.model.stochastic:
             a = out
-            if not self.deterministic and self.noise_std > 0:
-                a = a + self.noise_std * torch.randn(a.shape, generator=self.generator, device=self.device)
         elif self.deterministic:
             a = out.mode()
         else:
             eps = torch.randn(out.mean.shape, generator=self.generator, device=self.device)
             u = out.mean + out.std * eps
             a = torch.tanh(u) if out.squashed else u.clamp(-1, 1)
-        a = a.clamp(-1, 1)
-        self._actions[sel, p] = a
+        if not self.deterministic and self.noise_std > 0:
+            a = a + self.noise_std * torch.randn(a.shape, generator=self.generator, device=self.device)
+        return a.clamp(-1, 1)
+
+    def commit(self, a: torch.Tensor, rows: np.ndarray | None = None) -> np.ndarray:
+        """Record the executed action (in the [-1, 1] box) in the context; return it in the
+        environment's units."""
+        sel = slice(None) if rows is None else torch.as_tensor(rows, device=self.device)
+        self._actions[sel, min(self._t, self.context - 1)] = a
         if rows is None:
-            self._t += 1
+            self.advance()
         a = self.act_low + (a.cpu().numpy() + 1) * 0.5 * (self.act_high - self.act_low)
         return a if self._batched or rows is not None else a[0]
 
     def advance(self) -> None:
         """Move all contexts one step on after a batched ``act(..., rows=...)``."""
         self._t += 1
+
+
+class EnsemblePolicy:
+    """Several policies (separately seeded learners) acting as one.
+
+    Deterministic (evaluation): the mean of the members' mean actions. Exploring, ``mode``
+    ``disagreement``: that mean plus Gaussian noise whose std, per action dimension, is
+    ``scale`` times the members' standard deviation (the tutorial's ensemble bonus), on top of the
+    scheduled noise; ``member``: every episode follows one member drawn at random, sampling
+    actions. Every member's context records the action executed.
+    """
+
+    def __init__(self, members: list[Policy], mode: str = "disagreement", scale: float = 1.0,
+                 deterministic: bool = True, noise_std: float = 0.0, generator: torch.Generator | None = None):
+        self.members, self.mode, self.scale = members, mode, scale
+        self.deterministic, self.noise_std, self.generator = deterministic, noise_std, generator
+        for m in members:  # members propose mean actions except when each drives its own episodes
+            m.deterministic = deterministic or mode == "disagreement"
+            m.noise_std = noise_std if mode == "member" else 0.0
+        self.model, self.act_low, self.act_high = members[0].model, members[0].act_low, members[0].act_high
+        self.disagreement: list[float] = []  # mean std across members, per step
+
+    def reset(self, target_return, n: int = 1) -> None:
+        for m in self.members:
+            m.reset(target_return, n)
+        self._choice = torch.randint(len(self.members), (n,), generator=self.generator,
+                                     device=self.generator.device if self.generator is not None else "cpu")
+
+    @torch.no_grad()
+    def act(self, obs, reward=None, rows=None) -> np.ndarray:
+        proposals = torch.stack([m.propose(obs, reward, rows) for m in self.members])  # (E, n, A)
+        spread = proposals.std(0, correction=0)
+        self.disagreement.append(float(spread.mean()))
+        if self.deterministic:
+            a = proposals.mean(0)
+        elif self.mode == "member":
+            pick = self._choice if rows is None else self._choice[torch.as_tensor(rows, device=self._choice.device)]
+            a = proposals[pick.to(proposals.device), torch.arange(proposals.shape[1], device=proposals.device)]
+        else:
+            std = self.noise_std + self.scale * spread
+            noise = torch.randn(std.shape, generator=self.generator, device=std.device)
+            a = (proposals.mean(0) + std * noise).clamp(-1, 1)
+        out = None
+        for m in self.members:
+            out = m.commit(a, rows)
+        return out
+
+    def advance(self) -> None:
+        for m in self.members:
+            m.advance()
 
 
 def scale_actions_to_unit(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
@@ -116,6 +177,7 @@ def make_vector_env(env_id: str, n: int) -> gym.vector.VectorEnv:
 @dataclass
 class RolloutResult:
     episodes: list[Episode]
+    env_index: list[int]  # which environment of the vector env each episode ran in
 
     @property
     def returns(self) -> np.ndarray:
@@ -130,7 +192,7 @@ class RolloutResult:
         return int(self.lengths.sum())
 
 
-def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float, seed: int,
+def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float | np.ndarray, seed: int,
             max_steps: int | None = None) -> RolloutResult:
     """One episode in each of the vector env's environments, all stepped together with one batched
     forward pass per step. Finished environments drop out of the forward pass. With ``max_steps``,
@@ -170,6 +232,7 @@ def rollout(policy: Policy, envs: gym.vector.VectorEnv, target_return: float, se
     episodes = [Episode(np.asarray(ep_obs[i], np.float32),
                         scale_actions_to_unit(np.asarray(ep_act[i], np.float32), policy.act_low, policy.act_high),
                         np.asarray(ep_rew[i], np.float32), terminated=bool(terminated[i]),
-                        truncated=not terminated[i], final_observation=final[i], online=True)
+                        truncated=not terminated[i], final_observation=final[i], online=True,
+                        target=float(np.broadcast_to(target_return, (n,))[i]))
                 for i in range(n) if ep_rew[i]]  # a budget can end before an environment's first step
-    return RolloutResult(episodes)
+    return RolloutResult(episodes, [i for i in range(n) if ep_rew[i]])

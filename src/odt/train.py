@@ -19,12 +19,14 @@ import torch
 from .algos.learner import Learner, TD3Settings
 from .checkpoint import build_model, load_from_run, save_checkpoint
 from .config import Config, ConfigError
-from .data.buffer import ReplayBuffer
+from .data.buffer import Batch, ReplayBuffer
 from .data.sources import check_matches_env, load_dataset
 from .data.trajectories import TrajectoryDataset, flatten_episodes, split_episodes
 from .logging import Progress, RunLogger, fmt_time
 from .models.transformer import ModelSpec
-from .rollout import Policy, make_vector_env, rollout, scale_actions_to_unit
+from .envs.multitask import Task, load_tasks, make_task_envs
+from .rollout import EnsemblePolicy, Policy, make_vector_env, rollout, scale_actions_to_unit
+from .schedules import ReturnTarget, decay, linear, noise_std
 from .scores import reference_of, return_stats
 
 
@@ -47,7 +49,8 @@ def make_env_checked(env_id: str) -> gym.Env:
 
 
 def make_run_dir(cfg: Config, command: str) -> Path:
-    out = cfg.out or Path("runs") / f"{cfg.env}-{cfg.algo}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
+    name = "multitask" if cfg.tasks else cfg.env.replace("/", "_")
+    out = cfg.out or Path("runs") / f"{name}-{cfg.algo}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; give a directory path")
     if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
@@ -84,28 +87,65 @@ class Run:
     phase: str = "pretrain"
     buffer: ReplayBuffer | None = None  # the online buffer, once finetuning has begun
     summary: dict = field(default_factory=dict)
+    # The toolbox's state: ensemble members beyond ``learner`` (each with its own batch stream),
+    # the return-target history, the best evaluation so far and the rollbacks' learning-rate factor.
+    members: list[Learner] = field(default_factory=list)
+    member_rngs: list[np.random.Generator] = field(default_factory=list)
+    target: ReturnTarget | None = None
+    tasks: list[Task] = field(default_factory=list)  # multi-task runs
+    safety: dict = field(default_factory=lambda: {"best_return": None, "best_updates": None, "since_best": 0,
+                                                  "lr_factor": 1.0})
     _envs: dict = field(default_factory=dict)
+    _offline: ReplayBuffer | None = None
+
+    @property
+    def learners(self) -> list[Learner]:
+        return [self.learner, *self.members]
 
     # --- acting ---------------------------------------------------------------------
-    def policy(self, deterministic: bool) -> Policy:
-        return Policy(self.learner.model, self.obs_mean, self.obs_std, self.act_low, self.act_high,
-                      self.cfg.rtg_scale, self.cfg.eval_context, deterministic=deterministic,
-                      generator=self.torch_gen, noise_std=self.cfg.explore_noise)
+    def policy(self, deterministic: bool, noise: float = 0.0) -> Policy | EnsemblePolicy:
+        cfg = self.cfg
+        policies = [Policy(lr.model, self.obs_mean, self.obs_std, self.act_low, self.act_high, cfg.rtg_scale,
+                           cfg.eval_context, deterministic=deterministic, generator=self.torch_gen, noise_std=noise)
+                    for lr in self.learners]
+        if len(policies) == 1:
+            return policies[0]
+        return EnsemblePolicy(policies, cfg.ensemble_mode, cfg.ensemble_scale, deterministic=deterministic,
+                              noise_std=noise, generator=self.torch_gen)
+
+    def progress_fraction(self) -> float:
+        return self.online_steps / self.cfg.online_steps if self.cfg.online_steps else 1.0
+
+    def eval_target(self) -> float | np.ndarray:
+        if self.tasks:
+            return self._per_env("g_eval", self.cfg.eval_episodes)
+        if self.cfg.eval_target == "best":
+            observed = self.target.highest if self.target is not None else -np.inf
+            return float(max(observed, self.dataset.returns().max()))
+        return self.cfg.g_eval
 
     def envs(self, n: int) -> gym.vector.VectorEnv:
+        """n environments; multi-task: n of every task."""
         if n not in self._envs:
-            self._envs[n] = make_vector_env(self.cfg.env, n)
+            self._envs[n] = (make_task_envs(self.tasks, n, self.dataset.obs_dim, self.dataset.act_dim) if self.tasks
+                             else make_vector_env(self.cfg.env, n))
         return self._envs[n]
+
+    def _per_env(self, name: str, n: int) -> np.ndarray:
+        """A task setting (g_eval, g_online) for each of n environments of every task."""
+        return np.array([getattr(self.tasks[i % len(self.tasks)], name) for i in range(n * len(self.tasks))])
 
     def evaluate(self, phase: str) -> dict:
         """Mean actions, g_eval, eval_episodes episodes; the same env seeds every time so that
         evaluations along a run are comparable."""
         t = time.time()
-        res = rollout(self.policy(deterministic=True), self.envs(self.cfg.eval_episodes), self.cfg.g_eval,
+        g_eval = self.eval_target()
+        res = rollout(self.policy(deterministic=True), self.envs(self.cfg.eval_episodes), g_eval,
                       seed=1_000_000 + self.cfg.seed * 1000)
-        row = {"phase": phase, "event": "eval", "updates": self.learner.updates,
-               "online_steps": self.online_steps,
-               **{f"eval_{k}": v for k, v in return_stats(self.cfg.env, res.returns, self.cfg.reference()).items()},
+        row = {"phase": phase, "event": "eval", "updates": self.learner.updates, "online_steps": self.online_steps,
+               **(self._task_stats(res) if self.tasks else
+                  {"g_eval": g_eval, **{f"eval_{k}": v for k, v in
+                                        return_stats(self.cfg.env, res.returns, self.cfg.reference()).items()}}),
                "eval_length_mean": float(res.lengths.mean()), "eval_episodes": len(res.returns)}
         self.logger.log(row)
         norm_txt = f"  normalized {row['eval_normalized_mean']:.1f}" if "eval_normalized_mean" in row else ""
@@ -114,12 +154,29 @@ class Run:
                          f"({time.time() - t:.1f} s)")
         return row
 
+    def _task_stats(self, res) -> dict:
+        """Per task eval_<task>_*; eval_return_mean and eval_normalized_mean average the tasks'
+        means (the safety nets compare the normalized one where every task has a reference)."""
+        row, means, norms = {}, [], []
+        task_of_episode = np.array(res.env_index) % len(self.tasks)
+        for t, task in enumerate(self.tasks):
+            stats = return_stats(task.env_id, res.returns[task_of_episode == t], task.reference)
+            row[f"g_eval_{task.key}"] = task.g_eval
+            row.update({f"eval_{task.key}_{k}": v for k, v in stats.items()})
+            means.append(stats["return_mean"])
+            norms.append(stats.get("normalized_mean"))
+        row["eval_return_mean"], row["eval_return_std"] = float(np.mean(means)), float(np.std(means))
+        if all(n is not None for n in norms):
+            row["eval_normalized_mean"], row["eval_normalized_std"] = float(np.mean(norms)), float(np.std(norms))
+        return row
+
     # --- checkpoints ------------------------------------------------------------------
     def save(self, name: str) -> None:
         save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.learner, obs_mean=self.obs_mean,
                         obs_std=self.obs_std, act_low=self.act_low, act_high=self.act_high,
                         extra={"online_steps": self.online_steps, "rounds": self.rounds,
-                               "resume": self._resume_state()})
+                               "resume": self._resume_state(),
+                               **({"ensemble": [m.state_dict() for m in self.members]} if self.members else {})})
 
     def _resume_state(self) -> dict:
         """What `--resume` needs beyond the learner: counters, random generators, the summary so
@@ -128,7 +185,10 @@ class Run:
         state = {"command": self.command, "phase": self.phase, "pretrain_done": self.pretrain_done,
                  "numpy_rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
                  "generator_rng": self.torch_gen.get_state(), "summary": json.dumps(self.summary),
-                 "metrics_bytes": self.logger.metrics.tell()}
+                 "metrics_bytes": self.logger.metrics.tell(), "safety": json.dumps(self.safety),
+                 "member_rngs": json.dumps([g.bit_generator.state for g in self.member_rngs])}
+        if self.target is not None:
+            state["target"] = json.dumps(self.target.state())
         if self.buffer is not None:
             index = {id(e): i for i, e in enumerate(self.dataset.episodes)}
             order, online = [], []
@@ -141,6 +201,9 @@ class Run:
             state["buffer_order"] = torch.tensor(order, dtype=torch.long)
             if online:
                 state["online"] = {k: torch.from_numpy(v) for k, v in flatten_episodes(online).items()}
+                state["online_targets"] = torch.tensor([np.nan if e.target is None else e.target for e in online],
+                                                       dtype=torch.float64)
+                state["online_tasks"] = torch.tensor([e.task for e in online], dtype=torch.long)
         return state
 
     def restore(self, state: dict) -> None:
@@ -153,44 +216,119 @@ class Run:
         torch.set_rng_state(rs["torch_rng"])
         self.torch_gen.set_state(rs["generator_rng"])
         self.summary = json.loads(rs["summary"])
+        self.safety = json.loads(rs["safety"])
+        for g, st in zip(self.member_rngs, json.loads(rs["member_rngs"])):
+            g.bit_generator.state = st
+        for m, st in zip(self.members, extra.get("ensemble", [])):
+            m.load_state_dict(st)
+        if "target" in rs:
+            self.target = self._new_target()
+            self.target.load(json.loads(rs["target"]))
         if "buffer_order" in rs:
             online = split_episodes(**{k: v.numpy() for k, v in rs["online"].items()}) if "online" in rs else []
-            for e in online:
-                e.online = True
+            for i, e in enumerate(online):
+                g = float(rs["online_targets"][i])
+                e.online, e.target, e.task = True, None if np.isnan(g) else g, int(rs["online_tasks"][i])
             self.buffer = self._new_buffer(self.cfg.buffer_size)
             for i in rs["buffer_order"].tolist():
                 self.buffer.episodes.append(self.dataset.episodes[i] if i >= 0 else online[-1 - i])
 
     # --- the loop ---------------------------------------------------------------------
-    def _updates(self, buffer: ReplayBuffer, n: int, progress: Progress | None = None) -> dict:
+    def _updates(self, buffer: ReplayBuffer, n: int, progress: Progress | None = None,
+                 offline_ratio: float | None = None) -> dict:
         """n actor updates (and, for TD3 algorithms, policy_delay times as many critic updates) on
-        batches from ``buffer``; returns each metric averaged over the updates that made it."""
+        batches from ``buffer`` (with ``offline_ratio``, that share of each batch from the whole
+        offline dataset); returns each metric of the first learner averaged over the updates that
+        made it. Ensemble members make the same updates on batches of their own."""
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         for _ in range(n * self.learner.calls_per_actor_update):
-            batch = buffer.sample(self.cfg.batch_size, self.cfg.context_len, self.rng).to(self.device)
-            metrics = self.learner.update(batch)
-            if self.learner.events:
-                self._log_events()
-            for k, v in metrics.items():
-                sums[k] += v
-                counts[k] += 1
+            for learner, rng in zip(self.learners, [self.rng, *self.member_rngs]):
+                metrics = learner.update(self._batch(buffer, rng, offline_ratio))
+                if learner.events:
+                    self._log_events(learner)
+                if learner is not self.learner:
+                    continue
+                for k, v in metrics.items():
+                    sums[k] += v
+                    counts[k] += 1
             if progress is not None and "loss" in metrics:
                 progress.update(progress.done + 1, loss=sums["loss"] / counts["loss"])
         return {k: v / counts[k] for k, v in sums.items()}
 
-    def _new_buffer(self, capacity: int) -> ReplayBuffer:
-        return ReplayBuffer(capacity, self.obs_mean, self.obs_std, self.cfg.rtg_scale, keep_next=self.cfg.td3)
+    def _batch(self, buffer: ReplayBuffer, rng: np.random.Generator, offline_ratio: float | None) -> Batch:
+        B, K = self.cfg.batch_size, self.cfg.context_len
+        if offline_ratio is None or not len(buffer):
+            return (buffer if offline_ratio is None else self._offline).sample(B, K, rng).to(self.device)
+        n_off = int(round(B * offline_ratio))
+        parts = [self._offline.sample(n_off, K, rng) if n_off else None,
+                 buffer.sample(B - n_off, K, rng) if n_off < B else None]
+        return Batch.cat(parts).to(self.device)
 
-    def _log_events(self) -> None:
+    def _new_buffer(self, capacity: int) -> ReplayBuffer:
+        cfg = self.cfg
+        return ReplayBuffer(capacity, self.obs_mean, self.obs_std, cfg.rtg_scale, keep_next=cfg.td3,
+                            priority_alpha=cfg.priority_alpha if cfg.sampling == "return" else None,
+                            hindsight=cfg.hindsight)
+
+    def _new_target(self) -> ReturnTarget:
+        cfg = self.cfg
+        g = cfg.g_online
+        if cfg.target_multiple is not None:
+            if cfg.reference() is None:
+                raise ConfigError(f"--target-multiple needs the expert return of {cfg.env}; give --ref-min-score "
+                                  "and --ref-max-score")
+            g = cfg.target_multiple * cfg.ref_max_score
+        return ReturnTarget(cfg.return_target, g, p0=cfg.target_p0, p1=cfg.target_p1, beta0=cfg.target_beta0,
+                            beta1=cfg.target_beta1, window=cfg.target_window, clip=cfg.target_clip,
+                            clip_c=cfg.target_clip_c)
+
+    def _log_events(self, learner: Learner) -> None:
         """Skipped updates and rollbacks, each written to metrics.jsonl as it happens."""
         phase = self.phase
-        for event in self.learner.events:
-            self.logger.log({"phase": phase, "updates": self.learner.updates, "online_steps": self.online_steps,
-                             **event})
+        member = {"member": self.learners.index(learner)} if self.members else {}
+        for event in learner.events:
+            self.logger.log({"phase": phase, "updates": learner.updates, "online_steps": self.online_steps,
+                             **member, **event})
             if event["event"] == "rollback" or event["in_a_row"] == 1:
                 self.logger.info(f"[{phase}] warning: {event['event'].replace('_', ' ')} ({event['reason']})")
-        self.learner.events.clear()
+        learner.events.clear()
+
+    def _event(self, event: str, message: str, **fields) -> None:
+        """A safety-net event, in metrics.jsonl as it happens and on the terminal."""
+        row = {"phase": self.phase, "event": event, "updates": self.learner.updates,
+               "online_steps": self.online_steps, **fields}
+        self.logger.log(row)
+        self.logger.info(f"[{row['phase']}] {message}")
+
+    def _after_eval(self, row: dict) -> str | None:
+        """Keep the best checkpoint; roll back to it on a large drop; say "stop" when patience runs out."""
+        cfg, safety = self.cfg, self.safety
+        ret = row["eval_normalized_mean"] if self.tasks and "eval_normalized_mean" in row else row["eval_return_mean"]
+        best = safety["best_return"]
+        if best is None or ret > best:
+            safety.update(best_return=ret, best_updates=self.learner.updates, since_best=0)
+            self.save("best")
+            self._event("new_best", f"new best evaluation return {ret:.1f}; saved checkpoints/best.pt",
+                        eval_return=ret, previous_best=best)
+            return None
+        safety["since_best"] += 1
+        if cfg.rollback_drop is not None and ret < best - cfg.rollback_drop * abs(best):
+            state, _ = load_from_run(self.run_dir, str(self.run_dir / "checkpoints" / "best.pt"), self.device)
+            self.learner.restore_weights(state["learner"])
+            for m, st in zip(self.members, state["extra"].get("ensemble", [])):
+                m.restore_weights(st)
+            safety["lr_factor"] *= cfg.rollback_lr_factor
+            self._event("rollback_to_best", f"evaluation return {ret:.1f} is more than {cfg.rollback_drop:.0%} below "
+                        f"the best {best:.1f}: rolled back to the best weights (from {safety['best_updates']} updates)"
+                        f", learning-rate factor {safety['lr_factor']:g}", eval_return=ret, best_return=best,
+                        best_updates=safety["best_updates"], lr_factor=safety["lr_factor"])
+            return "rolled_back"
+        if cfg.early_stop_patience and safety["since_best"] >= cfg.early_stop_patience:
+            self._event("early_stop", f"no new best in {safety['since_best']} evaluations: finetuning stops early",
+                        evals_without_improvement=safety["since_best"], best_return=best)
+            return "stop"
+        return None
 
     def pretrain(self) -> dict:
         cfg = self.cfg
@@ -218,47 +356,93 @@ class Run:
 
     def finetune(self) -> dict:
         cfg = self.cfg
-        self.learner.rl_active = True
+        for learner in self.learners:
+            learner.rl_active = True
+        mixing = cfg.offline_ratio is not None
+        if mixing:  # the whole dataset, sampled beside a FIFO of online trajectories only
+            self._offline = self._new_buffer(len(self.dataset.episodes))
+            self._offline.seed(self.dataset.episodes)
         if self.buffer is None:
             self.buffer = self._new_buffer(cfg.buffer_size)
-            self.buffer.seed(self.dataset.episodes, cfg.buffer_size)
-            self.logger.info(f"[online] buffer seeded with the top {len(self.buffer)} of {len(self.dataset.episodes)} "
-                             f"offline trajectories (returns {min(e.ret for e in self.buffer.episodes):.0f} to "
-                             f"{max(e.ret for e in self.buffer.episodes):.0f}); budget {cfg.online_steps} env steps")
+            if mixing:
+                self.logger.info(f"[online] offline share of each batch {cfg.offline_ratio} (start:end) from all "
+                                 f"{len(self.dataset.episodes)} offline trajectories, the rest from online ones")
+            else:  # multi-task: every task gets its share, so that no task's return scale crowds out another
+                groups = ([[e for e in self.dataset.episodes if e.task == t] for t in range(len(self.tasks))]
+                          if self.tasks else [self.dataset.episodes])
+                for group in groups:
+                    self.buffer.seed(group, cfg.buffer_size // len(groups),
+                                     rng=self.rng if cfg.buffer_seeding == "random" else None)
+                seeded = np.array([e.ret for e in self.buffer.episodes])
+                self._event("buffer_seeded", f"buffer seeded with the {cfg.buffer_seeding} {len(seeded)} of "
+                            f"{len(self.dataset.episodes)} offline trajectories (returns {seeded.min():.0f} to "
+                            f"{seeded.max():.0f}); budget {cfg.online_steps} env steps", phase="online",
+                            seeding=cfg.buffer_seeding, trajectories=len(seeded), return_min=float(seeded.min()),
+                            return_mean=float(seeded.mean()), return_max=float(seeded.max()))
         buffer = self.buffer
+        if self.target is None:
+            self.target = self._new_target()
+            seeds = sorted(e.ret for e in (self._offline if mixing else buffer).episodes)
+            self.target.observe(seeds[-cfg.target_window:])  # highest last: the "most recent"
+            returns = self.dataset.returns()
+            self.target.lowest, self.target.highest = float(returns.min()), float(returns.max())
         if "offline" not in self.summary:
             self.summary["offline"] = _summary_of(self.evaluate("online"))
         if self.phase != "online":
             self.phase = "online"
+            for learner in self.learners:  # the pretrained weights, before any finetuning step
+                learner.set_anchor(cfg.reg_weight)
+            self._after_eval({f"eval_{k}": v for k, v in self.summary["offline"].items()})
             self.save("latest")  # a run killed before its first round resumes here
         progress = Progress(self.logger, "online", cfg.online_steps, "steps", done=self.online_steps)
         explore = self.envs(cfg.episodes_per_round)
         last_eval = None
         while self.online_steps < cfg.online_steps:
             self.rounds += 1
-            res = rollout(self.policy(deterministic=False), explore, cfg.g_online,
-                          seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round,
+            p = self.progress_fraction()
+            g_online = self._per_env("g_online", cfg.episodes_per_round) if self.tasks else self.target.value(p)
+            noise = noise_std(cfg.exploration_noise(), cfg.noise_schedule, p, cfg.noise_floor)
+            lr_scale = ((cfg.finetune_lr / cfg.lr if cfg.finetune_lr else 1.0) * decay(cfg.lr_decay, p)
+                        * self.safety["lr_factor"])
+            for learner in self.learners:
+                learner.set_lr_scale(lr_scale)
+            policy = self.policy(deterministic=False, noise=noise)
+            res = rollout(policy, explore, g_online, seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round,
                           max_steps=cfg.online_steps - self.online_steps)
-            for ep in res.episodes:
+            for ep, i in zip(res.episodes, res.env_index):
+                ep.task = i % max(len(self.tasks), 1)
                 buffer.add(ep)
+            self.target.observe(res.returns)
             self.online_steps += res.steps
-            m = self._updates(buffer, cfg.updates_per_round)
+            ratio = linear(*cfg.offline_ratios(), p) if mixing else None
+            m = self._updates(buffer, cfg.updates_per_round, offline_ratio=ratio)
             row = {"phase": "online", "event": "round", "round": self.rounds, "updates": self.learner.updates,
-                   "online_steps": self.online_steps, "g_online": cfg.g_online,
+                   "online_steps": self.online_steps, "noise_std": noise,
+                   **({f"g_online_{t.key}": t.g_online for t in self.tasks} if self.tasks else {"g_online": g_online}),
+                   **({"offline_ratio": ratio} if mixing else {}),
+                   **({"ensemble_disagreement": float(np.mean(policy.disagreement))} if self.members else {}),
                    "rollout_return_mean": float(res.returns.mean()), "rollout_length_mean": float(res.lengths.mean()),
                    "buffer_trajectories": len(buffer), "buffer_steps": buffer.n_transitions, **m}
             self.logger.log(row)
             progress.update(self.online_steps, round=self.rounds, episodes=self.rounds * cfg.episodes_per_round,
                             ret=float(res.returns.mean()), **({"lambda": m["lambda"]} if "lambda" in m else {}))
+            verdict = None
             if self.rounds % cfg.eval_every == 0:
                 last_eval = self.evaluate("online")
-            if self.rounds % cfg.checkpoint_every == 0:
+                verdict = self._after_eval(last_eval)
+                if verdict == "rolled_back":
+                    last_eval = None  # the weights are the best's now: the final evaluation measures them
+            if self.rounds % cfg.checkpoint_every == 0 or verdict == "stop":
                 self.save("latest")
+            if verdict == "stop":
+                break
         progress.update(self.online_steps, force=True)
         if last_eval is None or last_eval["updates"] != self.learner.updates:
             last_eval = self.evaluate("online")
         self.save("final")
         self.summary["final"] = _summary_of(last_eval)
+        if self.safety["best_return"] is not None:
+            self.summary["best"] = {"return_mean": self.safety["best_return"], "updates": self.safety["best_updates"]}
         return last_eval
 
     def close(self) -> None:
@@ -271,6 +455,16 @@ def _summary_of(row: dict) -> dict:
     return {k.replace("eval_", ""): v for k, v in row.items() if k.startswith("eval_") or k in ("updates", "online_steps")}
 
 
+def _checked_horizon(cfg: Config, env_id: str) -> gym.Env:
+    env = make_env_checked(env_id)
+    horizon = env.spec.max_episode_steps if env.spec else None
+    if horizon and horizon > cfg.max_ep_len:
+        env.close()
+        raise ConfigError(f"{env_id} episodes last up to {horizon} steps but --max-ep-len is {cfg.max_ep_len}; "
+                          f"pass --max-ep-len {horizon}")
+    return env
+
+
 def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict | None = None) -> Run:
     """Validate everything that can fail before anything is written, then create the run directory
     (or, with ``resume``, a checkpoint of a killed run, reopen its directory where it stopped)."""
@@ -278,19 +472,20 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    env = make_env_checked(cfg.env)
-    horizon = env.spec.max_episode_steps if env.spec else None
-    if horizon and horizon > cfg.max_ep_len:
-        raise ConfigError(f"{cfg.env} episodes last up to {horizon} steps but --max-ep-len is {cfg.max_ep_len}; "
-                          f"pass --max-ep-len {horizon}")
-    dataset = load_dataset(cfg.dataset, download=cfg.download)
-    check_matches_env(dataset, env)
-    reference = reference_of(cfg.env, (cfg.ref_min_score, cfg.ref_max_score), dataset.metadata)
-    if reference is not None:  # config.json records the scale every normalized score used
-        cfg.ref_min_score, cfg.ref_max_score = reference
-    act_low = env.action_space.low.astype(np.float32)
-    act_high = env.action_space.high.astype(np.float32)
-    env.close()
+    tasks: list[Task] = []
+    if cfg.tasks:  # normalised and padded per task: the run itself sees a [-1, 1] box and unit statistics
+        dataset, tasks = load_tasks(list(cfg.tasks), cfg, lambda env_id: _checked_horizon(cfg, env_id))
+        act_low, act_high = -np.ones(dataset.act_dim, np.float32), np.ones(dataset.act_dim, np.float32)
+    else:
+        env = _checked_horizon(cfg, cfg.env)
+        dataset = load_dataset(cfg.dataset, download=cfg.download)
+        check_matches_env(dataset, env)
+        reference = reference_of(cfg.env, (cfg.ref_min_score, cfg.ref_max_score), dataset.metadata)
+        if reference is not None:  # config.json records the scale every normalized score used
+            cfg.ref_min_score, cfg.ref_max_score = reference
+        act_low = env.action_space.low.astype(np.float32)
+        act_high = env.action_space.high.astype(np.float32)
+        env.close()
     init_state = resume
     if resume is None and init_from is not None:
         init_state, _ = load_from_run(init_from, "pretrained", device)
@@ -328,6 +523,8 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
     torch_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     if init_state is not None:
         obs_mean, obs_std = init_state["obs_mean"].cpu().numpy(), init_state["obs_std"].cpu().numpy()
+    elif tasks:
+        obs_mean, obs_std = np.zeros(dataset.obs_dim, np.float32), np.ones(dataset.obs_dim, np.float32)
     else:
         obs_mean, obs_std = dataset.obs_stats()
     spec = cfg.model_spec(dataset.obs_dim, dataset.act_dim)
@@ -335,20 +532,34 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
     td3 = TD3Settings(alpha=cfg.rl_alpha, normalize=cfg.rl_normalize, policy_delay=cfg.policy_delay,
                       gamma=cfg.gamma, tau=cfg.tau, target_noise=cfg.target_noise, noise_clip=cfg.noise_clip,
                       lr=cfg.critic_lr, hidden=cfg.critic_hidden, layernorm=cfg.critic_layernorm) if cfg.td3 else None
-    learner = Learner(model, cfg.base_loss, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
-                      grad_clip=cfg.grad_clip, init_lambda=cfg.init_lambda, lambda_lr=cfg.lambda_lr,
-                      target_entropy=cfg.target_entropy, entropy_samples=cfg.entropy_samples,
-                      precision=cfg.precision, td3=td3, max_bad_updates=cfg.max_bad_updates)
+
+    def make_learner(model) -> Learner:
+        return Learner(model, cfg.base_loss, lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_steps=cfg.warmup_steps,
+                       grad_clip=cfg.grad_clip, init_lambda=cfg.init_lambda, lambda_lr=cfg.lambda_lr,
+                       target_entropy=cfg.target_entropy, entropy_samples=cfg.entropy_samples,
+                       precision=cfg.precision, td3=td3, max_bad_updates=cfg.max_bad_updates)
+
+    learner = make_learner(model)
+    members = []
+    for i in range(1, cfg.ensemble):  # separately seeded networks; the first learner keeps the run's seed
+        torch.manual_seed(cfg.seed + i)
+        members.append(make_learner(build_model(spec.__dict__, device)))
     if resume is not None:
         learner.load_state_dict(resume["learner"])  # everything: optimizers, schedules, critics
     elif init_state is not None:
         # Model and lambda carry over; the optimizers restart so that the finetuning learning
         # rate and weight decay of this run's settings apply.
-        learner.load_state_dict(init_state["learner"], model_only=True)
-        learner.updates = int(init_state["learner"]["updates"])
+        saved = [init_state["learner"], *init_state.get("extra", {}).get("ensemble", [])]
+        if members and len(saved) < cfg.ensemble:
+            logger.info(f"warning: {init_from} holds {len(saved)} pretrained network(s) for an ensemble of "
+                        f"{cfg.ensemble}; the others start from its first (pretrain with --ensemble {cfg.ensemble})")
+        for i, lr in enumerate([learner, *members]):
+            lr.load_state_dict(saved[i if i < len(saved) else 0], model_only=True)
+            lr.updates = int(init_state["learner"]["updates"])
         logger.info(f"initialised from {init_from} ({learner.updates} pretraining updates, lambda {learner.lam:.4f})")
     run = Run(cfg, run_dir, logger, dataset, learner, obs_mean, obs_std, act_low, act_high, device, rng, torch_gen,
-              command=command)
+              command=command, members=members, tasks=tasks,
+              member_rngs=[np.random.default_rng(cfg.seed + i) for i in range(1, cfg.ensemble)])
     if resume is not None:
         run.restore(resume)
         logger.info(f"resumed: {run.pretrain_done} pretraining updates, round {run.rounds}, "
@@ -365,7 +576,8 @@ def execute(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from
             run.pretrain()
         if finetune:
             run.finetune()
-        run.summary.update(command=shlex.join(sys.argv), env=cfg.env, dataset=cfg.dataset, algo=cfg.algo,
+        run.summary.update(command=shlex.join(sys.argv), algo=cfg.algo,
+                           **({"tasks": list(cfg.tasks)} if cfg.tasks else {"env": cfg.env, "dataset": cfg.dataset}),
                            seed=cfg.seed, updates=run.learner.updates, online_steps=run.online_steps,
                            wall_time_s=round(time.time() - start, 1), run_dir=str(run.run_dir))
         (run.run_dir / "summary.json").write_text(json.dumps(run.summary, indent=2) + "\n")

@@ -43,8 +43,12 @@ class Learner:
         # The reference uses LAMB with L2 decay folded into the update before the trust ratio.
         self.optimizer = Lamb(model.parameters(), lr=lr, weight_decay=weight_decay,
                               weight_decouple=False, eps=1e-8)
+        # lr_scale: the loop's factor on top of the warmup (finetuning rate, decay, halving on rollback).
+        self.lr_scale = 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min((step + 1) / max(warmup_steps, 1), 1.0))
+            self.optimizer, lambda step: min((step + 1) / max(warmup_steps, 1), 1.0) * self.lr_scale)
+        # Forgetting prevention: weight of the L2 penalty toward ``anchor``, the pretrained weights.
+        self.reg_weight, self.anchor = 0.0, None
         self.target_entropy = -float(model.spec.act_dim) if target_entropy is None else float(target_entropy)
         self.log_lambda = torch.tensor(math.log(init_lambda), device=device, requires_grad=True)
         self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=lambda_lr, betas=(0.9, 0.999))
@@ -74,6 +78,33 @@ class Learner:
     @property
     def lam(self) -> float:
         return float(self.log_lambda.detach().exp())
+
+    def set_lr_scale(self, scale: float) -> None:
+        """Applies from the next update (the warmup schedule recomputes the rate then)."""
+        self.lr_scale = float(scale)
+        base, factor = self.scheduler.base_lrs, self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group, lr in zip(self.optimizer.param_groups, base):
+            group["lr"] = lr * factor
+
+    def set_anchor(self, reg_weight: float) -> None:
+        """Penalise drift from the current weights: reg = sum over tensors of mean((theta - theta_0)^2)
+        (the tutorial's form, so tensors weigh alike whatever their size)."""
+        self.reg_weight = float(reg_weight)
+        self.anchor = [p.detach().clone() for p in self.model.parameters()] if reg_weight > 0 else None
+
+    def reg_loss(self) -> torch.Tensor:
+        return sum(torch.mean((p - a) ** 2) for p, a in zip(self.model.parameters(), self.anchor))
+
+    def restore_weights(self, state: dict) -> None:
+        """Roll back to an earlier learner state (networks, optimizers, lambda) while the counters
+        and the warmup schedule keep going forward."""
+        updates, critic_updates, scheduler = self.updates, self.critic_updates, self.scheduler.state_dict()
+        lr_scale = self.lr_scale
+        self.load_state_dict(state)
+        self.updates, self.critic_updates = updates, critic_updates
+        self.scheduler.load_state_dict(scheduler)
+        self.set_lr_scale(lr_scale)
+        self._snapshot = copy.deepcopy(self.state_dict())
 
     def _autocast(self):
         if self.precision == "bf16":
@@ -106,6 +137,10 @@ class Learner:
                          self.td3.normalize)
             loss = loss + self.td3.alpha * rl
             metrics["rl_loss"] = rl.detach()
+        if self.anchor is not None:
+            reg = self.reg_loss()
+            loss = loss + self.reg_weight * reg
+            metrics["reg_loss"] = reg.detach()
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             return self._skip("actor", "loss", float(loss.detach()))
@@ -180,7 +215,10 @@ class Learner:
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
                  "scheduler": self.scheduler.state_dict(), "log_lambda": self.log_lambda.detach().clone(),
-                 "lambda_optimizer": self.lambda_optimizer.state_dict(), "updates": self.updates}
+                 "lambda_optimizer": self.lambda_optimizer.state_dict(), "updates": self.updates,
+                 "lr_scale": self.lr_scale}
+        if self.anchor is not None:
+            state["anchor"] = {"weight": self.reg_weight, "params": [a.clone() for a in self.anchor]}
         if self.td3 is not None:
             state["td3"] = {"critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
                             "actor_target": self.actor_target.state_dict(),
@@ -211,3 +249,7 @@ class Learner:
         self.scheduler.load_state_dict(state["scheduler"])
         self.lambda_optimizer.load_state_dict(state["lambda_optimizer"])
         self.updates = int(state["updates"])
+        self.lr_scale = float(state.get("lr_scale", 1.0))
+        if "anchor" in state:
+            self.reg_weight = float(state["anchor"]["weight"])
+            self.anchor = [a.to(self.log_lambda.device).clone() for a in state["anchor"]["params"]]

@@ -31,6 +31,15 @@ class Batch:
     def to(self, device) -> "Batch":
         return Batch(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
 
+    @staticmethod
+    def cat(batches: list["Batch"]) -> "Batch":
+        """Stack batches along the batch dimension (replay mixing, multi-task)."""
+        batches = [b for b in batches if b is not None]
+        if len(batches) == 1:
+            return batches[0]
+        return Batch(**{k: None if getattr(batches[0], k) is None else torch.cat([getattr(b, k) for b in batches])
+                        for k in batches[0].__dict__})
+
 
 class ReplayBuffer:
     """A FIFO of whole trajectories.
@@ -38,24 +47,35 @@ class ReplayBuffer:
     Age order is the deque order, oldest first. Offline trajectories are inserted lowest return
     first, so they are older than any online one and leave in order of return; online ones
     leave first-in-first-out.
+
+    ``priority_alpha``: None samples a trajectory with probability proportional to its length
+    (the paper); a number samples it proportional to priority^alpha, priority being its return
+    shifted so that the lowest in the buffer has 1% of the range (it stays reachable).
+    ``hindsight``: False conditions online trajectories on the return-to-go they were rolled out
+    with (target minus rewards so far) instead of the return they achieved (an ablation).
     """
 
     def __init__(self, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray, rtg_scale: float,
-                 keep_next: bool = False):
+                 keep_next: bool = False, priority_alpha: float | None = None, hindsight: bool = True):
         if capacity <= 0:
             raise ValueError("buffer capacity must be positive")
         self.capacity, self.keep_next = capacity, keep_next
+        self.priority_alpha, self.hindsight = priority_alpha, hindsight
         self.obs_mean, self.obs_std, self.rtg_scale = obs_mean, obs_std, rtg_scale
         self.episodes: deque[Episode] = deque()
         self._packed: dict[str, np.ndarray] | None = None
 
     # --- contents -------------------------------------------------------------------
-    def seed(self, offline: list[Episode], n: int | None = None) -> None:
-        """Fill with the top-``n`` offline trajectories by return (all of them if fewer).
-        Ties keep dataset order, so the choice is reproducible."""
+    def seed(self, offline: list[Episode], n: int | None = None, rng: np.random.Generator | None = None) -> None:
+        """Fill with the top-``n`` offline trajectories by return (all of them if fewer), or, given
+        ``rng``, with ``n`` drawn at random (the seeding ablation). Ties keep dataset order, so the
+        choice is reproducible."""
         n = self.capacity if n is None else min(n, self.capacity)
         returns = np.array([e.ret for e in offline])
-        order = np.argsort(-returns, kind="stable")[:n]
+        if rng is None:
+            order = np.argsort(-returns, kind="stable")[:n]
+        else:
+            order = rng.choice(len(offline), size=min(n, len(offline)), replace=False)
         for i in sorted(order, key=lambda i: (returns[i], -i)):  # lowest return = oldest
             self.episodes.append(offline[i])
         self._packed = None
@@ -77,9 +97,15 @@ class ReplayBuffer:
         return sum(len(e) for e in self.episodes)
 
     def sampling_probabilities(self) -> np.ndarray:
-        """p(tau) = |tau| / sum |tau'| (Algorithm 2, line 2)."""
-        lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
-        return lengths / lengths.sum()
+        """p(tau) = |tau| / sum |tau'| (Algorithm 2, line 2), or priority^alpha normalised."""
+        if self.priority_alpha is None:
+            lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
+            return lengths / lengths.sum()
+        returns = np.array([e.ret for e in self.episodes], dtype=np.float64)
+        spread = returns.max() - returns.min()
+        priority = returns - returns.min() + (0.01 * spread if spread > 0 else 1.0)
+        w = priority ** self.priority_alpha
+        return w / w.sum()
 
     # --- sampling -------------------------------------------------------------------
     def _pack(self) -> dict[str, np.ndarray]:
@@ -91,18 +117,26 @@ class ReplayBuffer:
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             obs = np.concatenate([e.observations for e in eps]).astype(np.float32)
             self._packed = {
-                # Hindsight relabelling (Algorithm 2, line 6): RTGs always come from the rewards
-                # actually obtained, whatever target the rollout was conditioned on.
-                "rtg": np.concatenate([returns_to_go(e.rewards) for e in eps]) / np.float32(self.rtg_scale),
+                # Hindsight relabelling (Algorithm 2, line 6): RTGs come from the rewards actually
+                # obtained, whatever target the rollout was conditioned on (unless switched off).
+                "rtg": np.concatenate([self._rtg(e) for e in eps]) / np.float32(self.rtg_scale),
                 "states": (obs - self.obs_mean) / self.obs_std,
                 "actions": np.concatenate([e.actions for e in eps]).astype(np.float32),
                 "rewards": np.concatenate([e.rewards for e in eps]).astype(np.float32),
                 "timesteps": np.concatenate([np.arange(n) for n in lengths]),
                 "end": np.repeat(starts + lengths, lengths),  # one past each step's episode end
+                "starts": starts, "lengths": lengths,
             }
             if self.keep_next:
                 self._packed.update(self._pack_next(eps))
         return self._packed
+
+    def _rtg(self, e: Episode) -> np.ndarray:
+        if self.hindsight or e.target is None:
+            return returns_to_go(e.rewards)
+        # What the policy was told while acting: the target less the rewards received so far.
+        before = np.concatenate([[0.0], np.cumsum(e.rewards, dtype=np.float64)[:-1]])
+        return (e.target - before).astype(np.float32)
 
     def _pack_next(self, eps: list[Episode]) -> dict[str, np.ndarray]:
         """Per step t: s_{t+1} (the episode's final observation after its last step), a_{t+1},
@@ -114,7 +148,8 @@ class ReplayBuffer:
             last = e.final_observation if e.final_observation is not None else e.observations[-1]
             nxt.append(np.concatenate([e.observations[1:], np.asarray(last, np.float32)[None]]))
             nxt_act.append(np.concatenate([e.actions[1:], np.zeros((1, e.actions.shape[1]), np.float32)]))
-            nxt_rtg.append(np.append(returns_to_go(e.rewards)[1:], np.float32(0.0)))
+            g = self._rtg(e)
+            nxt_rtg.append(np.append(g[1:], g[-1] - e.rewards[-1]))
             term.append(np.arange(T) == T - 1 if e.terminated else np.zeros(T, bool))
             ok.append(np.ones(T, bool) if e.terminated or e.final_observation is not None else np.arange(T) < T - 1)
         return {"next_states": (np.concatenate(nxt).astype(np.float32) - self.obs_mean) / self.obs_std,
@@ -125,10 +160,14 @@ class ReplayBuffer:
 
     def sample(self, batch_size: int, K: int, rng: np.random.Generator) -> Batch:
         """Algorithm 3 in one draw: a uniform step over all stored steps picks a trajectory with
-        probability proportional to its length and a start uniform within it."""
+        probability proportional to its length and a start uniform within it. Prioritized: the
+        trajectory by priority, then a start uniform within it."""
         p = self._pack()
-        total = len(p["rewards"])
-        first = rng.integers(0, total, size=batch_size)
+        if self.priority_alpha is None:
+            first = rng.integers(0, len(p["rewards"]), size=batch_size)
+        else:
+            traj = rng.choice(len(p["lengths"]), size=batch_size, p=self.sampling_probabilities())
+            first = p["starts"][traj] + (rng.random(batch_size) * p["lengths"][traj]).astype(np.int64)
         idx = first[:, None] + np.arange(K)[None, :]
         mask = idx < p["end"][first][:, None]
         idx = np.where(mask, idx, first[:, None])  # any valid row; masked out below

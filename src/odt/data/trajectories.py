@@ -18,6 +18,8 @@ class Episode:
     truncated: bool = False
     final_observation: np.ndarray | None = None  # s_{T+1}, where known
     online: bool = False
+    target: float | None = None  # the return-to-go an online rollout was conditioned on
+    task: int = 0  # multi-task runs: the index of the task it belongs to
 
     def __post_init__(self) -> None:
         self.rewards = np.asarray(self.rewards, dtype=np.float32).reshape(-1)
