@@ -367,18 +367,22 @@ def test_multitask_pads_spaces_mixes_batches_and_evaluates_per_task(tmp_path, ho
     assert main(["eval", str(out)]) == 2  # per-task evaluations live in metrics.jsonl
 
 
-def test_resume_restores_the_toolbox_state_exactly(tmp_path):
+@pytest.mark.parametrize("checkpoint", ["latest.prev", "latest"])
+def test_resume_restores_the_toolbox_state_exactly(tmp_path, checkpoint):
     """A run resumed from its second-to-last checkpoint writes the same metrics as the whole run:
-    targets, noise, replay mixing, penalty anchor, best checkpoint and ensemble all carry over."""
+    targets, noise, replay mixing, penalty anchor, best checkpoint and ensemble all carry over.
+    From the last one (after the last round's evaluation), the evaluation is not redone."""
     import os
 
     flags = ["--return-target", "ucb", "--noise-std", "0.2", "--noise-schedule", "cosine", "--offline-ratio", "0.5:0.1",
              "--reg-weight", "0.5", "--rollback-drop", "0.01", "--ensemble", "2", "--eval-every", "2",
              "--checkpoint-every", "1", "--online-steps", "100", "--no-hindsight"]
+    if checkpoint == "latest":  # no rollback at the last evaluation: that one would be measured again anyway
+        flags[flags.index("--rollback-drop") + 1] = "0.99"
     out, rows = _run(tmp_path, "whole", *flags)
     ckpt = out / "checkpoints"
-    for suffix in ("", ".sha256"):  # as if killed after the second-to-last round's checkpoint
-        os.replace(ckpt / f"latest.prev.pt{suffix}", ckpt / f"latest.pt{suffix}")
+    for suffix in ("", ".sha256"):  # as if killed right after that checkpoint
+        os.replace(ckpt / f"{checkpoint}.pt{suffix}", ckpt / f"latest.pt{suffix}")
     (out / "summary.json").unlink()
     (ckpt / "final.pt").unlink()
     assert main(["run", "--resume", str(out)]) == 0

@@ -24,6 +24,8 @@ COMMANDS = {
     "presets": "List the named presets (the paper's tables C.1-C.4 and machine-sized ones).",
     "toy": "The reward hill of the ViDT paper: `odt toy reward-hill [--algo odt vidt] [--seeds 0 1] [--json]`.",
     "data": "Datasets: `odt data inspect SOURCE [--json]`, `odt data list`, `odt data generate --env --quality --out`.",
+    "sweep": "A grid of runs (presets/datasets x --set overrides x --seeds) on Ray; other flags go to every `odt run`.",
+    "report": "Aggregate runs: per-task table (offline, online, delta), IQM and optimality gap with CIs, plots.",
 }
 
 
@@ -203,6 +205,17 @@ def main(argv: list[str] | None = None) -> int:
             return _toy(parse(ToyArgs, args[1:], "odt toy reward-hill", COMMANDS["toy"]))
         if command == "eval":
             return _eval(parse(EvalArgs, args, "odt eval", COMMANDS["eval"]))
+        if command == "sweep":
+            import shlex
+
+            from .sweep import SweepArgs, sweep_command
+
+            a, passthrough = parse(SweepArgs, args, "odt sweep", COMMANDS["sweep"], return_unknown_args=True)
+            return sweep_command(a, passthrough, shlex.join(["odt", *argv]))
+        if command == "report":
+            from .report import ReportArgs, report_command
+
+            return report_command(parse(ReportArgs, args, "odt report", COMMANDS["report"]))
         from .train import execute
 
         cfg = parse_config(command, args)
@@ -264,6 +277,9 @@ def _eval(a: EvalArgs) -> int:
     cfg = Config.load(a.run / "config.json") if (a.run / "config.json").is_file() else None
     if cfg is None:
         raise ConfigError(f"{a.run} is not a run directory (no config.json); give the --out of an odt run")
+    if cfg.tasks:
+        raise ConfigError(f"{a.run} is a multi-task run; its per-task evaluations are the eval_<task>_* entries "
+                          "of its metrics.jsonl (odt eval takes single-task runs)")
     policy = load_policy(a.run, a.checkpoint, device=a.device, deterministic=not a.sample)
     make_env_checked(cfg.env).close()
     envs = make_vector_env(cfg.env, a.episodes)

@@ -97,6 +97,7 @@ class Run:
                                                   "lr_factor": 1.0})
     _envs: dict = field(default_factory=dict)
     _offline: ReplayBuffer | None = None
+    last_eval: dict | None = None  # the newest online evaluation, so that a resume does not redo it
 
     @property
     def learners(self) -> list[Learner]:
@@ -186,6 +187,7 @@ class Run:
                  "numpy_rng": json.dumps(self.rng.bit_generator.state), "torch_rng": torch.get_rng_state(),
                  "generator_rng": self.torch_gen.get_state(), "summary": json.dumps(self.summary),
                  "metrics_bytes": self.logger.metrics.tell(), "safety": json.dumps(self.safety),
+                 "last_eval": json.dumps(self.last_eval),
                  "member_rngs": json.dumps([g.bit_generator.state for g in self.member_rngs])}
         if self.target is not None:
             state["target"] = json.dumps(self.target.state())
@@ -216,8 +218,10 @@ class Run:
         torch.set_rng_state(rs["torch_rng"])
         self.torch_gen.set_state(rs["generator_rng"])
         self.summary = json.loads(rs["summary"])
-        self.safety = json.loads(rs["safety"])
-        for g, st in zip(self.member_rngs, json.loads(rs["member_rngs"])):
+        # Checkpoints from before the toolbox lack its entries: their defaults are what those runs used.
+        self.safety = json.loads(rs.get("safety", json.dumps(self.safety)))
+        self.last_eval = json.loads(rs.get("last_eval", "null"))
+        for g, st in zip(self.member_rngs, json.loads(rs.get("member_rngs", "[]"))):
             g.bit_generator.state = st
         for m, st in zip(self.members, extra.get("ensemble", [])):
             m.load_state_dict(st)
@@ -226,9 +230,10 @@ class Run:
             self.target.load(json.loads(rs["target"]))
         if "buffer_order" in rs:
             online = split_episodes(**{k: v.numpy() for k, v in rs["online"].items()}) if "online" in rs else []
-            for i, e in enumerate(online):
-                g = float(rs["online_targets"][i])
-                e.online, e.target, e.task = True, None if np.isnan(g) else g, int(rs["online_tasks"][i])
+            targets = rs.get("online_targets", torch.full((len(online),), float("nan"))).tolist()
+            tasks = rs.get("online_tasks", torch.zeros(len(online), dtype=torch.long)).tolist()
+            for e, g, t in zip(online, targets, tasks):
+                e.online, e.target, e.task = True, None if np.isnan(g) else g, int(t)
             self.buffer = self._new_buffer(self.cfg.buffer_size)
             for i in rs["buffer_order"].tolist():
                 self.buffer.episodes.append(self.dataset.episodes[i] if i >= 0 else online[-1 - i])
@@ -396,7 +401,6 @@ class Run:
             self.save("latest")  # a run killed before its first round resumes here
         progress = Progress(self.logger, "online", cfg.online_steps, "steps", done=self.online_steps)
         explore = self.envs(cfg.episodes_per_round)
-        last_eval = None
         while self.online_steps < cfg.online_steps:
             self.rounds += 1
             p = self.progress_fraction()
@@ -428,15 +432,16 @@ class Run:
                             ret=float(res.returns.mean()), **({"lambda": m["lambda"]} if "lambda" in m else {}))
             verdict = None
             if self.rounds % cfg.eval_every == 0:
-                last_eval = self.evaluate("online")
-                verdict = self._after_eval(last_eval)
+                self.last_eval = self.evaluate("online")
+                verdict = self._after_eval(self.last_eval)
                 if verdict == "rolled_back":
-                    last_eval = None  # the weights are the best's now: the final evaluation measures them
+                    self.last_eval = None  # the weights are the best's now: the final evaluation measures them
             if self.rounds % cfg.checkpoint_every == 0 or verdict == "stop":
                 self.save("latest")
             if verdict == "stop":
                 break
         progress.update(self.online_steps, force=True)
+        last_eval = self.last_eval
         if last_eval is None or last_eval["updates"] != self.learner.updates:
             last_eval = self.evaluate("online")
         self.save("final")

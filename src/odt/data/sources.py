@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -252,6 +253,10 @@ def save_npz(ds: TrajectoryDataset, path: Path, compress: bool = True) -> None:
 def _write_npz(arrays: dict, path: Path, compress: bool) -> None:
     """Atomically: a reader never sees half a file, and an existing one is replaced only when whole."""
     arrays = dict(arrays, metadata=np.array(json.dumps(arrays.get("metadata") or {})))
-    tmp = Path(str(path) + ".tmp.npz")
-    (np.savez_compressed if compress else np.savez)(tmp, **arrays)
-    os.replace(tmp, path)
+    # A name of this writer's own: runs generating the same dataset at once must not share one.
+    tmp = Path(f"{path}.{os.getpid()}-{threading.get_ident()}.tmp.npz")
+    try:
+        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
