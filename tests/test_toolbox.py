@@ -321,6 +321,7 @@ def test_toolbox_flags_on_finetune_and_run():
     (["--ensemble", "0"], "--ensemble must be >= 1"),
     (["--tasks", "Hopper-v5"], "is not ENV=DATASET"),
     (["--tasks", "Hopper-v5=odt/hopper-medium", "--return-target", "ucb"], "fixed targets per task"),
+    (["--target-multiple", "2"], "--target-multiple needs the expert return"),  # before pretraining, not after
 ])
 def test_bad_toolbox_settings_are_one_line_errors(tmp_path, capsys, flags, message):
     out = tmp_path / "never"

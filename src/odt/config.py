@@ -21,6 +21,15 @@ class ConfigError(ValueError):
     """A setting the user gave is invalid; the message names it and says how to fix it."""
 
 
+def check_out_dir(out: Path, overwrite: bool, what: str) -> None:
+    """``--out`` of a run or a report: a directory, empty unless ``overwrite`` (nothing is lost)."""
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; give a directory for the {what}")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"{what} directory {out} already exists and is not empty; choose another --out "
+                          "or pass --overwrite")
+
+
 @dataclass
 class Config:
     # --- what to train on -------------------------------------------------------------

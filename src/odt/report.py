@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from .config import ConfigError
+from .config import ConfigError, check_out_dir
 
 # Config keys that never make two runs different settings: replicates, paths, machine details.
 NOT_SETTINGS = {"seed", "out", "overwrite", "progress", "resume", "init", "device", "threads", "download", "preset"}
@@ -356,11 +356,7 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
 def report_command(a: ReportArgs) -> int:
     if a.reps <= 0:
         raise ConfigError(f"--reps must be positive, got {a.reps}")
-    if a.out.exists() and not a.out.is_dir():
-        raise ConfigError(f"--out {a.out} is a file; give a directory for the report")
-    if a.out.is_dir() and any(a.out.iterdir()) and not a.overwrite:
-        raise ConfigError(f"report directory {a.out} already exists and is not empty; choose another --out "
-                          "or pass --overwrite")
+    check_out_dir(a.out, a.overwrite, "report")
     if not a.runs:
         raise ConfigError("give run directories or the --out of an odt sweep: odt report DIR [DIR ...] --out REPORT")
     runs, incomplete = find_runs(a.runs)

@@ -33,7 +33,7 @@ class Policy:
         self.obs_std = torch.as_tensor(obs_std, dtype=torch.float32, device=self.device)
         self.act_low, self.act_high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
         self.rtg_scale, self.context, self.deterministic = rtg_scale, context, deterministic
-        self.generator, self.noise_std = generator, noise_std  # noise: exploration of deterministic actors
+        self.generator, self.noise_std = generator, noise_std  # noise: exploration, when not deterministic
         self._n = 0
 
     @classmethod
@@ -105,7 +105,7 @@ class Policy:
         self._actions[sel, min(self._t, self.context - 1)] = a
         if rows is None:
             self.advance()
-        a = self.act_low + (a.cpu().numpy() + 1) * 0.5 * (self.act_high - self.act_low)
+        a = scale_actions_from_unit(a.cpu().numpy(), self.act_low, self.act_high)
         return a if self._batched or rows is not None else a[0]
 
     def advance(self) -> None:
@@ -166,6 +166,11 @@ class EnsemblePolicy:
 def scale_actions_to_unit(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
     """Map environment actions into [-1, 1], the box the policy acts in."""
     return (2.0 * (actions - low) / (high - low) - 1.0).astype(np.float32)
+
+
+def scale_actions_from_unit(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:
+    """The inverse of ``scale_actions_to_unit``: [-1, 1] back to the environment's bounds."""
+    return low + (actions + 1.0) * 0.5 * (high - low)
 
 
 def make_vector_env(env_id: str, n: int) -> gym.vector.VectorEnv:

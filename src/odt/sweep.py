@@ -65,6 +65,7 @@ class Point:
     args: list[str]  # `odt run` flags, --out included
     run_dir: Path
     state: str = "new"  # new, complete (summary.json), resume (checkpoints), restart (no checkpoint)
+    dataset: tuple[str, bool] = ("", False)  # its --dataset and --download, as parsed by the plan
 
 
 def _split(values: str, what: str) -> list[str]:
@@ -186,7 +187,7 @@ def plan(a: SweepArgs, passthrough: list[str]) -> tuple[dict, list[str], list[Po
         names[name] = label
         run_dir = a.out / name
         args += ["--out", str(run_dir.resolve()), "--no-progress"]
-        p = Point(name, args, run_dir)
+        p = Point(name, args, run_dir, dataset=(cfg.dataset, cfg.download))
         p.state = _state_of(p, cfg.to_dict())
         points.append(p)
     return axes, base, points
@@ -346,18 +347,15 @@ def _prepare_datasets(points: list[Point]) -> None:
     """Load each dataset of the grid once before the runs start: an embedded dataset is generated
     and cached, a Minari one downloaded, here rather than by several runs at once racing to write
     the same files; and a missing one ends the sweep before it starts."""
-    from .cli import parse_config
     from .data.sources import load_dataset
 
     seen = set()
     for p in points:
-        if p.state == "resume":
+        if p.state == "resume" or p.dataset in seen:
             continue
-        cfg = parse_config("run", p.args)
-        if (cfg.dataset, cfg.download) not in seen:
-            seen.add((cfg.dataset, cfg.download))
-            print(f"odt sweep: loading dataset {cfg.dataset} once, before the runs", flush=True)
-            load_dataset(cfg.dataset, download=cfg.download)
+        seen.add(p.dataset)
+        print(f"odt sweep: loading dataset {p.dataset[0]} once, before the runs", flush=True)
+        load_dataset(p.dataset[0], download=p.dataset[1])
 
 
 def _finish(a: SweepArgs, points: list[Point], failed: dict[str, str], seconds: float) -> int:

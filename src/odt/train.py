@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .algos.learner import Learner, TD3Settings
-from .checkpoint import build_model, load_from_run, save_checkpoint
-from .config import Config, ConfigError
+from .checkpoint import build_model, load_checkpoint, load_from_run, save_checkpoint
+from .config import Config, ConfigError, check_out_dir
 from .data.buffer import Batch, ReplayBuffer
 from .data.sources import check_matches_env, load_dataset
 from .data.trajectories import TrajectoryDataset, flatten_episodes, split_episodes
@@ -51,11 +51,7 @@ def make_env_checked(env_id: str) -> gym.Env:
 def make_run_dir(cfg: Config, command: str) -> Path:
     name = "multitask" if cfg.tasks else cfg.env.replace("/", "_")
     out = cfg.out or Path("runs") / f"{name}-{cfg.algo}-s{cfg.seed}-{datetime.now():%Y%m%d-%H%M%S}"
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file; give a directory path")
-    if out.is_dir() and any(out.iterdir()) and not cfg.overwrite:
-        raise ConfigError(f"run directory {out} already exists and is not empty; choose another --out "
-                          "or pass --overwrite")
+    check_out_dir(out, cfg.overwrite, "run")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:  # a fresh run: earlier metrics would mix with the new ones
         for name in ("metrics.jsonl", "summary.json", "run.log"):
@@ -120,9 +116,8 @@ class Run:
     def eval_target(self) -> float | np.ndarray:
         if self.tasks:
             return self._per_env("g_eval", self.cfg.eval_episodes)
-        if self.cfg.eval_target == "best":
-            observed = self.target.highest if self.target is not None else -np.inf
-            return float(max(observed, self.dataset.returns().max()))
+        if self.cfg.eval_target == "best":  # the target's highest starts at the data's best
+            return self.target.highest if self.target is not None else float(self.dataset.returns().max())
         return self.cfg.g_eval
 
     def envs(self, n: int) -> gym.vector.VectorEnv:
@@ -278,12 +273,7 @@ class Run:
 
     def _new_target(self) -> ReturnTarget:
         cfg = self.cfg
-        g = cfg.g_online
-        if cfg.target_multiple is not None:
-            if cfg.reference() is None:
-                raise ConfigError(f"--target-multiple needs the expert return of {cfg.env}; give --ref-min-score "
-                                  "and --ref-max-score")
-            g = cfg.target_multiple * cfg.ref_max_score
+        g = cfg.g_online if cfg.target_multiple is None else cfg.target_multiple * cfg.ref_max_score
         return ReturnTarget(cfg.return_target, g, p0=cfg.target_p0, p1=cfg.target_p1, beta0=cfg.target_beta0,
                             beta1=cfg.target_beta1, window=cfg.target_window, clip=cfg.target_clip,
                             clip_c=cfg.target_clip_c)
@@ -319,7 +309,7 @@ class Run:
             return None
         safety["since_best"] += 1
         if cfg.rollback_drop is not None and ret < best - cfg.rollback_drop * abs(best):
-            state, _ = load_from_run(self.run_dir, str(self.run_dir / "checkpoints" / "best.pt"), self.device)
+            state = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.device)
             self.learner.restore_weights(state["learner"])
             for m, st in zip(self.members, state["extra"].get("ensemble", [])):
                 m.restore_weights(st)
@@ -488,6 +478,9 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
         reference = reference_of(cfg.env, (cfg.ref_min_score, cfg.ref_max_score), dataset.metadata)
         if reference is not None:  # config.json records the scale every normalized score used
             cfg.ref_min_score, cfg.ref_max_score = reference
+        elif cfg.target_multiple is not None:  # found now, not after pretraining
+            raise ConfigError(f"--target-multiple needs the expert return of {cfg.env}; give --ref-min-score "
+                              "and --ref-max-score")
         act_low = env.action_space.low.astype(np.float32)
         act_high = env.action_space.high.astype(np.float32)
         env.close()

@@ -14,6 +14,14 @@ import numpy as np
 
 from ..config import ConfigError
 from ..data.trajectories import Episode, TrajectoryDataset
+from ..rollout import scale_actions_from_unit, scale_actions_to_unit
+
+
+def _pad(x: np.ndarray, dim: int) -> np.ndarray:
+    """Zeros after the last axis's own entries, up to ``dim``."""
+    out = np.zeros((*x.shape[:-1], dim), np.float32)
+    out[..., :x.shape[-1]] = x
+    return out
 
 
 @dataclass
@@ -27,6 +35,10 @@ class Task:
     obs_std: np.ndarray
     act_low: np.ndarray
     act_high: np.ndarray
+
+    def observation(self, obs: np.ndarray, obs_dim: int) -> np.ndarray:
+        """Raw observations (one or many) as the model sees them: normalised, then padded."""
+        return _pad((obs - self.obs_mean) / self.obs_std, obs_dim)
 
     @property
     def key(self) -> str:
@@ -54,25 +66,20 @@ class PaddedTask(gym.Wrapper):
 
     def __init__(self, env: gym.Env, task: Task, obs_dim: int, act_dim: int):
         super().__init__(env)
-        self.task = task
+        self.task, self._obs_dim = task, obs_dim
         self.observation_space = gym.spaces.Box(-np.inf, np.inf, (obs_dim,), np.float32)
         self.action_space = gym.spaces.Box(-1.0, 1.0, (act_dim,), np.float32)
         self._own_act = env.action_space.shape[0]
 
-    def _obs(self, obs: np.ndarray) -> np.ndarray:
-        out = np.zeros(self.observation_space.shape, np.float32)
-        out[:len(obs)] = (obs - self.task.obs_mean) / self.task.obs_std
-        return out
-
     def reset(self, **kwargs):
         obs, info = self.env.reset(**kwargs)
-        return self._obs(obs), info
+        return self.task.observation(obs, self._obs_dim), info
 
     def step(self, action):
         a = np.clip(np.asarray(action, np.float32)[:self._own_act], -1.0, 1.0)
-        a = self.task.act_low + (a + 1.0) * 0.5 * (self.task.act_high - self.task.act_low)
-        obs, reward, terminated, truncated, info = self.env.step(a)
-        return self._obs(obs), reward, terminated, truncated, info
+        obs, reward, terminated, truncated, info = self.env.step(
+            scale_actions_from_unit(a, self.task.act_low, self.task.act_high))
+        return self.task.observation(obs, self._obs_dim), reward, terminated, truncated, info
 
 
 def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list[Task]]:
@@ -80,7 +87,6 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
     (``Episode.task`` says whose it is); targets default to the expert return (else the best in
     the data) for evaluation and twice that for exploration, the paper's ratio."""
     from ..data.sources import check_matches_env, load_dataset
-    from ..rollout import scale_actions_to_unit
     from ..scores import reference_of
 
     loaded = []
@@ -102,15 +108,10 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
     episodes = []
     for i, (task, ds) in enumerate(loaded):
         for e in ds.episodes:
-            obs = np.zeros((len(e), obs_dim), np.float32)
-            obs[:, :ds.obs_dim] = (e.observations - task.obs_mean) / task.obs_std
-            act = np.zeros((len(e), act_dim), np.float32)
-            act[:, :ds.act_dim] = scale_actions_to_unit(e.actions, task.act_low, task.act_high)
-            final = None
-            if e.final_observation is not None:
-                final = np.zeros(obs_dim, np.float32)
-                final[:ds.obs_dim] = (e.final_observation - task.obs_mean) / task.obs_std
-            episodes.append(Episode(obs, act, e.rewards, e.terminated, e.truncated, final, task=i))
+            final = None if e.final_observation is None else task.observation(e.final_observation, obs_dim)
+            episodes.append(Episode(task.observation(e.observations, obs_dim),
+                                    _pad(scale_actions_to_unit(e.actions, task.act_low, task.act_high), act_dim),
+                                    e.rewards, e.terminated, e.truncated, final, task=i))
     name = " + ".join(task.dataset for task, _ in loaded)
     return TrajectoryDataset(episodes, env_id=None, name=name), [task for task, _ in loaded]
 
