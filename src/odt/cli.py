@@ -268,6 +268,7 @@ def _toy(a: ToyArgs) -> int:
 
 def _eval(a: EvalArgs) -> int:
     from .checkpoint import load_policy
+    from .logging import fmt_return
     from .rollout import make_vector_env, rollout
     from .scores import return_stats
     from .train import make_env_checked
@@ -293,7 +294,7 @@ def _eval(a: EvalArgs) -> int:
     else:
         norm = f", normalized {out['normalized_mean']:.1f} +- {out['normalized_std']:.1f}" if "normalized_mean" in out else ""
         print(f"{cfg.env} at target {target:g} over {a.episodes} episodes: return "
-              f"{out['return_mean']:.1f} +- {out['return_std']:.1f}{norm}")
+              f"{fmt_return(out['return_mean'])} +- {fmt_return(out['return_std'])}{norm}")
     return 0
 
 

@@ -53,6 +53,12 @@ class RunLogger:
             self.tb.close()
 
 
+def fmt_return(x: float) -> str:
+    """One decimal for MuJoCo-sized returns; three significant digits for small ones (the reward
+    hill's lie in [0, 1], where 0.68 and 0.72 would both print as 0.7)."""
+    return f"{x:.1f}" if abs(x) >= 10 else f"{x:.3g}"
+
+
 def fmt_time(seconds: float) -> str:
     if not math.isfinite(seconds):
         return "?"

@@ -22,7 +22,7 @@ from .config import Config, ConfigError, check_out_dir
 from .data.buffer import Batch, ReplayBuffer
 from .data.sources import check_matches_env, load_dataset
 from .data.trajectories import TrajectoryDataset, flatten_episodes, split_episodes
-from .logging import Progress, RunLogger, fmt_time
+from .logging import Progress, RunLogger, fmt_return, fmt_time
 from .models.transformer import ModelSpec
 from .envs.multitask import Task, load_tasks, make_task_envs
 from .rollout import EnsemblePolicy, Policy, make_vector_env, rollout, scale_actions_to_unit
@@ -146,7 +146,8 @@ class Run:
         self.logger.log(row)
         norm_txt = f"  normalized {row['eval_normalized_mean']:.1f}" if "eval_normalized_mean" in row else ""
         self.logger.info(f"[{phase}] eval after {self.learner.updates} updates, {self.online_steps} online steps: "
-                         f"return {row['eval_return_mean']:.1f} +- {row['eval_return_std']:.1f}{norm_txt} "
+                         f"return {fmt_return(row['eval_return_mean'])} +- {fmt_return(row['eval_return_std'])}"
+                         f"{norm_txt} "
                          f"({time.time() - t:.1f} s)")
         return row
 
@@ -304,7 +305,7 @@ class Run:
         if best is None or ret > best:
             safety.update(best_return=ret, best_updates=self.learner.updates, since_best=0)
             self.save("best")
-            self._event("new_best", f"new best evaluation return {ret:.1f}; saved checkpoints/best.pt",
+            self._event("new_best", f"new best evaluation return {fmt_return(ret)}; saved checkpoints/best.pt",
                         eval_return=ret, previous_best=best)
             return None
         safety["since_best"] += 1
@@ -314,9 +315,10 @@ class Run:
             for m, st in zip(self.members, state["extra"].get("ensemble", [])):
                 m.restore_weights(st)
             safety["lr_factor"] *= cfg.rollback_lr_factor
-            self._event("rollback_to_best", f"evaluation return {ret:.1f} is more than {cfg.rollback_drop:.0%} below "
-                        f"the best {best:.1f}: rolled back to the best weights (from {safety['best_updates']} updates)"
-                        f", learning-rate factor {safety['lr_factor']:g}", eval_return=ret, best_return=best,
+            self._event("rollback_to_best",
+                        f"evaluation return {fmt_return(ret)} is more than {cfg.rollback_drop:.0%} below the best "
+                        f"{fmt_return(best)}: rolled back to the best weights (from {safety['best_updates']} "
+                        f"updates), learning-rate factor {safety['lr_factor']:g}", eval_return=ret, best_return=best,
                         best_updates=safety["best_updates"], lr_factor=safety["lr_factor"])
             return "rolled_back"
         if cfg.early_stop_patience and safety["since_best"] >= cfg.early_stop_patience:
@@ -370,8 +372,8 @@ class Run:
                                      rng=self.rng if cfg.buffer_seeding == "random" else None)
                 seeded = np.array([e.ret for e in self.buffer.episodes])
                 self._event("buffer_seeded", f"buffer seeded with the {cfg.buffer_seeding} {len(seeded)} of "
-                            f"{len(self.dataset.episodes)} offline trajectories (returns {seeded.min():.0f} to "
-                            f"{seeded.max():.0f}); budget {cfg.online_steps} env steps", phase="online",
+                            f"{len(self.dataset.episodes)} offline trajectories (returns {fmt_return(seeded.min())} to "
+                            f"{fmt_return(seeded.max())}); budget {cfg.online_steps} env steps", phase="online",
                             seeding=cfg.buffer_seeding, trajectories=len(seeded), return_min=float(seeded.min()),
                             return_mean=float(seeded.mean()), return_max=float(seeded.max()))
         buffer = self.buffer
@@ -609,7 +611,7 @@ def summary_table(summary: dict) -> str:
         s = summary.get(name)
         if not s:
             continue
-        ret = f"{s['return_mean']:.1f} +- {s['return_std']:.1f}"
+        ret = f"{fmt_return(s['return_mean'])} +- {fmt_return(s['return_std'])}"
         norm = f"{s['normalized_mean']:.1f} +- {s['normalized_std']:.1f}" if "normalized_mean" in s else "-"
         lines.append(f"{name:<10}{ret:>20}{norm:>20}{s['updates']:>10}{s['online_steps']:>14}")
     if summary.get("offline") and summary.get("final") and "normalized_mean" in summary["final"]:
