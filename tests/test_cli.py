@@ -170,3 +170,23 @@ def test_same_seed_writes_identical_metrics(algo, tmp_path, hopper_npz):
     other = tmp_path / "c"
     assert main(["run", *TINY, "--algo", algo, "--seed", "1", "--dataset", str(hopper_npz), "--out", str(other)]) == 0
     assert (other / "metrics.jsonl").read_text() != a  # the seed matters
+
+
+@pytest.mark.parametrize("restart", [False, True])
+def test_finetune_init_carries_the_optimizers_over_like_run(restart, tmp_path, hopper_npz):
+    from odt.checkpoint import load_checkpoint
+    from odt.cli import main
+
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    tiny = [a for a in TINY if a != "--no-progress"] + ["--no-progress", "--dataset", str(hopper_npz)]
+    assert main(["pretrain", *tiny, "--out", str(pre)]) == 0
+    flags = ["--restart-optimizers"] if restart else []
+    assert main(["finetune", *tiny, "--init", str(pre), "--out", str(ft), "--lr", "2e-3", *flags]) == 0
+    rounds = [r for r in map(json.loads, (ft / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "round"]
+    state = load_checkpoint(ft / "checkpoints" / "final.pt")["learner"]
+    updates = rounds[-1]["updates"]
+    # cpu-small warms up over 500 updates. Carried over, the schedule and LAMB's step count go on
+    # from the 6 pretraining updates; restarted, they count this run's updates alone.
+    steps = updates - 6 if restart else updates
+    assert state["optimizer"]["param_groups"][0]["step"] == steps
+    assert rounds[-1]["lr"] == pytest.approx(1e-4 * steps / 500)  # this run's --finetune-lr applies

@@ -152,3 +152,16 @@ def test_split_episodes_keeps_trailing_partial_and_flags():
     eps = split_episodes(np.zeros((7, 2)), np.zeros((7, 1)), rew, term, tout)
     assert [len(e) for e in eps] == [3, 2, 2]
     assert [(e.terminated, e.truncated) for e in eps] == [(True, False), (False, True), (False, True)]
+
+
+def test_summary_prints_standard_errors_and_the_change_with_its_error():
+    from odt.train import summary_table
+
+    def phase(mean, std, n, updates, steps):
+        return {"return_mean": 30 * mean, "return_std": 30 * std, "normalized_mean": mean, "normalized_std": std,
+                "episodes": n, "updates": updates, "online_steps": steps}
+
+    text = summary_table({"offline": phase(60.0, 8.0, 16, 1500, 0), "final": phase(75.0, 6.0, 9, 3000, 60000)})
+    rows = {line.split()[0]: line for line in text.splitlines() if line.split()}
+    assert "60.0 +- 2.0" in rows["offline"] and "75.0 +- 2.0" in rows["final"]  # 8/sqrt(16), 6/sqrt(9)
+    assert "+15.0 +- 2.8" in rows["change"]  # sqrt(2^2 + 2^2) = 2.83

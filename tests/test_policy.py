@@ -130,3 +130,26 @@ def test_deterministic_actor_explores_with_gaussian_noise():
     assert abs(diff.mean()) < 0.01 and diff.std() == pytest.approx(0.1, rel=0.05)
     greedy.reset(0.0, n=2000)
     np.testing.assert_array_equal(greedy.act(obs), mean)
+
+
+def test_mean_action_exploration_is_the_mean_plus_the_noise():
+    """--explore-action mean: a stochastic actor explores with tanh(mean) + N(0, noise^2), clipped;
+    sample (the paper): tanh(mean + std * eps)."""
+    torch.manual_seed(0)
+    policy = _policy(deterministic=True)
+    obs = np.random.default_rng(0).normal(size=(256, 11)).astype(np.float32)
+    policy.reset(100.0, n=256)
+    mean = policy.act(obs)
+    for sample, noise in [(False, 0.0), (False, 0.2), (True, 0.0)]:
+        explore = Policy(policy.model, policy.obs_mean.numpy(), policy.obs_std.numpy(), policy.act_low, policy.act_high,
+                         rtg_scale=100.0, context=5, deterministic=False, noise_std=noise, sample=sample,
+                         generator=torch.Generator().manual_seed(1))
+        explore.reset(100.0, n=256)
+        diff = explore.act(obs) - mean
+        if not sample and noise == 0:
+            np.testing.assert_array_equal(diff, 0)
+        elif not sample:  # clipping at +-1 only shrinks the noise
+            inside = np.abs(mean) < 0.5
+            assert abs(diff[inside].std() - noise) < 0.02 and abs(diff[inside].mean()) < 0.02
+        else:
+            assert np.abs(diff).mean() > 0.05  # a fresh actor's std is large

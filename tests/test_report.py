@@ -72,7 +72,7 @@ def runs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(runs, tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "r"
-    assert main(["report", str(runs), "--out", str(out), "--reps", "500"]) == 0
+    assert main(["report", str(runs), "--out", str(out), "--reps", "500", "--online-evals", "1"]) == 0
     return out, json.loads((out / "report.json").read_text())
 
 
@@ -140,7 +140,7 @@ def test_curves_profiles_and_files(report):
 
 def test_same_seed_same_report(runs, report, tmp_path):
     out, numbers = report
-    assert main(["report", str(runs), "--out", str(tmp_path / "again"), "--reps", "500"]) == 0
+    assert main(["report", str(runs), "--out", str(tmp_path / "again"), "--reps", "500", "--online-evals", "1"]) == 0
     assert json.loads((tmp_path / "again" / "report.json").read_text())["aggregates"] == numbers["aggregates"]
 
 
@@ -174,3 +174,29 @@ def test_bad_input_one_line_exit_2(case, needle, runs, tmp_path, capsys):
         assert main(["report", str(src), "--out", str(out), "--overwrite", "--reps", "50"]) == 0
     elif case != "out_is_file":
         assert not out.exists()
+
+
+def test_online_score_is_the_mean_of_the_last_evaluations_and_deltas_aggregate(runs, tmp_path):
+    out = tmp_path / "last3"
+    assert main(["report", str(runs), "--out", str(out), "--reps", "500", "--online-evals", "2"]) == 0
+    numbers = json.loads((out / "report.json").read_text())
+    # Each run's online evaluations lie on a line from offline to online at 1/3, 2/3 and 3/3 of
+    # the budget: the last two average to offline + (online - offline) * 5/6.
+    for r in numbers["runs"]:
+        if not r["normalized"]:
+            continue
+        task = HOPPER if r["env"] == "Hopper-v5" else WALKER
+        lr = 1e-3 if "lr=0.001" in r["setting"] else 1e-4
+        off, on = SCORES[(task, lr)][r["seed"]]
+        assert r["online"] == pytest.approx(off + (on - off) * 5 / 6)
+        assert r["delta"] == pytest.approx((on - off) * 5 / 6)
+    for a in numbers["aggregates"]:
+        if a["phase"] != "delta":
+            continue
+        lr = 1e-3 if "lr=0.001" in a["setting"] else 1e-4
+        deltas = np.array([[(on - off) * 5 / 6 for on_off in [SCORES[(t, lr)][s]] for off, on in [on_off]]
+                           for s in range(3) for t in [HOPPER, WALKER]]).ravel()
+        assert a["mean"] == pytest.approx(deltas.mean())
+        assert a["iqm"] == pytest.approx(scipy.stats.trim_mean(deltas, 0.25))
+        assert a["mean_ci"][0] <= a["mean"] <= a["mean_ci"][1] and "optimality_gap" not in a
+    assert "online: the mean of the last 2 evaluation(s)" in (out / "report.md").read_text()

@@ -186,7 +186,11 @@ class Config:
     included). Logged as g_eval in every eval row."""
     noise_std: Optional[float] = None
     """Std of Gaussian noise added to exploration actions in the [-1, 1] action box, then clipped
-    to it; default 0.1 for deterministic actors (dt, vidt), 0 for stochastic ones. Logged as noise_std."""
+    to it; default 0.1 for deterministic actors (dt, vidt) and --explore-action mean, else 0 (the
+    stochastic actor's own sampling explores). Logged as noise_std."""
+    explore_action: Literal["sample", "mean"] = "sample"
+    """Exploration actions of a stochastic actor (odt, odt-td3): sampled from it (the paper), or its
+    mean action, plus --noise-std where that is set (deterministic actors always use the mean)."""
     noise_schedule: Literal["constant", "linear", "exponential", "cosine"] = "constant"
     """Decay of --noise-std over the online budget: 1, 1 - p, exp(-5 p), (1 + cos(pi p)) / 2."""
     noise_floor: float = 0.0
@@ -234,6 +238,9 @@ class Config:
 
     init: Optional[Path] = None
     """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
+    restart_optimizers: bool = False
+    """odt finetune --init: start LAMB, the warmup and lambda's Adam afresh instead of carrying them
+    over from pretraining (the default carries them over, as `odt run` does)."""
     resume: Optional[Path] = None
     """Continue the killed run in this directory from its last checkpoint, with its own config.json
     (other flags are ignored)."""
@@ -274,7 +281,7 @@ class Config:
         """--noise-std, or its default for the actor's kind."""
         if self.noise_std is not None:
             return self.noise_std
-        return 0.1 if self.resolved_action_head() == "deterministic" else 0.0
+        return 0.1 if self.resolved_action_head() == "deterministic" or self.explore_action == "mean" else 0.0
 
     def reference(self) -> Optional[tuple[float, float]]:
         """(random, expert) returns for normalized scores, when set."""

@@ -36,6 +36,9 @@ class ReportArgs:
     """Bootstrap resamples for every 95% confidence interval."""
     seed: int = 0
     """Seed of the bootstrap resampling."""
+    online_evals: int = 3
+    """The online score of a run: the mean of its last this many online evaluations (1: the final
+    evaluation alone). One snapshot of a policy finetuned at a high learning rate says little."""
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Run:
     summary: dict
     evals: list[dict]
     setting: str = ""
+    online_evals: int = 3
 
     @property
     def task(self) -> tuple[str, str]:
@@ -57,8 +61,22 @@ class Run:
         return all("normalized_mean" in s for s in (self.summary.get("offline"), self.summary.get("final")) if s)
 
     def score(self, phase: str, normalized: bool) -> float | None:
+        """offline: the evaluation after pretraining; online: the mean of the last ``online_evals``
+        evaluations made after finetuning began (the final one alone where there are no rows);
+        delta: online - offline."""
+        if phase == "delta":
+            on, off = self.score("online", normalized), self.score("offline", normalized)
+            return None if on is None or off is None else on - off
+        key = "normalized_mean" if normalized else "return_mean"
         s = self.summary.get("offline" if phase == "offline" else "final")
-        return None if not s else float(s["normalized_mean" if normalized else "return_mean"])
+        if not s:
+            return None
+        if phase == "online":
+            rows = [r[f"eval_{key}"] for r in self.evals
+                    if r.get("phase") == "online" and r.get("online_steps", 0) > 0 and f"eval_{key}" in r]
+            if rows:
+                return float(np.mean(rows[-self.online_evals:]))
+        return float(s[key])
 
     def curve(self, normalized: bool) -> tuple[np.ndarray, np.ndarray]:
         """Evaluation score against online steps; at 0 steps the last evaluation (after pretraining)."""
@@ -159,21 +177,22 @@ def aggregates(runs: list[Run], reps: int, seed: int) -> tuple[list[dict], list[
     out = []
     for setting in sorted({r.setting for r in runs}):
         mine = [r for r in runs if r.setting == setting and r.task in tasks]
-        for phase in ("offline", "online"):
+        for phase in ("offline", "online", "delta"):
             have = [t for t in tasks if any(r.task == t and r.score(phase, normalized) is not None for r in mine)]
             if not have:
                 continue
             m, left_out = _matrix(mine, have, phase, normalized)
+            gap = normalized and phase != "delta"  # a shortfall below 100 means nothing for a change
 
             def func(x):
                 values = [metrics.aggregate_iqm(x), metrics.aggregate_mean(x)]
-                return np.array(values + ([metrics.aggregate_optimality_gap(x, GAMMA)] if normalized else []))
+                return np.array(values + ([metrics.aggregate_optimality_gap(x, GAMMA)] if gap else []))
 
             point, ci = _bootstrap(m, func, reps, seed)
             row = {"setting": setting, "phase": phase, "runs_per_task": m.shape[0], "tasks": m.shape[1],
                    "runs_left_out": left_out, "iqm": point[0], "iqm_ci": ci[:, 0].tolist(),
                    "mean": point[1], "mean_ci": ci[:, 1].tolist()}
-            if normalized:
+            if gap:
                 row.update(optimality_gap=point[2], optimality_gap_ci=ci[:, 2].tolist())
             out.append({k: float(v) if isinstance(v, np.floating) else v for k, v in row.items()})
     return out, tasks, normalized
@@ -188,8 +207,7 @@ def task_table(runs: list[Run]) -> list[dict]:
             norm = all(r.normalized for r in mine)
             off = [s for r in mine for s in [r.score("offline", norm)] if s is not None]
             on = [s for r in mine for s in [r.score("online", norm)] if s is not None]
-            delta = [r.score("online", norm) - r.score("offline", norm) for r in mine
-                     if r.score("online", norm) is not None and r.score("offline", norm) is not None]
+            delta = [s for r in mine for s in [r.score("delta", norm)] if s is not None]
             (om, os_), (nm, ns), (dm, ds) = _mean_std(off), _mean_std(on), _mean_std(delta)
             rows.append({"env": task[0], "dataset": task[1], "setting": setting,
                          "unit": "normalized" if norm else "return", "runs": len(mine),
@@ -325,7 +343,8 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
              (f"Settings differ in: {', '.join(setting_keys)}" if setting_keys else "One setting per task")
              + "; seeds are the replicates.",
              "", "## Offline and online scores per task (Table 5.1 of the ODT paper)", "",
-             "Mean +- std over seeds; offline: after pretraining; online: after finetuning; delta: online - offline.",
+             f"Mean +- std over seeds; offline: the evaluation after pretraining; online: the mean of the last "
+             f"{runs[0].online_evals if runs else 3} evaluation(s) of finetuning; delta: online - offline, per run.",
              "", "| task | setting | unit | runs | offline | online | delta |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in table:
@@ -339,12 +358,14 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
     lines += ["", "## Aggregates across runs and tasks", "",
               f"Over {len(tasks)} task(s) in {unit}: {', '.join(_task_name(t) for t in tasks)}. Point estimate "
               f"[95% stratified bootstrap interval, {reps} resamples] (rliable)."
-              + (f" Optimality gap: mean shortfall below {GAMMA:g}." if normalized else ""), "",
+              + (f" Optimality gap: mean shortfall below {GAMMA:g}." if normalized else "")
+              + " The delta rows aggregate each run's online - offline.", "",
               "| setting | phase | runs x tasks | IQM | mean |" + (" optimality gap |" if normalized else ""),
               "| --- | --- | --- | --- | --- |" + (" --- |" if normalized else "")]
     for a in aggs:
         lines.append(f"| {a['setting']} | {a['phase']} | {a['runs_per_task']} x {a['tasks']} | {_ci(a, 'iqm')} | "
-                     f"{_ci(a, 'mean')} |" + (f" {_ci(a, 'optimality_gap')} |" if normalized else ""))
+                     f"{_ci(a, 'mean')} |" + ((f" {_ci(a, 'optimality_gap')} |" if "optimality_gap" in a else " - |")
+                                             if normalized else ""))
     if any(a["runs_left_out"] for a in aggs):
         lines += ["", "rliable needs as many runs on every task: where tasks had more, the extra runs (highest "
                   "seeds) are left out of the aggregates (`runs_left_out` in report.json)."]
@@ -356,10 +377,14 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
 def report_command(a: ReportArgs) -> int:
     if a.reps <= 0:
         raise ConfigError(f"--reps must be positive, got {a.reps}")
+    if a.online_evals <= 0:
+        raise ConfigError(f"--online-evals must be positive, got {a.online_evals}")
     check_out_dir(a.out, a.overwrite, "report")
     if not a.runs:
         raise ConfigError("give run directories or the --out of an odt sweep: odt report DIR [DIR ...] --out REPORT")
     runs, incomplete = find_runs(a.runs)
+    for r in runs:
+        r.online_evals = a.online_evals
     setting_keys = label_settings(runs)
     import matplotlib
 
@@ -377,12 +402,13 @@ def report_command(a: ReportArgs) -> int:
                                            for k, v in r.items()} for r in aggs])
     numbers = {"runs": [{"path": str(r.path), "env": r.task[0], "dataset": r.task[1], "setting": r.setting,
                          "seed": r.config.get("seed"), "normalized": r.normalized,
-                         "offline": r.score("offline", r.normalized), "online": r.score("online", r.normalized)}
+                         "offline": r.score("offline", r.normalized), "online": r.score("online", r.normalized),
+                         "delta": r.score("delta", r.normalized)}
                         for r in runs],
                "incomplete": [str(p) for p in incomplete], "setting_keys": setting_keys, "table": table,
                "aggregate_tasks": [list(t) for t in tasks], "aggregate_unit": "normalized" if normalized else "return",
                "aggregates": aggs, "curves": curve_rows, "performance_profiles": profiles,
-               "bootstrap": {"reps": a.reps, "seed": a.seed, "confidence": 0.95, "method": "percentile"}}
+               "online_evals": a.online_evals, "bootstrap": {"reps": a.reps, "seed": a.seed, "confidence": 0.95, "method": "percentile"}}
     (a.out / "report.json").write_text(json.dumps(_finite(numbers), indent=1, allow_nan=False) + "\n")
     print(text.split("## Plots")[0].rstrip())
     print(f"\nreport: {a.out / 'report.md'} (table.csv, aggregates.csv, report.json, learning_curves.png, "

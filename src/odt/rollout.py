@@ -26,7 +26,8 @@ class Policy:
 
     def __init__(self, model: DecisionTransformer, obs_mean: np.ndarray, obs_std: np.ndarray,
                  act_low: np.ndarray, act_high: np.ndarray, rtg_scale: float, context: int,
-                 deterministic: bool = True, generator: torch.Generator | None = None, noise_std: float = 0.0):
+                 deterministic: bool = True, generator: torch.Generator | None = None, noise_std: float = 0.0,
+                 sample: bool = True):
         self.model = model
         self.device = next(model.parameters()).device
         self.obs_mean = torch.as_tensor(obs_mean, dtype=torch.float32, device=self.device)
@@ -34,6 +35,7 @@ class Policy:
         self.act_low, self.act_high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
         self.rtg_scale, self.context, self.deterministic = rtg_scale, context, deterministic
         self.generator, self.noise_std = generator, noise_std  # noise: exploration, when not deterministic
+        self.sample = sample  # exploring: a stochastic actor's sampled action, or its mean (plus noise)
         self._n = 0
 
     @classmethod
@@ -88,7 +90,7 @@ class Policy:
                                     self._actions[sel, :p + 1], ts)
         if not self.model.stochastic:
             a = out
-        elif self.deterministic:
+        elif self.deterministic or not self.sample:
             a = out.mode()
         else:
             eps = torch.randn(out.mean.shape, generator=self.generator, device=self.device)

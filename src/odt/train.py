@@ -103,7 +103,8 @@ class Run:
     def policy(self, deterministic: bool, noise: float = 0.0) -> Policy | EnsemblePolicy:
         cfg = self.cfg
         policies = [Policy(lr.model, self.obs_mean, self.obs_std, self.act_low, self.act_high, cfg.rtg_scale,
-                           cfg.eval_context, deterministic=deterministic, generator=self.torch_gen, noise_std=noise)
+                           cfg.eval_context, deterministic=deterministic, generator=self.torch_gen, noise_std=noise,
+                           sample=cfg.explore_action == "sample")
                     for lr in self.learners]
         if len(policies) == 1:
             return policies[0]
@@ -462,6 +463,13 @@ def _checked_horizon(cfg: Config, env_id: str) -> gym.Env:
     return env
 
 
+def _check_dims(state: dict, source: Path, env_id: str, obs_dim: int, act_dim: int) -> None:
+    spec = state["spec"]
+    if (spec["obs_dim"], spec["act_dim"]) != (obs_dim, act_dim):
+        raise ConfigError(f"checkpoint in {source} is for observation/action dimensions "
+                          f"{spec['obs_dim']}/{spec['act_dim']}, but {env_id} has {obs_dim}/{act_dim}")
+
+
 def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict | None = None) -> Run:
     """Validate everything that can fail before anything is written, then create the run directory
     (or, with ``resume``, a checkpoint of a killed run, reopen its directory where it stopped)."""
@@ -469,12 +477,21 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    # Cheap checks first: a wrong run directory or checkpoint must answer at once, not after a
+    # dataset was generated (minutes on an empty cache) or downloaded.
+    init_state = resume
+    if resume is None and init_from is not None:
+        init_state, _ = load_from_run(init_from, "pretrained", device)
+    if resume is None and cfg.out is not None:
+        check_out_dir(cfg.out, cfg.overwrite, "run")
     tasks: list[Task] = []
     if cfg.tasks:  # normalised and padded per task: the run itself sees a [-1, 1] box and unit statistics
         dataset, tasks = load_tasks(list(cfg.tasks), cfg, lambda env_id: _checked_horizon(cfg, env_id))
         act_low, act_high = -np.ones(dataset.act_dim, np.float32), np.ones(dataset.act_dim, np.float32)
     else:
         env = _checked_horizon(cfg, cfg.env)
+        if resume is None and init_from is not None:  # before the dataset: it may take minutes
+            _check_dims(init_state, init_from, cfg.env, env.observation_space.shape[0], env.action_space.shape[0])
         dataset = load_dataset(cfg.dataset, download=cfg.download)
         check_matches_env(dataset, env)
         reference = reference_of(cfg.env, (cfg.ref_min_score, cfg.ref_max_score), dataset.metadata)
@@ -486,13 +503,9 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
         act_low = env.action_space.low.astype(np.float32)
         act_high = env.action_space.high.astype(np.float32)
         env.close()
-    init_state = resume
     if resume is None and init_from is not None:
-        init_state, _ = load_from_run(init_from, "pretrained", device)
         spec = ModelSpec(**init_state["spec"])
-        if (spec.obs_dim, spec.act_dim) != (dataset.obs_dim, dataset.act_dim):
-            raise ConfigError(f"checkpoint in {init_from} is for observation/action dimensions "
-                              f"{spec.obs_dim}/{spec.act_dim}, but {cfg.env} has {dataset.obs_dim}/{dataset.act_dim}")
+        _check_dims(init_state, init_from, cfg.env, dataset.obs_dim, dataset.act_dim)
         # The pretrained network fixes the architecture; the run records what it really used.
         deterministic = spec.action_head == "deterministic"
         if deterministic != (cfg.resolved_action_head() == "deterministic"):
@@ -547,16 +560,19 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
     if resume is not None:
         learner.load_state_dict(resume["learner"])  # everything: optimizers, schedules, critics
     elif init_state is not None:
-        # Model and lambda carry over; the optimizers restart so that the finetuning learning
-        # rate and weight decay of this run's settings apply.
+        # As in `odt run` (and the official code, one process for both phases): the networks,
+        # LAMB's moments, the warmup's position and lambda's Adam carry over; this run's --lr and
+        # --weight-decay apply from its first update. --restart-optimizers starts them afresh.
         saved = [init_state["learner"], *init_state.get("extra", {}).get("ensemble", [])]
         if members and len(saved) < cfg.ensemble:
             logger.info(f"warning: {init_from} holds {len(saved)} pretrained network(s) for an ensemble of "
                         f"{cfg.ensemble}; the others start from its first (pretrain with --ensemble {cfg.ensemble})")
-        for i, lr in enumerate([learner, *members]):
-            lr.load_state_dict(saved[i if i < len(saved) else 0], model_only=True)
-            lr.updates = int(init_state["learner"]["updates"])
-        logger.info(f"initialised from {init_from} ({learner.updates} pretraining updates, lambda {learner.lam:.4f})")
+        for i, member in enumerate([learner, *members]):
+            member.load_state_dict(saved[i if i < len(saved) else 0], model_only=cfg.restart_optimizers)
+            member.updates = int(init_state["learner"]["updates"])
+            member.set_hyperparameters(cfg.lr, cfg.weight_decay)
+        logger.info(f"initialised from {init_from} ({learner.updates} pretraining updates, lambda {learner.lam:.4f}; "
+                    f"optimizers {'restarted' if cfg.restart_optimizers else 'carried over'})")
     run = Run(cfg, run_dir, logger, dataset, learner, obs_mean, obs_std, act_low, act_high, device, rng, torch_gen,
               command=command, members=members, tasks=tasks,
               member_rngs=[np.random.default_rng(cfg.seed + i) for i in range(1, cfg.ensemble)])
@@ -606,16 +622,27 @@ def resume_run(run_dir: Path) -> dict:
 
 
 def summary_table(summary: dict) -> str:
-    lines = [f"{'':<10}{'return':>20}{'normalized':>20}{'updates':>10}{'online steps':>14}"]
+    """Offline and final evaluations with their standard errors (std / sqrt(episodes)), and the
+    change with the standard error of a difference of two independent means."""
+    def se(s: dict, key: str) -> float:
+        return s[f"{key}_std"] / max(s.get("episodes", 1), 1) ** 0.5
+
+    lines = [f"{'':<10}{'return':>20}{'normalized':>20}{'episodes':>10}{'updates':>10}{'online steps':>14}"]
     for name in ("offline", "final"):
         s = summary.get(name)
         if not s:
             continue
-        ret = f"{fmt_return(s['return_mean'])} +- {fmt_return(s['return_std'])}"
-        norm = f"{s['normalized_mean']:.1f} +- {s['normalized_std']:.1f}" if "normalized_mean" in s else "-"
-        lines.append(f"{name:<10}{ret:>20}{norm:>20}{s['updates']:>10}{s['online_steps']:>14}")
-    if summary.get("offline") and summary.get("final") and "normalized_mean" in summary["final"]:
-        delta = summary["final"]["normalized_mean"] - summary["offline"]["normalized_mean"]
-        lines.append(f"{'delta':<10}{'':>20}{delta:>+20.1f}")
+        ret = f"{fmt_return(s['return_mean'])} +- {fmt_return(se(s, 'return'))}"
+        norm = f"{s['normalized_mean']:.1f} +- {se(s, 'normalized'):.1f}" if "normalized_mean" in s else "-"
+        lines.append(f"{name:<10}{ret:>20}{norm:>20}{s.get('episodes', '-'):>10}{s['updates']:>10}"
+                     f"{s['online_steps']:>14}")
+    off, fin = summary.get("offline"), summary.get("final")
+    if off and fin:
+        key = "normalized" if "normalized_mean" in fin and "normalized_mean" in off else "return"
+        delta = fin[f"{key}_mean"] - off[f"{key}_mean"]
+        err = (se(off, key) ** 2 + se(fin, key) ** 2) ** 0.5
+        cell = f"{delta:+.1f} +- {err:.1f}" if key == "normalized" else f"{'+' if delta >= 0 else ''}{fmt_return(delta)} +- {fmt_return(err)}"
+        lines.append(f"{'change':<10}{'':>20}{cell:>20}" if key == "normalized" else f"{'change':<10}{cell:>20}")
+    lines.append("(+- is the standard error of the mean over the evaluation episodes)")
     lines.append(f"wall time {fmt_time(summary.get('wall_time_s', 0))}; run directory {summary.get('run_dir')}")
     return "\n".join(["", "summary", *lines])

@@ -7,11 +7,11 @@ import math
 from dataclasses import dataclass
 
 import torch
-from pytorch_optimizer import Lamb
 
 from ..data.buffer import Batch
 from ..models.critic import TwinCritic
 from ..models.transformer import DecisionTransformer
+from .lamb import Lamb
 from .losses import LOSSES, critic_loss, masked_mean, rl_term, td3_target, temperature_loss
 
 
@@ -40,9 +40,8 @@ class Learner:
         self.loss_fn = LOSSES[algo]
         self.grad_clip, self.entropy_samples, self.precision = grad_clip, entropy_samples, precision
         device = next(model.parameters()).device
-        # The reference uses LAMB with L2 decay folded into the update before the trust ratio.
-        self.optimizer = Lamb(model.parameters(), lr=lr, weight_decay=weight_decay,
-                              weight_decouple=False, eps=1e-8)
+        # The official LAMB: L2 decay folded into the Adam step before the trust ratio (lamb.py).
+        self.optimizer = Lamb(model.parameters(), lr=lr, weight_decay=weight_decay, eps=1e-8)
         # lr_scale: the loop's factor on top of the warmup (finetuning rate, decay, halving on rollback).
         self.lr_scale = 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -85,6 +84,13 @@ class Learner:
         base, factor = self.scheduler.base_lrs, self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for group, lr in zip(self.optimizer.param_groups, base):
             group["lr"] = lr * factor
+
+    def set_hyperparameters(self, lr: float, weight_decay: float) -> None:
+        """This run's learning rate (after warmup) and weight decay, over a loaded optimizer state."""
+        self.scheduler.base_lrs = [lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group["weight_decay"] = weight_decay
+        self.set_lr_scale(self.lr_scale)
 
     def set_anchor(self, reg_weight: float) -> None:
         """Penalise drift from the current weights: reg = sum over tensors of mean((theta - theta_0)^2)

@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from filelock import FileLock
+
 from .trajectories import TrajectoryDataset
 
 ASSETS = Path(__file__).parent / "assets"
@@ -47,12 +49,16 @@ def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
         return reward_hill_dataset(entry["seed"])
     path = ASSETS / entry["file"] if "file" in entry else cache_path(name)
     if not path.is_file():
-        log(f"[data] generating {name} ({entry['transitions']} transitions in {entry['env_id']}) into {path}")
-        policy = None if entry["policy"] is None else BehaviourPolicy.load(ASSETS / entry["policy"])
-        ds = collect(entry["env_id"], entry["transitions"], entry["seed"], policy, name=name, log=log)
-        ds.metadata["generator_version"] = GENERATOR_VERSION
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_npz(ds, path)
+        # Runs of a sweep (and test workers) that start together on an empty cache: one generates,
+        # the others wait for its file instead of generating the same data again.
+        with FileLock(str(path) + ".lock"):
+            if not path.is_file():
+                log(f"[data] generating {name} ({entry['transitions']} transitions in {entry['env_id']}) into {path}")
+                policy = None if entry["policy"] is None else BehaviourPolicy.load(ASSETS / entry["policy"])
+                ds = collect(entry["env_id"], entry["transitions"], entry["seed"], policy, name=name, log=log)
+                ds.metadata["generator_version"] = GENERATOR_VERSION
+                save_npz(ds, path)
     ds = _from_arrays(_read_npz(path), name)
     ds.name = name
     return ds
