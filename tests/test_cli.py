@@ -9,7 +9,7 @@ from odt.config import Config, preset, preset_names
 
 TINY = ["--preset", "cpu-small", "--embed-dim", "32", "--n-layer", "1", "--batch-size", "8",
         "--pretrain-updates", "6", "--online-steps", "60", "--updates-per-round", "3", "--eval-every", "2",
-        "--eval-episodes", "2", "--max-ep-len", "1000", "--threads", "1", "--no-progress"]
+        "--eval-episodes", "2", "--max-ep-len", "1000", "--threads", "1", "--episodes-per-round", "1", "--no-progress"]
 
 
 def odt(*args, check=True):

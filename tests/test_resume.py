@@ -11,7 +11,7 @@ import torch
 
 ARGS = ["--preset", "cpu-small", "--embed-dim", "32", "--n-layer", "1", "--batch-size", "8",
         "--pretrain-updates", "40", "--online-steps", "400", "--updates-per-round", "30", "--eval-every", "2",
-        "--eval-episodes", "2", "--threads", "1", "--no-progress", "--checkpoint-every", "1"]
+        "--eval-episodes", "2", "--threads", "1", "--no-progress", "--checkpoint-every", "1", "--episodes-per-round", "1"]
 
 
 def _start(out, hopper_npz, algo):
