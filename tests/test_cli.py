@@ -181,7 +181,8 @@ def test_finetune_init_carries_the_optimizers_over_like_run(restart, tmp_path, h
     tiny = [a for a in TINY if a != "--no-progress"] + ["--no-progress", "--dataset", str(hopper_npz)]
     assert main(["pretrain", *tiny, "--out", str(pre)]) == 0
     flags = ["--restart-optimizers"] if restart else []
-    assert main(["finetune", *tiny, "--init", str(pre), "--out", str(ft), "--lr", "2e-3", *flags]) == 0
+    assert main(["finetune", *tiny, "--init", str(pre), "--out", str(ft), "--lr", "2e-3", "--lambda-lr", "3e-3",
+                 *flags]) == 0
     rounds = [r for r in map(json.loads, (ft / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "round"]
     state = load_checkpoint(ft / "checkpoints" / "final.pt")["learner"]
     updates = rounds[-1]["updates"]
@@ -190,3 +191,4 @@ def test_finetune_init_carries_the_optimizers_over_like_run(restart, tmp_path, h
     steps = updates - 6 if restart else updates
     assert state["optimizer"]["param_groups"][0]["step"] == steps
     assert rounds[-1]["lr"] == pytest.approx(1e-4 * steps / 500)  # this run's --finetune-lr applies
+    assert state["lambda_optimizer"]["param_groups"][0]["lr"] == 3e-3  # and its --lambda-lr

@@ -570,7 +570,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, resume: dict
         for i, member in enumerate([learner, *members]):
             member.load_state_dict(saved[i if i < len(saved) else 0], model_only=cfg.restart_optimizers)
             member.updates = int(init_state["learner"]["updates"])
-            member.set_hyperparameters(cfg.lr, cfg.weight_decay)
+            member.set_hyperparameters(cfg.lr, cfg.weight_decay, cfg.lambda_lr, cfg.critic_lr)
         logger.info(f"initialised from {init_from} ({learner.updates} pretraining updates, lambda {learner.lam:.4f}; "
                     f"optimizers {'restarted' if cfg.restart_optimizers else 'carried over'})")
     run = Run(cfg, run_dir, logger, dataset, learner, obs_mean, obs_std, act_low, act_high, device, rng, torch_gen,

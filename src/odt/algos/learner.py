@@ -85,11 +85,18 @@ class Learner:
         for group, lr in zip(self.optimizer.param_groups, base):
             group["lr"] = lr * factor
 
-    def set_hyperparameters(self, lr: float, weight_decay: float) -> None:
-        """This run's learning rate (after warmup) and weight decay, over a loaded optimizer state."""
+    def set_hyperparameters(self, lr: float, weight_decay: float, lambda_lr: float,
+                            critic_lr: float | None = None) -> None:
+        """This run's rates (LAMB's after warmup, the temperature's, the critics') and weight decay,
+        over a loaded optimizer state, which would otherwise keep the pretraining run's."""
         self.scheduler.base_lrs = [lr for _ in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
             group["weight_decay"] = weight_decay
+        for group in self.lambda_optimizer.param_groups:
+            group["lr"] = lambda_lr
+        if self.td3 is not None and critic_lr is not None:
+            for group in self.critic_optimizer.param_groups:
+                group["lr"] = critic_lr
         self.set_lr_scale(self.lr_scale)
 
     def set_anchor(self, reg_weight: float) -> None:
