@@ -641,8 +641,10 @@ def summary_table(summary: dict) -> str:
         key = "normalized" if "normalized_mean" in fin and "normalized_mean" in off else "return"
         delta = fin[f"{key}_mean"] - off[f"{key}_mean"]
         err = (se(off, key) ** 2 + se(fin, key) ** 2) ** 0.5
-        cell = f"{delta:+.1f} +- {err:.1f}" if key == "normalized" else f"{'+' if delta >= 0 else ''}{fmt_return(delta)} +- {fmt_return(err)}"
-        lines.append(f"{'change':<10}{'':>20}{cell:>20}" if key == "normalized" else f"{'change':<10}{cell:>20}")
+        if key == "normalized":
+            lines.append(f"{'change':<10}{'':>20}{f'{delta:+.1f} +- {err:.1f}':>20}")
+        else:
+            lines.append(f"{'change':<10}{'+' * (delta >= 0) + fmt_return(delta) + ' +- ' + fmt_return(err):>20}")
     lines.append("(+- is the standard error of the mean over the evaluation episodes)")
     lines.append(f"wall time {fmt_time(summary.get('wall_time_s', 0))}; run directory {summary.get('run_dir')}")
     return "\n".join(["", "summary", *lines])
