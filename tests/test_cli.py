@@ -178,7 +178,7 @@ def test_finetune_init_carries_the_optimizers_over_like_run(restart, tmp_path, h
     from odt.cli import main
 
     pre, ft = tmp_path / "pre", tmp_path / "ft"
-    tiny = [a for a in TINY if a != "--no-progress"] + ["--no-progress", "--dataset", str(hopper_npz)]
+    tiny = [*TINY, "--dataset", str(hopper_npz)]
     assert main(["pretrain", *tiny, "--out", str(pre)]) == 0
     flags = ["--restart-optimizers"] if restart else []
     assert main(["finetune", *tiny, "--init", str(pre), "--out", str(ft), "--lr", "2e-3", "--lambda-lr", "3e-3",

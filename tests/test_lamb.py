@@ -25,6 +25,12 @@ def _reference_step(params, grads, state, t, lr, wd, betas=(0.9, 0.999), eps=1e-
         p -= lr * u
 
 
+def _step(model, opt, x):
+    opt.zero_grad()
+    model(x).sum().backward()
+    opt.step()
+
+
 def _model():
     torch.manual_seed(0)
     return torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.LayerNorm(8), torch.nn.Linear(8, 2))
@@ -55,9 +61,7 @@ def test_without_weight_decay_lamb_is_adam():
     for step in range(10):
         x = torch.randn(8, 4)
         for m, opt in ((a, lamb), (b, adam)):
-            opt.zero_grad()
-            m(x).sum().backward()
-            opt.step()
+            _step(m, opt, x)
     for p, q in zip(a.parameters(), b.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-7)
 
@@ -80,17 +84,13 @@ def test_state_round_trips_through_state_dict():
     a = _model()
     opt = Lamb(a.parameters(), lr=1e-3, weight_decay=1e-3)
     for _ in range(3):
-        opt.zero_grad()
-        a(torch.randn(4, 4)).sum().backward()
-        opt.step()
+        _step(a, opt, torch.randn(4, 4))
     b = copy.deepcopy(a)
     opt_b = Lamb(b.parameters(), lr=1e-3, weight_decay=1e-3)
     opt_b.load_state_dict(copy.deepcopy(opt.state_dict()))
     x = torch.randn(4, 4)
     for m, o in ((a, opt), (b, opt_b)):
-        o.zero_grad()
-        m(x).sum().backward()
-        o.step()
+        _step(m, o, x)
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.equal(p, q)
     assert opt.param_groups[0]["step"] == 4 and not math.isnan(float(next(a.parameters()).detach().sum()))

@@ -335,7 +335,7 @@ def _ci(row: dict, key: str) -> str:
 
 
 def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized: bool, runs: list[Run],
-             incomplete: list[Path], setting_keys: list[str], reps: int) -> str:
+             incomplete: list[Path], setting_keys: list[str], reps: int, online_evals: int) -> str:
     lines = ["# odt report", "",
              f"{len(runs)} complete runs on {len({r.task for r in runs})} task(s)"
              + (f"; {len(incomplete)} incomplete run(s) left out (no summary.json): "
@@ -344,7 +344,7 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
              + "; seeds are the replicates.",
              "", "## Offline and online scores per task (Table 5.1 of the ODT paper)", "",
              f"Mean +- std over seeds; offline: the evaluation after pretraining; online: the mean of the last "
-             f"{runs[0].online_evals if runs else 3} evaluation(s) of finetuning; delta: online - offline, per run.",
+             f"{online_evals} evaluation(s) of finetuning; delta: online - offline, per run.",
              "", "| task | setting | unit | runs | offline | online | delta |",
              "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in table:
@@ -395,7 +395,7 @@ def report_command(a: ReportArgs) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curve_rows, a.out / "learning_curves.png")
     profiles = plot_profiles(runs, tasks, normalized, a.reps, a.seed, a.out / "performance_profile.png")
-    text = markdown(table, aggs, tasks, normalized, runs, incomplete, setting_keys, a.reps)
+    text = markdown(table, aggs, tasks, normalized, runs, incomplete, setting_keys, a.reps, a.online_evals)
     (a.out / "report.md").write_text(text)
     _write_csv(a.out / "table.csv", [_finite({k: v for k, v in r.items() if k != "seeds"}) for r in table])
     _write_csv(a.out / "aggregates.csv", [{k: (" ".join(map(str, v)) if isinstance(v, list) else v)
