@@ -47,8 +47,8 @@ def build(directory: Path, n: int, mean_length: int) -> dict[str, str]:
     import h5py
     import minari
 
-    from odt.data.generate import write_minari
-    from odt.data.sources import _from_arrays, save_npz
+    from odt.data.formats import from_arrays, save_npz
+    from odt.data.minari import write_minari
     from odt.data.trajectories import episode_ends
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -63,7 +63,7 @@ def build(directory: Path, n: int, mean_length: int) -> dict[str, str]:
                 f[k] = v
         os.replace(sources["hdf5"] + ".tmp", sources["hdf5"])
     final = a["next_observations"][episode_ends(a["terminals"], a["timeouts"])]
-    ds = _from_arrays(dict(a, final_observations=final, metadata={"env_id": "Hopper-v5"}), "bench")
+    ds = from_arrays(dict(a, final_observations=final, metadata={"env_id": "Hopper-v5"}), "bench")
     if not Path(sources["npz"]).is_file():
         save_npz(ds, Path(sources["npz"]))
     if sources["minari"] not in minari.list_local_datasets():

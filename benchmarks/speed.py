@@ -20,7 +20,7 @@ import torch
 from odt.algos.learner import Learner
 from odt.data.buffer import Batch
 from odt.models.transformer import DecisionTransformer, ModelSpec
-from odt.rollout import Policy
+from odt.policy import Policy
 
 REFERENCE = {"small": 0.21, "paper": 11.0, "act": 12.7e-3}
 TARGET = {"small": 2 / 3, "paper": 1 / 2, "act": 3e-3 / 12.7e-3}

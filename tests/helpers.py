@@ -15,7 +15,7 @@ def make_episode(T: int, obs_dim: int = 3, act_dim: int = 2, reward: float | Non
 def hopper_npz(tmp_path_factory):
     """A small real Hopper-v5 dataset (uniform random actions), written in odt's .npz format."""
     from odt.data.generate import collect
-    from odt.data.sources import save_npz
+    from odt.data.formats import save_npz
 
     path = tmp_path_factory.mktemp("data") / "hopper-random-small.npz"
     save_npz(collect("Hopper-v5", 3000, seed=0, policy=None, name="test", log=lambda line: None), path)

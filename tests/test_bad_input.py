@@ -7,7 +7,7 @@ import pytest
 
 from odt.cli import main
 from odt.config import Config
-from odt.data.sources import save_npz
+from odt.data.formats import save_npz
 from odt.data.trajectories import TrajectoryDataset
 
 from helpers import make_episode

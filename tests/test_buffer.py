@@ -59,17 +59,17 @@ def test_states_are_normalised():
 def test_seeding_takes_top_n_and_drops_none_when_fewer():
     eps = [make_episode(3, reward=r, seed=i) for i, r in enumerate([5.0, 1.0, 9.0, 3.0, 7.0])]
     buf = _buf(3)
-    buf.seed(eps, 3)
+    buf.fill(eps, 3)
     assert sorted(e.ret for e in buf.episodes) == [15.0, 21.0, 27.0]  # top 3 by return
     all_in = _buf(10)
-    all_in.seed(eps, 10)
+    all_in.fill(eps, 10)
     assert len(all_in) == 5  # fewer than N: every one is kept, the worst included
 
 
 def test_eviction_offline_lowest_return_first_then_fifo():
     eps = [make_episode(2, reward=r, seed=i) for i, r in enumerate([5.0, 1.0, 9.0])]
     buf = _buf(3)
-    buf.seed(eps)
+    buf.fill(eps)
     online = [make_episode(2, reward=100.0 + i, seed=10 + i) for i in range(4)]
     for ep in online:
         ep.online = True

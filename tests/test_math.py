@@ -155,7 +155,7 @@ def test_split_episodes_keeps_trailing_partial_and_flags():
 
 
 def test_summary_prints_standard_errors_and_the_change_with_its_error():
-    from odt.train import summary_table
+    from odt.evaluation import summary_table
 
     def phase(mean, std, n, updates, steps):
         return {"return_mean": 30 * mean, "return_std": 30 * std, "normalized_mean": mean, "normalized_std": std,

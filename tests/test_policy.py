@@ -3,7 +3,9 @@ import pytest
 import torch
 
 from odt.models.transformer import DecisionTransformer, ModelSpec
-from odt.rollout import Policy, make_vector_env, rollout
+from odt.envs.make import make_vector_env
+from odt.policy import Policy
+from odt.rollout import rollout
 
 
 def _policy(context=5, head="tanh_gaussian", deterministic=True, **kw):

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 
 from odt.cli import main
-from odt.data.sources import save_npz
-from odt.envs.reward_hill import hill_reward, probe, reward_hill_dataset
+from odt.data.formats import save_npz
+from odt.envs.reward_hill import hill_reward, reward_hill_dataset
+from odt.toy import probe
 
 TARGETS = [0.2, 0.45, 0.7, 0.9]  # spread over the data's returns, 0 to 1
 

@@ -9,7 +9,8 @@ import pytest
 
 from odt.cli import main
 from odt.config import ConfigError
-from odt.data.sources import check_matches_env, load_dataset, save_npz
+from odt.data.formats import save_npz
+from odt.data.sources import check_matches_env, load_dataset
 from odt.data.trajectories import TrajectoryDataset
 
 from helpers import make_episode

@@ -88,7 +88,7 @@ def test_policy_delay_and_polyak_targets():
 
 
 def test_critic_learns_the_one_step_reward_and_the_rl_term_climbs_it():
-    learner = _learner(TD3Settings(policy_delay=1, alpha=1.0))
+    learner = _learner(TD3Settings(policy_delay=1, rl_alpha=1.0))
     buf = _hill_buffer()
     rng = np.random.default_rng(0)
     for _ in range(400):
@@ -159,7 +159,7 @@ def test_toy_json_for_one_run(tmp_path, capsys, monkeypatch):
         cfg.pretrain_updates, cfg.online_steps = 5, 10
         return cfg
 
-    monkeypatch.setattr("odt.cli.preset", short)
+    monkeypatch.setattr("odt.toy.preset", short)
     assert main(["toy", "reward-hill", "--algo", "vidt", "--out", str(tmp_path), "--json"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert {"action", "reward", "algo", "seed"} <= r.keys() and -1 <= r["action"] <= 1

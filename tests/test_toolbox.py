@@ -86,7 +86,7 @@ def _const_episodes(returns_per_step, lengths):
 def test_prioritized_probabilities_and_empirical_frequencies():
     eps = _const_episodes([0.0, 1.0, 2.0], [10, 10, 10])  # returns 0, 10, 20
     buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, priority_alpha=1.0)
-    buf.seed(eps)
+    buf.fill(eps)
     priority = np.array([0.2, 10.2, 20.2])  # return - lowest + 1% of the range
     order = np.argsort([e.ret for e in buf.episodes])
     np.testing.assert_allclose(buf.sampling_probabilities()[order], priority / priority.sum())
@@ -101,7 +101,7 @@ def test_prioritized_probabilities_and_empirical_frequencies():
 def test_length_proportional_sampling_unchanged_by_default():
     eps = _const_episodes([1.0, 2.0], [10, 30])
     buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0)
-    buf.seed(eps)
+    buf.fill(eps)
     b = buf.sample(20_000, 1, np.random.default_rng(0))
     assert (b.rewards[:, 0] == 2.0).float().mean().item() == pytest.approx(0.75, abs=0.01)
 
@@ -123,17 +123,17 @@ def test_hindsight_off_keeps_the_conditioning_target():
 def test_random_seeding_takes_n_at_random():
     eps = _const_episodes(np.arange(20, dtype=float), [5] * 20)
     top = ReplayBuffer(5, np.zeros(3), np.ones(3), 1.0)
-    top.seed(eps)
+    top.fill(eps)
     assert sorted(e.ret for e in top.episodes) == [75, 80, 85, 90, 95]
     rnd = ReplayBuffer(5, np.zeros(3), np.ones(3), 1.0)
-    rnd.seed(eps, rng=np.random.default_rng(3))
+    rnd.fill(eps, rng=np.random.default_rng(3))
     chosen = np.random.default_rng(3).choice(20, size=5, replace=False)
     assert sorted(e.ret for e in rnd.episodes) == sorted(eps[i].ret for i in chosen)
 
 
 def test_batch_cat():
     buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, keep_next=True)
-    buf.seed(_const_episodes([1.0, 2.0], [10, 10]))
+    buf.fill(_const_episodes([1.0, 2.0], [10, 10]))
     rng = np.random.default_rng(0)
     b = Batch.cat([buf.sample(3, 4, rng), None, buf.sample(5, 4, rng)])
     assert b.states.shape == (8, 4, 3) and b.critic_mask.shape == (8, 4)
@@ -154,7 +154,7 @@ def test_reg_loss_equals_the_tutorials_formula_and_enters_the_loss():
     learner.set_anchor(2.0)
     anchor = [p.detach().clone() for p in learner.model.parameters()]
     buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
-    buf.seed(_const_episodes([1.0, 2.0], [10, 10]))
+    buf.fill(_const_episodes([1.0, 2.0], [10, 10]))
     for _ in range(3):
         m = learner.update(buf.sample(8, 4, np.random.default_rng(0)))
     expected = sum(float(((p.detach() - a) ** 2).mean()) for p, a in zip(learner.model.parameters(), anchor))
@@ -167,7 +167,7 @@ def test_reg_loss_equals_the_tutorials_formula_and_enters_the_loss():
 def test_lr_scale_and_restore_weights_keep_counters_forward():
     learner = _learner()
     buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
-    buf.seed(_const_episodes([1.0, 2.0], [10, 10]))
+    buf.fill(_const_episodes([1.0, 2.0], [10, 10]))
     learner.update(buf.sample(8, 4, np.random.default_rng(0)))
     saved = {k: v for k, v in learner.state_dict().items()}
     import copy
@@ -245,7 +245,8 @@ def test_target_clip_multiple_and_best_eval_target(tmp_path):
 
 def test_best_checkpoint_rollback_restores_best_weights_exactly_and_early_stop(tmp_path):
     from odt.checkpoint import load_checkpoint
-    from odt.train import setup
+    from odt.data.buffer import ReplayBuffer
+    from odt.setup import setup
 
     cfg = preset("reward-hill")
     cfg.out, cfg.progress, cfg.pretrain_updates = tmp_path / "rb", False, 20
@@ -254,8 +255,8 @@ def test_best_checkpoint_rollback_restores_best_weights_exactly_and_early_stop(t
     try:
         run.pretrain()
         run.phase = "online"
-        run.buffer = run._new_buffer(100)
-        run.buffer.seed(run.dataset.episodes)
+        run.buffer = ReplayBuffer.for_config(run.cfg, 100, run.obs_mean, run.obs_std)
+        run.buffer.fill(run.dataset.episodes)
         assert run._after_eval({"eval_return_mean": 1.0}) is None  # the first is the best
         best = load_checkpoint(run.run_dir / "checkpoints" / "best.pt")
         run._updates(run.buffer, 5)
@@ -267,7 +268,7 @@ def test_best_checkpoint_rollback_restores_best_weights_exactly_and_early_stop(t
         for k, v in run.learner.model.state_dict().items():
             assert torch.equal(v, best["learner"]["model"][k]), k
         assert torch.equal(run.learner.log_lambda, best["learner"]["log_lambda"])
-        assert run.learner.updates == updates and run.safety["lr_factor"] == 0.5
+        assert run.learner.updates == updates and run.safety.lr_factor == 0.5
         assert run._after_eval({"eval_return_mean": 0.99}) == "stop"  # 3 evaluations without a new best
     finally:
         run.close()
@@ -288,8 +289,7 @@ def test_early_stop_ends_finetuning_before_the_budget(tmp_path):
 
 
 def test_ensemble_disagreement_and_member_modes(tmp_path):
-    from odt.checkpoint import load_policy
-    from odt.rollout import EnsemblePolicy
+    from odt.policy import EnsemblePolicy, load_policy
 
     out, rows = _run(tmp_path, "ens", "--ensemble", "2", "--online-steps", "50")
     rounds = _rounds(rows)
@@ -343,7 +343,7 @@ def test_old_configs_with_explore_noise_still_load():
 @pytest.mark.slow
 def test_multitask_pads_spaces_mixes_batches_and_evaluates_per_task(tmp_path, hopper_npz):
     from odt.data.generate import collect
-    from odt.data.sources import save_npz
+    from odt.data.formats import save_npz
 
     pend = tmp_path / "pendulum.npz"
     save_npz(collect("InvertedPendulum-v5", 1500, seed=0, policy=None, name="p", log=lambda line: None), pend)

@@ -3,7 +3,7 @@ online (ODT), and act with it."""
 from . import envs  # noqa: F401  (registers odt/RewardHill-v0 with Gymnasium)
 from .config import Config, preset
 from .data.sources import load_dataset
-from .rollout import Policy
+from .policy import Policy
 from .scores import normalized_score
 
 __all__ = ["Config", "preset", "load_dataset", "Policy", "normalized_score"]

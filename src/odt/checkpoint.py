@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from .config import Config, ConfigError
+from .config import ConfigError
 from .models.transformer import DecisionTransformer, ModelSpec
 
 
@@ -113,23 +113,3 @@ def load_from_run(run_dir: Path, name: str = "final", device: str = "cpu") -> tu
 
 def build_model(spec: dict, device: str) -> DecisionTransformer:
     return DecisionTransformer(ModelSpec(**spec)).to(device)
-
-
-def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu", deterministic: bool = True):
-    from .rollout import Policy
-
-    from .rollout import EnsemblePolicy
-
-    state, _ = load_from_run(run_dir, checkpoint, device)
-    cfg = Config.load(Path(run_dir) / "config.json")
-    policies = []
-    for learner in [state["learner"], *state.get("extra", {}).get("ensemble", [])]:
-        model = build_model(state["spec"], device)
-        model.load_state_dict(learner["model"])
-        model.eval()
-        policies.append(Policy(model, state["obs_mean"].cpu().numpy(), state["obs_std"].cpu().numpy(),
-                               state["act_low"].cpu().numpy(), state["act_high"].cpu().numpy(),
-                               rtg_scale=cfg.rtg_scale, context=cfg.eval_context, deterministic=deterministic))
-    if len(policies) == 1:
-        return policies[0]
-    return EnsemblePolicy(policies, cfg.ensemble_mode, cfg.ensemble_scale, deterministic=deterministic)

@@ -7,13 +7,17 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal, Optional, TypeVar
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+from .models.transformer import ModelSpec
+from .schedules import parse_range
+
+T = TypeVar("T")
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -31,8 +35,9 @@ def check_out_dir(out: Path, overwrite: bool, what: str) -> None:
 
 
 @dataclass
-class Config:
-    # --- what to train on -------------------------------------------------------------
+class RunSettings:
+    """What to train on, and how the run computes."""
+
     env: str = "Hopper-v5"
     """Gymnasium environment id used for rollouts and evaluation."""
     dataset: str = "odt/hopper-medium"
@@ -57,7 +62,11 @@ class Config:
     preset: Optional[str] = None
     """Named preset the defaults came from (paper tables C.1-C.4 or cpu-small); flags override it."""
 
-    # --- model -------------------------------------------------------------------------
+
+@dataclass
+class ModelSettings:
+    """The transformer and its action head."""
+
     embed_dim: int = 512
     """Transformer embedding size."""
     n_layer: int = 4
@@ -83,7 +92,11 @@ class Config:
     entropy_samples: int = 1
     """Monte Carlo samples per position for the entropy of the tanh-squashed Gaussian."""
 
-    # --- optimisation ------------------------------------------------------------------
+
+@dataclass
+class OptimSettings:
+    """LAMB, its warmup, the temperature lambda, and the scale of returns-to-go."""
+
     batch_size: int = 256
     """Windows per gradient step (B)."""
     lr: float = 1e-4
@@ -106,7 +119,12 @@ class Config:
     rtg_scale: float = 1000.0
     """Returns-to-go (and targets) are divided by this before entering the model."""
 
-    # --- TD3 critic and RL term (vidt, odt-td3) -----------------------------------------
+
+@dataclass
+class TD3Settings:
+    """The TD3 part of ViDT (vidt, odt-td3): twin critics, target networks, and the RL term in the
+    actor loss."""
+
     rl_alpha: float = 0.1
     """Weight alpha of the RL term, the mean over valid positions of -Q1(s, actor's mean action)."""
     rl_normalize: bool = False
@@ -131,13 +149,16 @@ class Config:
     critic_layernorm: bool = False
     """LayerNorm after each hidden layer of the critics."""
 
-    # --- offline pretraining -----------------------------------------------------------
+
+@dataclass
+class OnlineSettings:
+    """Offline pretraining, then online finetuning (Algorithm 1)."""
+
     pretrain_updates: int = 5000
     """Gradient updates on the offline dataset before finetuning."""
     pretrain_eval_every: int = 0
     """Evaluate every this many pretraining updates; 0: only at the end."""
 
-    # --- online finetuning (Algorithm 1) -----------------------------------------------
     online_steps: int = 200_000
     """Online budget in environment steps; finetuning stops once it is spent."""
     updates_per_round: int = 300
@@ -157,7 +178,11 @@ class Config:
     checkpoint_every: int = 10
     """Save a checkpoint every this many rounds (and at the end of each phase)."""
 
-    # --- the practical toolbox (tutorial sections 3, 5, 7, 9); off by default --------------
+
+@dataclass
+class ToolboxSettings:
+    """The practical toolbox (tutorial sections 3, 5, 7, 9) and the ablations; off by default."""
+
     # Schedules run over the online budget: progress = online steps done / --online-steps.
     return_target: Literal["fixed", "percentile", "ucb", "curriculum"] = "fixed"
     """Exploration target g_online. fixed: --g-online (or --target-multiple x the expert return);
@@ -236,6 +261,16 @@ class Config:
     buffer_seeding: Literal["top", "random"] = "top"
     """Ablation: seed the online buffer with the top-N offline trajectories by return, or N at random."""
 
+@dataclass
+class OutputSettings:
+    """Where the run writes, and the run it starts from or continues."""
+
+    out: Optional[Path] = None
+    """Run directory; default runs/<env>-<algo>-<seed>-<time>."""
+    overwrite: bool = False
+    """Allow writing into an existing, non-empty run directory."""
+    progress: bool = True
+    """Show progress bars and rates on the terminal."""
     init: Optional[Path] = None
     """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
     restart_optimizers: bool = False
@@ -245,15 +280,17 @@ class Config:
     """Continue the killed run in this directory from its last checkpoint, with its own config.json
     (other flags are ignored)."""
 
-    # --- output ------------------------------------------------------------------------
-    out: Optional[Path] = None
-    """Run directory; default runs/<env>-<algo>-<seed>-<time>."""
-    overwrite: bool = False
-    """Allow writing into an existing, non-empty run directory."""
-    progress: bool = True
-    """Show progress bars and rates on the terminal."""
 
-    # --- derived -----------------------------------------------------------------------
+# The groups are the sections of `odt run --help`; Config holds all their fields, flat (base
+# classes listed last-first so that config.json keeps the sections' order).
+@dataclass
+class Config(OutputSettings, ToolboxSettings, OnlineSettings, TD3Settings, OptimSettings, ModelSettings,
+             RunSettings):
+    """Every setting of a run."""
+
+    GROUPS = (RunSettings, ModelSettings, OptimSettings, TD3Settings, OnlineSettings, ToolboxSettings,
+              OutputSettings)
+
     def resolved_action_head(self) -> str:
         if self.action_head != "auto":
             return self.action_head
@@ -270,8 +307,6 @@ class Config:
         return "dt" if self.algo in ("dt", "vidt") else "odt"
 
     def offline_ratios(self) -> tuple[float, float]:
-        from .schedules import parse_range
-
         try:
             return parse_range(self.offline_ratio, "offline-ratio")
         except ValueError as e:
@@ -289,14 +324,13 @@ class Config:
             return None
         return self.ref_min_score, self.ref_max_score
 
-    def model_spec(self, obs_dim: int, act_dim: int):
-        from .models.transformer import ModelSpec
+    def group(self, cls: type[T], **given) -> T:
+        """A component's settings dataclass, each field taken from the config field of its name
+        (``given`` supplies what the config does not hold)."""
+        return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls) if f.name not in given}, **given)
 
-        return ModelSpec(obs_dim=obs_dim, act_dim=act_dim, embed_dim=self.embed_dim, n_layer=self.n_layer,
-                         n_head=self.n_head, dropout=self.dropout, context_len=self.context_len,
-                         timestep_embedding=self.timestep_embedding, max_ep_len=self.max_ep_len,
-                         action_head=self.resolved_action_head(), log_std_min=self.log_std_min,
-                         log_std_max=self.log_std_max)
+    def model_spec(self, obs_dim: int, act_dim: int) -> ModelSpec:
+        return self.group(ModelSpec, obs_dim=obs_dim, act_dim=act_dim, action_head=self.resolved_action_head())
 
     def validate(self) -> "Config":
         positive = ["embed_dim", "n_layer", "n_head", "context_len", "eval_context", "batch_size",

@@ -73,6 +73,13 @@ class ReturnTarget:
         self.recent: deque[float] = deque(maxlen=window)
         self.lowest, self.highest = math.inf, -math.inf
 
+    @classmethod
+    def for_config(cls, cfg) -> "ReturnTarget":
+        """From a ``Config`` (not imported here: the config parses its ranges with this module)."""
+        g = cfg.g_online if cfg.target_multiple is None else cfg.target_multiple * cfg.ref_max_score
+        return cls(cfg.return_target, g, p0=cfg.target_p0, p1=cfg.target_p1, beta0=cfg.target_beta0,
+                   beta1=cfg.target_beta1, window=cfg.target_window, clip=cfg.target_clip, clip_c=cfg.target_clip_c)
+
     def observe(self, returns) -> None:
         for r in np.asarray(returns, dtype=np.float64).reshape(-1):
             self.recent.append(float(r))

@@ -3,10 +3,13 @@ point is a separate ``odt run`` process inside a Ray task and an ordinary run di
 ``--out``; running the same command again skips the complete runs and resumes the killed ones."""
 from __future__ import annotations
 
+import ctypes
 import itertools
 import json
+import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -18,6 +21,8 @@ from typing import Optional
 import tyro
 
 from .config import ConfigError, tomllib
+from .data.sources import load_dataset
+from .flags import parse_config
 from .logging import fmt_time
 
 GROUP_DIR = Path(__file__).parent / "sweeps"
@@ -160,8 +165,6 @@ def _name_part(key: str, value: str) -> str:
 def plan(a: SweepArgs, passthrough: list[str]) -> tuple[dict, list[str], list[Point]]:
     """Every grid point's `odt run` flags, each parsed here, so that a bad preset, key or value ends
     the sweep with one line before Ray starts; and what each run directory holds already."""
-    from .cli import parse_config
-
     if a.cpus_per_run <= 0 or a.gpus_per_run < 0 or a.retries < 0:
         raise ConfigError("--cpus-per-run must be positive, --gpus-per-run and --retries >= 0")
     if a.out.exists() and not a.out.is_dir():
@@ -228,12 +231,13 @@ def run_point(name: str, run_dir: str, args: list[str], cwd: str) -> str:
     resume = (d / "config.json").is_file() and any((d / "checkpoints").glob("*.pt"))
     # Without checkpoints nothing was done worth keeping: --overwrite clears the files of a failed try.
     flags = ["--resume", run_dir] if resume else [*args, "--overwrite"]
-    cmd = [sys.executable, "-m", "odt.sweep", "run", *flags]
+    cmd = [sys.executable, "-m", "odt", "run", *flags]
     d.mkdir(parents=True, exist_ok=True)
     with open(d / "output.log", "a") as log:
         log.write(f"--- odt sweep {datetime.now():%Y-%m-%d %H:%M:%S}: {shlex.join(cmd)}\n")
         log.flush()
-        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd).returncode
+        code = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=cwd,
+                              env={**os.environ, "ODT_DIE_WITH_PARENT": "1"}).returncode
     if code:
         raise RunFailed(f"run {name} exited with code {code}; see {d / 'output.log'}")
     return "resumed" if resume else "done"
@@ -347,8 +351,6 @@ def _prepare_datasets(points: list[Point]) -> None:
     """Load each dataset of the grid once before the runs start: an embedded dataset is generated
     and cached, a Minari one downloaded, here rather than by several runs at once racing to write
     the same files; and a missing one ends the sweep before it starts."""
-    from .data.sources import load_dataset
-
     seen = set()
     for p in points:
         if p.state == "resume" or p.dataset in seen:
@@ -370,19 +372,9 @@ def _finish(a: SweepArgs, points: list[Point], failed: dict[str, str], seconds: 
     return 0
 
 
-def _die_with_parent() -> None:
-    # A run must not outlive its Ray worker (Ctrl-C, ray.shutdown, a lost node): an orphan would go
-    # on writing into a run directory that the next `odt sweep` resumes.
+def die_with_parent() -> None:
+    """Called by a grid point's process (`python -m odt`, with ODT_DIE_WITH_PARENT set): a run must
+    not outlive its Ray worker (Ctrl-C, ray.shutdown, a lost node), or an orphan would go on writing
+    into a run directory that the next `odt sweep` resumes."""
     if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-if __name__ == "__main__":  # a grid point's process: `python -m odt.sweep run FLAGS`
-    _die_with_parent()
-    from .cli import entry
-
-    sys.argv[0] = "odt"  # run.log and summary.json record the command as `odt run ...`
-    entry()

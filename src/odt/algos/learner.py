@@ -4,10 +4,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
+from ..config import TD3Settings
 from ..data.buffer import Batch
 from ..models.critic import TwinCritic
 from ..models.transformer import DecisionTransformer
@@ -16,29 +17,33 @@ from .losses import LOSSES, critic_loss, masked_mean, rl_term, td3_target, tempe
 
 
 @dataclass
-class TD3Settings:
-    """The TD3 part of ViDT: twin critics, target networks, and the RL term in the actor loss."""
+class LearnerSettings:
+    """LAMB and its warmup, the temperature, the divergence guard (named as in ``Config``, whose
+    ``group`` fills them)."""
 
-    alpha: float = 0.1
-    normalize: bool = False
-    policy_delay: int = 2
-    gamma: float = 0.99
-    tau: float = 0.005
-    target_noise: float = 0.2
-    noise_clip: float = 0.5
-    lr: float = 1e-3
-    hidden: int = 256
-    layernorm: bool = False
+    lr: float = 1e-4
+    weight_decay: float = 5e-4
+    warmup_steps: int = 10_000
+    grad_clip: float = 0.25
+    init_lambda: float = 0.1
+    lambda_lr: float = 1e-4
+    target_entropy: float | None = None
+    entropy_samples: int = 1
+    precision: str = "fp32"
+    max_bad_updates: int = 10
 
 
 class Learner:
-    def __init__(self, model: DecisionTransformer, algo: str, *, lr: float, weight_decay: float,
-                 warmup_steps: int, grad_clip: float, init_lambda: float = 0.1, lambda_lr: float = 1e-4,
-                 target_entropy: float | None = None, entropy_samples: int = 1, precision: str = "fp32",
-                 td3: TD3Settings | None = None, max_bad_updates: int = 10, snapshot_every: int = 100):
-        self.model, self.algo = model, algo
-        self.loss_fn = LOSSES[algo]
-        self.grad_clip, self.entropy_samples, self.precision = grad_clip, entropy_samples, precision
+    def __init__(self, model: DecisionTransformer, loss: str, settings: LearnerSettings | None = None,
+                 td3: TD3Settings | None = None, snapshot_every: int = 100, **fields):
+        """``loss``: the supervised part of the actor loss (dt or odt); ``fields`` override
+        ``settings`` one by one."""
+        s = replace(settings or LearnerSettings(), **fields)
+        lr, weight_decay, warmup_steps, max_bad_updates = s.lr, s.weight_decay, s.warmup_steps, s.max_bad_updates
+        init_lambda, lambda_lr, target_entropy = s.init_lambda, s.lambda_lr, s.target_entropy
+        self.model, self.loss_name = model, loss
+        self.loss_fn = LOSSES[loss]
+        self.grad_clip, self.entropy_samples, self.precision = s.grad_clip, s.entropy_samples, s.precision
         device = next(model.parameters()).device
         # The official LAMB: L2 decay folded into the Adam step before the trust ratio (lamb.py).
         self.optimizer = Lamb(model.parameters(), lr=lr, weight_decay=weight_decay, eps=1e-8)
@@ -63,10 +68,10 @@ class Learner:
         self._bad = 0
         if td3 is not None:
             spec = model.spec
-            self.critic = TwinCritic(spec.obs_dim, spec.act_dim, td3.hidden, td3.layernorm).to(device)
+            self.critic = TwinCritic(spec.obs_dim, spec.act_dim, td3.critic_hidden, td3.critic_layernorm).to(device)
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
             self.actor_target = copy.deepcopy(model).requires_grad_(False).eval()
-            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=td3.lr)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=td3.critic_lr)
         self._snapshot = copy.deepcopy(self.state_dict())
 
     @property
@@ -147,8 +152,8 @@ class Learner:
         if self.td3 is not None and self.rl_active:
             mean_action = pred if isinstance(pred, torch.Tensor) else pred.mode()
             rl = rl_term(self.critic.q1_only(batch.states, mean_action.clamp(-1, 1)), batch.mask,
-                         self.td3.normalize)
-            loss = loss + self.td3.alpha * rl
+                         self.td3.rl_normalize)
+            loss = loss + self.td3.rl_alpha * rl
             metrics["rl_loss"] = rl.detach()
         if self.anchor is not None:
             reg = self.reg_loss()

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .trajectories import Episode, returns_to_go
+from ..config import Config
+from .trajectories import Episode, flatten_episodes, returns_to_go, split_episodes
 
 
 @dataclass
@@ -65,8 +66,13 @@ class ReplayBuffer:
         self.episodes: deque[Episode] = deque()
         self._packed: dict[str, np.ndarray] | None = None
 
+    @classmethod
+    def for_config(cls, cfg: Config, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray) -> "ReplayBuffer":
+        return cls(capacity, obs_mean, obs_std, cfg.rtg_scale, keep_next=cfg.td3,
+                   priority_alpha=cfg.priority_alpha if cfg.sampling == "return" else None, hindsight=cfg.hindsight)
+
     # --- contents -------------------------------------------------------------------
-    def seed(self, offline: list[Episode], n: int | None = None, rng: np.random.Generator | None = None) -> None:
+    def fill(self, offline: list[Episode], n: int | None = None, rng: np.random.Generator | None = None) -> None:
         """Fill with the top-``n`` offline trajectories by return (all of them if fewer), or, given
         ``rng``, with ``n`` drawn at random (the seeding ablation). Ties keep dataset order, so the
         choice is reproducible."""
@@ -78,6 +84,36 @@ class ReplayBuffer:
             order = rng.choice(len(offline), size=min(n, len(offline)), replace=False)
         for i in sorted(order, key=lambda i: (returns[i], -i)):  # lowest return = oldest
             self.episodes.append(offline[i])
+        self._packed = None
+
+    def encode(self, offline: list[Episode]) -> dict:
+        """The contents for ``--resume``: offline trajectories by their index in ``offline``, online
+        ones whole (with their targets and tasks)."""
+        index = {id(e): i for i, e in enumerate(offline)}
+        order, online = [], []
+        for e in self.episodes:
+            if id(e) in index:
+                order.append(index[id(e)])
+            else:
+                order.append(-1 - len(online))
+                online.append(e)
+        state = {"buffer_order": torch.tensor(order, dtype=torch.long)}
+        if online:
+            state["online"] = {k: torch.from_numpy(v) for k, v in flatten_episodes(online).items()}
+            state["online_targets"] = torch.tensor([np.nan if e.target is None else e.target for e in online],
+                                                   dtype=torch.float64)
+            state["online_tasks"] = torch.tensor([e.task for e in online], dtype=torch.long)
+        return state
+
+    def restore(self, state: dict, offline: list[Episode]) -> None:
+        """The counterpart of ``encode``, into an empty buffer."""
+        online = split_episodes(**{k: v.numpy() for k, v in state["online"].items()}) if "online" in state else []
+        targets = state.get("online_targets", torch.full((len(online),), float("nan"))).tolist()
+        tasks = state.get("online_tasks", torch.zeros(len(online), dtype=torch.long)).tolist()
+        for e, g, t in zip(online, targets, tasks):
+            e.online, e.target, e.task = True, None if np.isnan(g) else g, int(t)
+        for i in state["buffer_order"].tolist():
+            self.episodes.append(offline[i] if i >= 0 else online[-1 - i])
         self._packed = None
 
     def add(self, episode: Episode) -> list[Episode]:

@@ -4,12 +4,14 @@ and cached; medium-replay, a SAC replay buffer that no replay of a final policy 
 ships as data (6.5 MB)."""
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 from filelock import FileLock
 
+from ..envs.reward_hill import reward_hill_dataset
+from .formats import cache_dir, from_arrays, read_npz, save_npz
+from .generate import BehaviourPolicy, collect
 from .trajectories import TrajectoryDataset
 
 ASSETS = Path(__file__).parent / "assets"
@@ -25,10 +27,6 @@ EMBEDDED: dict[str, dict] = {
 }
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("ODT_CACHE", Path.home() / ".cache" / "odt")) / "datasets"
-
-
 def cache_path(name: str) -> Path:
     return cache_dir() / f"{name.replace('/', '__')}-g{GENERATOR_VERSION}.npz"
 
@@ -39,13 +37,8 @@ def _stderr(line: str) -> None:
 
 
 def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
-    from .generate import BehaviourPolicy, collect
-    from .sources import _from_arrays, _read_npz, save_npz
-
     entry = EMBEDDED[name]
     if "builder" in entry:
-        from ..envs.reward_hill import reward_hill_dataset
-
         return reward_hill_dataset(entry["seed"])
     path = ASSETS / entry["file"] if "file" in entry else cache_path(name)
     if not path.is_file():
@@ -59,6 +52,6 @@ def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
                 ds = collect(entry["env_id"], entry["transitions"], entry["seed"], policy, name=name, log=log)
                 ds.metadata["generator_version"] = GENERATOR_VERSION
                 save_npz(ds, path)
-    ds = _from_arrays(_read_npz(path), name)
+    ds = from_arrays(read_npz(path), name)
     ds.name = name
     return ds

@@ -22,7 +22,11 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
+from ..envs.make import make_env_checked
 from ..logging import Progress, fmt_time
+from ..scores import REFERENCE_RETURNS, task_of
+from .formats import from_arrays, rows_at_ends
+from .minari import write_minari
 from .trajectories import Episode, TrajectoryDataset
 
 def _log(line: str) -> None:
@@ -222,42 +226,14 @@ def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | 
 def replay_dataset(path: Path, env_id: str, limit: int | None = None) -> TrajectoryDataset:
     """SB3's replay buffer (``replay.npz`` from ``train_behaviour``) as episodes, in the order
     they were collected; ``limit`` keeps the first transitions only."""
-    from .sources import _from_arrays, _rows_at_ends
-
     r = np.load(path)
     n = len(r["rewards"]) if limit is None else min(limit, len(r["rewards"]))
     done, timeout = r["dones"][:n].astype(bool), r["timeouts"][:n].astype(bool)
     a = dict(observations=r["observations"][:n].astype(np.float32), actions=r["actions"][:n].astype(np.float32),
              rewards=r["rewards"][:n].astype(np.float32), terminals=done & ~timeout, timeouts=done & timeout)
-    a["final_observations"] = _rows_at_ends(a, r["next_observations"][:n].astype(np.float32), str(path))
+    a["final_observations"] = rows_at_ends(a, r["next_observations"][:n].astype(np.float32), str(path))
     a["metadata"] = {"env_id": env_id}
-    return _from_arrays(a, str(path))
-
-
-def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm: str, description: str,
-                 extra: dict):
-    """Write ``ds`` into the local Minari store with the ``minari`` API; ``extra`` goes into the
-    dataset's metadata under ``odt``. D4RL's reference returns are recorded where known."""
-    import minari
-    from minari.data_collector.episode_buffer import EpisodeBuffer
-
-    from ..scores import reference_of
-
-    buffers = []
-    for i, e in enumerate(ds.episodes):
-        last = np.arange(len(e)) == len(e) - 1
-        buffers.append(EpisodeBuffer(id=i, observations=np.concatenate([e.observations, e.final_observation[None]]),
-                                     actions=e.actions, rewards=e.rewards, terminations=last & e.terminated,
-                                     truncations=last & (not e.terminated), infos={}))
-    ref = reference_of(env_id)
-    v = extra.get("versions", {})
-    dataset = minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name=algorithm, author="odt data generate",
-        author_email="odt@localhost", code_permalink="https://pypi.org/project/odt/",
-        description=description, ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None,
-        requirements=[f"{k}=={v[k]}" for k in ("gymnasium", "mujoco") if k in v])
-    dataset.storage.update_metadata({"odt": extra})
-    return dataset
+    return from_arrays(a, str(path))
 
 
 @dataclass
@@ -292,9 +268,6 @@ def generate_command(a: GenerateArgs, log=_log) -> dict:
     """``odt data generate``: validate everything first, then train, record and write."""
     import minari
     from minari.dataset.minari_dataset import parse_dataset_id
-
-    from ..scores import REFERENCE_RETURNS, task_of
-    from ..train import make_env_checked
 
     make_env_checked(a.env).close()
     if a.transitions <= 0:

@@ -13,8 +13,10 @@ import gymnasium as gym
 import numpy as np
 
 from ..config import ConfigError
+from ..data.sources import check_matches_env, load_dataset
 from ..data.trajectories import Episode, TrajectoryDataset
-from ..rollout import scale_actions_from_unit, scale_actions_to_unit
+from ..scores import reference_of
+from .make import scale_actions_from_unit, scale_actions_to_unit
 
 
 def _pad(x: np.ndarray, dim: int) -> np.ndarray:
@@ -86,9 +88,6 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
     """Every task's dataset, checked against its environment, normalised, padded and merged
     (``Episode.task`` says whose it is); targets default to the expert return (else the best in
     the data) for evaluation and twice that for exploration, the paper's ratio."""
-    from ..data.sources import check_matches_env, load_dataset
-    from ..scores import reference_of
-
     loaded = []
     for spec in specs:
         env_id, source, g_eval, g_online = parse_task(spec)

@@ -1,0 +1,130 @@
+"""Minari datasets: loading from the local store (``--download`` fetches a missing one), with a
+flat ``.npz`` copy in odt's cache, and writing a dataset into the store (``odt data generate``)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..config import ConfigError
+from ..scores import reference_of
+from .formats import cache_dir, from_arrays, read_npz, write_npz
+from .trajectories import Episode, TrajectoryDataset, flatten_episodes
+
+
+def load_minari(dataset_id: str, download: bool) -> TrajectoryDataset:
+    import minari
+    from gymnasium import spaces
+
+    local = sorted(minari.list_local_datasets().keys())
+    if dataset_id not in local:
+        if not download:
+            where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
+            raise ConfigError(f"Minari dataset {dataset_id!r} is not in the local store ({where}); local: "
+                              f"{', '.join(local) or 'none'}; pass --download to fetch it")
+        try:
+            minari.download_dataset(dataset_id)
+        except Exception as e:  # network or unknown remote id: both are the user's to fix
+            raise ConfigError(f"cannot download Minari dataset {dataset_id!r}: {str(e).splitlines()[0]}; "
+                              "check the id with `minari list remote` and the network") from e
+    ds = minari.load_dataset(dataset_id)
+    for what, space in (("observation", ds.observation_space), ("action", ds.action_space)):
+        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+            raise ConfigError(f"Minari dataset {dataset_id} has a {type(space).__name__} {what} space; odt needs "
+                              "flat Box spaces (flatten dict observations into a new dataset first)")
+    source = ds.storage.data_path / "main_data.hdf5"
+    stamp = source.stat() if source.is_file() else None
+    cache = None if stamp is None else (
+        cache_dir() / "minari" / f"{dataset_id.replace('/', '__')}-{stamp.st_size}-{stamp.st_mtime_ns}.npz")
+    if cache is not None and cache.is_file():
+        return from_arrays(read_npz(cache), dataset_id)
+    arrays = read_minari_hdf5(source, ds) if stamp is not None else read_minari_episodes(ds)
+    spec = ds.spec.env_spec
+    meta = {k: v for k, v in ds.storage.metadata.items()
+            if k in ("ref_min_score", "ref_max_score", "algorithm_name", "minari_version")}
+    arrays["metadata"] = {"env_id": spec.id if spec else None, "minari_id": dataset_id, **meta}
+    result = from_arrays(arrays, dataset_id)
+    if cache is not None:
+        # A flat copy loads in well under a second; reading thousands of HDF5 episode groups does not.
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        write_npz(arrays, cache, compress=False)
+    return result
+
+
+def read_minari_hdf5(path: Path, ds) -> dict:
+    """Minari's HDF5 store (one group per episode) into flat D4RL-style arrays, with h5py's
+    low-level calls that read into the final arrays: the high-level API costs about 0.2 ms per
+    dataset opened, 40 s for the 46k episodes of a random 1M-step dataset, this about a quarter."""
+    import h5py
+    from h5py import h5d, h5g, h5s
+
+    n, n_eps = ds.total_steps, ds.total_episodes
+    obs = np.empty((n + 1, ds.observation_space.shape[0]), np.float32)  # +1: the last episode's s_{T+1}
+    act = np.empty((n, ds.action_space.shape[0]), np.float32)
+    rew = np.empty(n, np.float32)
+    term_flags = np.zeros(n, np.bool_)
+    final = np.empty((n_eps, obs.shape[1]), np.float32)
+    ends = np.empty(n_eps, np.int64)
+    terminated = np.empty(n_eps, np.bool_)
+    p = 0
+    with h5py.File(path, "r", rdcc_nbytes=0) as f:
+        # Capped, HDF5's metadata cache stays small (uncapped it took 60 MB of RSS over 2k episode
+        # groups); at 1 MB its lookups thrash and the load takes twice as long as at 2 MB.
+        mdc = f.id.get_mdc_config()
+        mdc.set_initial_size, mdc.initial_size, mdc.min_size, mdc.max_size = True, 2 << 20, 1 << 20, 2 << 20
+        f.id.set_mdc_config(mdc)
+        for i, ep in enumerate(ds.episode_indices):
+            g = h5g.open(f.id, f"episode_{ep}".encode())
+            d = h5d.open(g, b"rewards")
+            t = d.shape[0]
+            if p + t > n:
+                raise ConfigError(f"Minari dataset {ds.spec.dataset_id} holds more steps than its metadata says "
+                                  f"({n}); it is corrupt: download or create it again")
+            d.read(h5s.ALL, h5s.ALL, rew[p:p + t])
+            h5d.open(g, b"actions").read(h5s.ALL, h5s.ALL, act[p:p + t])
+            # T+1 observations: the extra row lands where the next episode starts, so keep it first.
+            h5d.open(g, b"observations").read(h5s.ALL, h5s.ALL, obs[p:p + t + 1])
+            final[i] = obs[p + t]
+            h5d.open(g, b"terminations").read(h5s.ALL, h5s.ALL, term_flags[p:p + t])
+            terminated[i], ends[i] = term_flags[p + t - 1], p + t - 1
+            p += t
+    terminals = np.zeros(n, np.bool_)
+    timeouts = np.zeros(n, np.bool_)
+    terminals[ends[terminated]] = True
+    timeouts[ends[~terminated]] = True  # an episode that did not terminate was cut: truncated
+    return dict(observations=obs[:n], actions=act, rewards=rew, terminals=terminals, timeouts=timeouts,
+                final_observations=final)
+
+
+def read_minari_episodes(ds) -> dict:
+    """Any other Minari storage format, through Minari's own iterator."""
+    return flatten_episodes([
+        Episode(np.asarray(e.observations[:-1], np.float32), np.asarray(e.actions, np.float32),
+                np.asarray(e.rewards, np.float32), terminated=bool(e.terminations[-1]),
+                final_observation=np.asarray(e.observations[-1], np.float32))
+        for e in ds.iterate_episodes()])
+
+
+def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm: str, description: str,
+                 extra: dict):
+    """Write ``ds`` into the local Minari store with the ``minari`` API; ``extra`` goes into the
+    dataset's metadata under ``odt``. D4RL's reference returns are recorded where known."""
+    import minari
+    from minari.data_collector.episode_buffer import EpisodeBuffer
+
+    buffers = []
+    for i, e in enumerate(ds.episodes):
+        last = np.arange(len(e)) == len(e) - 1
+        buffers.append(EpisodeBuffer(id=i, observations=np.concatenate([e.observations, e.final_observation[None]]),
+                                     actions=e.actions, rewards=e.rewards, terminations=last & e.terminated,
+                                     truncations=last & (not e.terminated), infos={}))
+    ref = reference_of(env_id)
+    v = extra.get("versions", {})
+    dataset = minari.create_dataset_from_buffers(
+        dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name=algorithm, author="odt data generate",
+        author_email="odt@localhost", code_permalink="https://pypi.org/project/odt/",
+        description=description, ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None,
+        requirements=[f"{k}=={v[k]}" for k in ("gymnasium", "mujoco") if k in v])
+    dataset.storage.update_metadata({"odt": extra})
+    return dataset

@@ -1,0 +1,190 @@
+"""The stateful ``Policy`` (a trained model, its normaliser, a context window and the target
+return) and ``EnsemblePolicy``; ``load_policy`` builds either from a run directory."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoint import build_model, load_from_run
+from .config import Config
+from .envs.make import scale_actions_from_unit
+from .models.transformer import DecisionTransformer
+
+
+class Policy:
+    """A trained Decision Transformer wrapped for step-by-step control.
+
+    >>> policy = Policy.load("runs/my-run")
+    >>> policy.reset(target_return=3600)
+    >>> action = policy.act(obs)                 # first step
+    >>> action = policy.act(obs, reward)         # reward of the previous action
+
+    ``act`` also takes a batch (n, obs_dim) after ``reset(target, n=n)``; all n contexts then
+    advance together, which is how the vector-environment rollouts use it.
+    """
+
+    def __init__(self, model: DecisionTransformer, obs_mean: np.ndarray, obs_std: np.ndarray,
+                 act_low: np.ndarray, act_high: np.ndarray, rtg_scale: float, context: int,
+                 deterministic: bool = True, generator: torch.Generator | None = None, noise_std: float = 0.0,
+                 sample: bool = True):
+        self.model = model
+        self.device = next(model.parameters()).device
+        self.obs_mean = torch.as_tensor(obs_mean, dtype=torch.float32, device=self.device)
+        self.obs_std = torch.as_tensor(obs_std, dtype=torch.float32, device=self.device)
+        self.act_low, self.act_high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
+        self.rtg_scale, self.context, self.deterministic = rtg_scale, context, deterministic
+        self.generator, self.noise_std = generator, noise_std  # noise: exploration, when not deterministic
+        self.sample = sample  # exploring: a stochastic actor's sampled action, or its mean (plus noise)
+        self._n = 0
+
+    @classmethod
+    def load(cls, run_dir: str | Path, checkpoint: str = "final", device: str = "cpu",
+             deterministic: bool = True) -> "Policy":
+        return load_policy(Path(run_dir), checkpoint, device=device, deterministic=deterministic)
+
+    def reset(self, target_return: float | np.ndarray, n: int = 1) -> None:
+        spec, dev, C = self.model.spec, self.device, self.context
+        self._n, self._t = n, 0
+        self._batched = np.ndim(target_return) > 0 or n > 1
+        # A window of the last ``context`` steps, slid as the episode goes: memory and cost do
+        # not grow with the episode, and episodes may run past max_ep_len (timesteps clamp).
+        self._states = torch.zeros(n, C, spec.obs_dim, device=dev)
+        self._actions = torch.zeros(n, C, spec.act_dim, device=dev)
+        self._rtg = torch.zeros(n, C, 1, device=dev)
+        target = torch.as_tensor(np.broadcast_to(target_return, (n,)).astype(np.float32), device=dev)
+        self._rtg[:, 0, 0] = target / self.rtg_scale
+        self.model.eval()  # once per episode: toggling it every step costs more than a layer
+
+    def act(self, obs: np.ndarray, reward: float | np.ndarray | None = None,
+            rows: np.ndarray | None = None) -> np.ndarray:
+        """Action for the current observation; ``reward`` is the reward the previous action got
+        (it lowers the return-to-go). ``rows`` restricts the forward pass to some of the n
+        contexts (finished episodes cost nothing)."""
+        return self.commit(self.propose(obs, reward, rows), rows)
+
+    @torch.no_grad()
+    def propose(self, obs: np.ndarray, reward: float | np.ndarray | None = None,
+                rows: np.ndarray | None = None) -> torch.Tensor:
+        """The action in the [-1, 1] box, exploration noise included, before ``commit`` records it
+        in the context (an ensemble records the action it executes instead)."""
+        if self._n == 0:
+            raise RuntimeError("call reset(target_return) before act()")
+        t, C = self._t, self.context
+        obs_t = torch.as_tensor(np.asarray(obs, np.float32).reshape(self._n if rows is None else len(rows), -1),
+                                device=self.device)
+        sel = slice(None) if rows is None else torch.as_tensor(rows, device=self.device)
+        p = min(t, C - 1)  # this step's slot in the window
+        if t > 0:
+            g = self._rtg[:, min(t - 1, C - 1), 0].clone()
+            if t >= C:  # the window is full: drop its oldest step
+                for buf in (self._states, self._actions, self._rtg):
+                    buf[:, :-1] = buf[:, 1:].clone()
+            r = torch.as_tensor(np.asarray(0.0 if reward is None else reward, np.float32), device=self.device)
+            self._rtg[sel, p, 0] = g[sel] - r.reshape(-1) / self.rtg_scale
+        self._states[sel, p] = (obs_t - self.obs_mean) / self.obs_std
+        ts = torch.arange(t - p, t + 1, device=self.device).expand(obs_t.shape[0], -1)
+        out = self.model.act_output(self._rtg[sel, :p + 1], self._states[sel, :p + 1],
+                                    self._actions[sel, :p + 1], ts)
+        if not self.model.stochastic:
+            a = out
+        elif self.deterministic or not self.sample:
+            a = out.mode()
+        else:
+            eps = torch.randn(out.mean.shape, generator=self.generator, device=self.device)
+            u = out.mean + out.std * eps
+            a = torch.tanh(u) if out.squashed else u.clamp(-1, 1)
+        if not self.deterministic and self.noise_std > 0:
+            a = a + self.noise_std * torch.randn(a.shape, generator=self.generator, device=self.device)
+        return a.clamp(-1, 1)
+
+    def commit(self, a: torch.Tensor, rows: np.ndarray | None = None) -> np.ndarray:
+        """Record the executed action (in the [-1, 1] box) in the context; return it in the
+        environment's units."""
+        sel = slice(None) if rows is None else torch.as_tensor(rows, device=self.device)
+        self._actions[sel, min(self._t, self.context - 1)] = a
+        if rows is None:
+            self.advance()
+        a = scale_actions_from_unit(a.cpu().numpy(), self.act_low, self.act_high)
+        return a if self._batched or rows is not None else a[0]
+
+    def advance(self) -> None:
+        """Move all contexts one step on after a batched ``act(..., rows=...)``."""
+        self._t += 1
+
+
+class EnsemblePolicy:
+    """Several policies (separately seeded learners) acting as one.
+
+    Deterministic (evaluation): the mean of the members' mean actions. Exploring, ``mode``
+    ``disagreement``: that mean plus Gaussian noise whose std, per action dimension, is
+    ``scale`` times the members' standard deviation (the tutorial's ensemble bonus), on top of the
+    scheduled noise; ``member``: every episode follows one member drawn at random, sampling
+    actions. Every member's context records the action executed.
+    """
+
+    def __init__(self, members: list[Policy], mode: str = "disagreement", scale: float = 1.0,
+                 deterministic: bool = True, noise_std: float = 0.0, generator: torch.Generator | None = None):
+        self.members, self.mode, self.scale = members, mode, scale
+        self.deterministic, self.noise_std, self.generator = deterministic, noise_std, generator
+        for m in members:  # members propose mean actions except when each drives its own episodes
+            m.deterministic = deterministic or mode == "disagreement"
+            m.noise_std = noise_std if mode == "member" else 0.0
+        self.model, self.act_low, self.act_high = members[0].model, members[0].act_low, members[0].act_high
+        self.disagreement: list[float] = []  # mean std across members, per step
+
+    def reset(self, target_return, n: int = 1) -> None:
+        for m in self.members:
+            m.reset(target_return, n)
+        self._choice = torch.randint(len(self.members), (n,), generator=self.generator,
+                                     device=self.generator.device if self.generator is not None else "cpu")
+
+    @torch.no_grad()
+    def act(self, obs, reward=None, rows=None) -> np.ndarray:
+        proposals = torch.stack([m.propose(obs, reward, rows) for m in self.members])  # (E, n, A)
+        spread = proposals.std(0, correction=0)
+        self.disagreement.append(float(spread.mean()))
+        if self.deterministic:
+            a = proposals.mean(0)
+        elif self.mode == "member":
+            pick = self._choice if rows is None else self._choice[torch.as_tensor(rows, device=self._choice.device)]
+            a = proposals[pick.to(proposals.device), torch.arange(proposals.shape[1], device=proposals.device)]
+        else:
+            std = self.noise_std + self.scale * spread
+            noise = torch.randn(std.shape, generator=self.generator, device=std.device)
+            a = (proposals.mean(0) + std * noise).clamp(-1, 1)
+        out = None
+        for m in self.members:
+            out = m.commit(a, rows)
+        return out
+
+    def advance(self) -> None:
+        for m in self.members:
+            m.advance()
+
+
+def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu",
+                deterministic: bool = True) -> Policy | EnsemblePolicy:
+    state, _ = load_from_run(run_dir, checkpoint, device)
+    cfg = Config.load(Path(run_dir) / "config.json")
+    models = []
+    for learner in [state["learner"], *state.get("extra", {}).get("ensemble", [])]:
+        model = build_model(state["spec"], device)
+        model.load_state_dict(learner["model"])
+        models.append(model.eval())
+    return make_policy(models, cfg, *(state[k].cpu().numpy() for k in ("obs_mean", "obs_std", "act_low", "act_high")),
+                       deterministic=deterministic)
+
+
+def make_policy(models: list[DecisionTransformer], cfg: Config, obs_mean: np.ndarray, obs_std: np.ndarray,
+                act_low: np.ndarray, act_high: np.ndarray, deterministic: bool, noise: float = 0.0,
+                generator: torch.Generator | None = None, sample: bool = True) -> Policy | EnsemblePolicy:
+    """One model's Policy, or an EnsemblePolicy over several."""
+    policies = [Policy(m, obs_mean, obs_std, act_low, act_high, cfg.rtg_scale, cfg.eval_context,
+                       deterministic=deterministic, generator=generator, noise_std=noise, sample=sample)
+                for m in models]
+    if len(policies) == 1:
+        return policies[0]
+    return EnsemblePolicy(policies, cfg.ensemble_mode, cfg.ensemble_scale, deterministic=deterministic,
+                          noise_std=noise, generator=generator)

@@ -1,0 +1,79 @@
+"""The house rules that a refactor can break silently: no import cycles among odt's modules, no
+import of odt's own modules inside a function (where it hides a cycle), no class over 250 lines."""
+import ast
+from pathlib import Path
+
+import odt
+
+SRC = Path(odt.__file__).parent
+
+
+def _modules() -> dict[str, ast.Module]:
+    out = {}
+    for path in SRC.rglob("*.py"):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = (ast.parse(path.read_text()), path.name == "__init__.py")
+    return out
+
+
+def _target(module: str, is_package: bool, node: ast.ImportFrom) -> str:
+    if not node.level:
+        return node.module or ""
+    base = module.split(".")
+    base = base if is_package else base[:-1]
+    base = base[:len(base) - node.level + 1]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
+def _odt_imports(module: str, is_package: bool, nodes) -> set[str]:
+    found = set()
+    for node in nodes:
+        if isinstance(node, ast.ImportFrom):
+            target = _target(module, is_package, node)
+            if target.startswith("odt"):
+                found.add(target)
+                found.update(f"{target}.{a.name}" for a in node.names)  # `from . import resume`
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names if a.name.startswith("odt"))
+    return found
+
+
+def test_no_import_of_odt_inside_a_function():
+    offenders = []
+    for module, (tree, is_package) in _modules().items():
+        for fn in ast.walk(tree):
+            if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                if _odt_imports(module, is_package, ast.walk(fn)):
+                    offenders.append(f"{module}.{fn.name}")
+    assert not offenders
+
+
+def test_no_import_cycles():
+    modules = _modules()
+    graph = {}
+    for module, (tree, is_package) in modules.items():
+        top = [n for n in tree.body if isinstance(n, (ast.Import, ast.ImportFrom))]
+        graph[module] = {m for m in _odt_imports(module, is_package, top) if m in modules and m != module}
+    state: dict[str, int] = {}
+
+    def visit(m: str, path: list[str]) -> None:
+        state[m] = 1
+        for n in sorted(graph[m]):
+            if n.startswith(m + "."):  # a package importing its own submodules is not a cycle
+                continue
+            assert state.get(n) != 1, "import cycle: " + " -> ".join(path + [n])
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for m in sorted(graph):
+        if m not in state:
+            visit(m, [m])
+
+
+def test_no_class_longer_than_250_lines():
+    long = [f"{module}.{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for module, (tree, _) in _modules().items() for node in ast.walk(tree)
+            if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > 250]
+    assert not long
