@@ -4,7 +4,6 @@ import tempfile
 
 import pytest
 import torch
-
 from helpers import hopper_npz  # noqa: F401  (session fixture)
 
 

@@ -4,13 +4,12 @@ import json
 
 import numpy as np
 import pytest
+from helpers import make_episode
 
 from odt.cli import main
 from odt.config import Config
 from odt.data.formats import save_npz
 from odt.data.trajectories import TrajectoryDataset
-
-from helpers import make_episode
 
 RUN = ["run", "--no-progress"]
 

@@ -47,8 +47,9 @@ def test_run_writes_a_complete_run_directory(tmp_path, hopper_npz):
     p = odt("eval", "--run", out, "--episodes", 2, "--json")
     res = json.loads(p.stdout)
     assert res["episodes"] == 2 and "normalized_mean" in res
-    from odt import Policy
     import gymnasium as gym
+
+    from odt import Policy
 
     policy = Policy.load(out)
     env = gym.make("Hopper-v5")

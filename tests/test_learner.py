@@ -1,15 +1,16 @@
+import copy
 import dataclasses
 
 import numpy as np
 import pytest
 import torch
+from helpers import const_episodes, make_episode
 
 from odt.algos.learner import Learner
 from odt.checkpoint import load_checkpoint, save_checkpoint
+from odt.config import Config
 from odt.data.buffer import ReplayBuffer
 from odt.models.transformer import DecisionTransformer, ModelSpec
-
-from helpers import make_episode
 
 
 def _setup(head="tanh_gaussian", algo="odt", lr=1e-4, **kw):
@@ -162,3 +163,42 @@ def test_skips_and_rollbacks_reach_metrics_and_the_log(tmp_path, monkeypatch):
     assert events == ["skipped_update"] * 4 + ["rollback"]
     log = (out / "run.log").read_text()
     assert "warning: skipped update (non-finite loss)" in log and "warning: rollback" in log
+
+
+# --- the toolbox's learner: forgetting penalty, rollback to an earlier state -----------------
+def _learner(**kw):
+    torch.manual_seed(0)
+    spec = Config(embed_dim=16, n_layer=1, n_head=1, context_len=4, dropout=0.0).model_spec(3, 2)
+    return Learner(DecisionTransformer(spec), "odt", lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0, **kw)
+
+
+def test_reg_loss_equals_the_tutorials_formula_and_enters_the_loss():
+    learner = _learner()
+    learner.set_anchor(2.0)
+    anchor = [p.detach().clone() for p in learner.model.parameters()]
+    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
+    buf.fill(const_episodes([1.0, 2.0], [10, 10]))
+    for _ in range(3):
+        m = learner.update(buf.sample(8, 4, np.random.default_rng(0)))
+    expected = sum(float(((p.detach() - a) ** 2).mean()) for p, a in zip(learner.model.parameters(), anchor))
+    assert float(learner.reg_loss().detach()) == pytest.approx(expected, rel=1e-6)
+    assert m["reg_loss"] > 0
+    # without an anchor there is no penalty
+    assert "reg_loss" not in _learner().update(buf.sample(8, 4, np.random.default_rng(0)))
+
+
+def test_lr_scale_and_restore_weights_keep_counters_forward():
+    learner = _learner()
+    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
+    buf.fill(const_episodes([1.0, 2.0], [10, 10]))
+    learner.update(buf.sample(8, 4, np.random.default_rng(0)))
+    saved = {k: v for k, v in learner.state_dict().items()}
+    saved = copy.deepcopy(saved)
+    learner.set_lr_scale(0.1)
+    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
+    m = learner.update(buf.sample(8, 4, np.random.default_rng(1)))
+    assert m["lr"] == pytest.approx(1e-4)
+    learner.restore_weights(saved)
+    for k, v in learner.model.state_dict().items():
+        assert torch.equal(v, saved["model"][k])
+    assert learner.updates == 2 and learner.lr_scale == pytest.approx(0.1)

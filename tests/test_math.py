@@ -4,13 +4,12 @@ import math
 import numpy as np
 import pytest
 import torch
+from helpers import make_episode
 
 from odt.algos.losses import dt_loss, masked_mean, odt_loss, temperature_loss
 from odt.data.buffer import Batch, ReplayBuffer
 from odt.data.trajectories import returns_to_go, split_episodes
 from odt.models.heads import ActionDist, gaussian_entropy
-
-from helpers import make_episode
 
 
 def test_returns_to_go_by_hand():

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from odt.models.transformer import DecisionTransformer, ModelSpec
 from odt.envs.make import make_vector_env
+from odt.models.transformer import DecisionTransformer, ModelSpec
 from odt.policy import Policy
 from odt.rollout import rollout
 

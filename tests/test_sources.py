@@ -6,14 +6,13 @@ import gymnasium as gym
 import h5py
 import numpy as np
 import pytest
+from helpers import make_episode
 
 from odt.cli import main
 from odt.config import ConfigError
 from odt.data.formats import save_npz
 from odt.data.sources import check_matches_env, load_dataset
 from odt.data.trajectories import TrajectoryDataset
-
-from helpers import make_episode
 
 
 @pytest.fixture(autouse=True)

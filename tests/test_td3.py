@@ -4,6 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from helpers import make_episode
 
 from odt.algos.learner import Learner, TD3Settings
 from odt.algos.losses import critic_loss, rl_term, td3_target
@@ -12,8 +13,6 @@ from odt.data.buffer import ReplayBuffer
 from odt.data.trajectories import Episode
 from odt.envs.reward_hill import hill_reward
 from odt.models.transformer import DecisionTransformer, ModelSpec
-
-from helpers import make_episode
 
 
 def test_td3_target_and_losses_by_hand():

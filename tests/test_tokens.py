@@ -1,5 +1,5 @@
 """Every token keeps its magnitude: the predicted action must move when the return-to-go moves and
-when the state's scale moves, at initialisation and after training. Each token is normalised on
+when the state's scale moves, at initialisation and after training. Each token is normalized on
 its own (embed_ln), so a zero-bias embedding would keep only the direction of its input."""
 import numpy as np
 import pytest

@@ -1,185 +1,13 @@
-"""The practical toolbox (issue 5): schedules against hand-computed values, and for each switch a
-short run whose metrics.jsonl shows it acting."""
+"""The practical toolbox: for each switch a short run whose metrics.jsonl shows it acting (its
+schedules, replay and learner parts are tested in test_schedules, test_buffer and test_learner)."""
 import json
-import math
 
-import numpy as np
 import pytest
 import torch
 
-from helpers import make_episode
-from odt.cli import main, parse_config
+from odt.cli import main
 from odt.config import Config, preset
-from odt.data.buffer import Batch, ReplayBuffer
-from odt.data.trajectories import Episode
-from odt.schedules import ReturnTarget, decay, linear, noise_std, parse_range
-
-
-# --- schedules -------------------------------------------------------------------------------
-@pytest.mark.parametrize("kind, values", [
-    ("constant", [1, 1, 1, 1]),
-    ("linear", [1, 0.75, 0.5, 0]),
-    ("sqrt", [1, math.sqrt(0.75), math.sqrt(0.5), 0]),
-    ("exponential", [1, math.exp(-1.25), math.exp(-2.5), math.exp(-5)]),
-    ("cosine", [1, (1 + math.cos(math.pi / 4)) / 2, 0.5, 0]),
-])
-def test_decay_schedules_match_hand_computed_values(kind, values):
-    assert [decay(kind, p) for p in (0, 0.25, 0.5, 1)] == pytest.approx(values, abs=1e-12)
-
-
-def test_noise_has_a_floor_and_progress_is_clipped():
-    assert noise_std(0.3, "linear", 0.5) == pytest.approx(0.15)
-    assert noise_std(0.3, "linear", 0.9, floor=0.05) == pytest.approx(0.05)
-    assert noise_std(0.3, "linear", 2.0) == 0.0
-    assert linear(0.5, 0.1, 0.25) == pytest.approx(0.4)
-
-
-def test_parse_range():
-    assert parse_range("0.5:0.1", "offline-ratio") == (0.5, 0.1)
-    assert parse_range("0.3", "offline-ratio") == (0.3, 0.3)
-    for bad in ("a", "0.1:0.2:0.3", ""):
-        with pytest.raises(ValueError, match="START or START:END"):
-            parse_range(bad, "offline-ratio")
-
-
-def test_return_target_strategies_match_hand_computed_values():
-    t = ReturnTarget("percentile", 99.0, p0=50, p1=100)
-    assert t.value(0.3) == 99.0  # nothing observed yet: the fixed target
-    t.observe(np.arange(1, 11))
-    assert t.value(0.5) == pytest.approx(7.75)  # 75th percentile of 1..10: 7 + 0.75 * (8 - 7)
-    assert t.value(0.0) == pytest.approx(5.5)
-
-    u = ReturnTarget("ucb", 0.0, beta0=2.0, beta1=0.0)
-    u.observe([2, 4, 4, 4, 5, 5, 7, 9])  # mean 5, population std 2
-    assert u.value(0.0) == pytest.approx(9.0)
-    assert u.value(0.5) == pytest.approx(7.0)
-    assert u.value(1.0) == pytest.approx(5.0)
-
-    c = ReturnTarget("curriculum", 0.0)
-    c.observe([10, 30, 20])
-    assert c.value(0.25) == pytest.approx(15.0)
-
-    w = ReturnTarget("curriculum", 0.0, window=2)  # only the last two returns count
-    w.observe([100, 10, 30])
-    assert w.value(1.0) == pytest.approx(30.0) and w.highest == 100
-
-
-def test_return_target_clipping():
-    t = ReturnTarget("fixed", 100.0, clip=True, clip_c=1.2)
-    t.observe([10, 50])
-    assert t.value(0) == pytest.approx(60.0)  # 1.2 x the highest observed
-    t.g_fixed = 1.0
-    assert t.value(0) == pytest.approx(10.0)  # the lowest observed
-    n = ReturnTarget("fixed", 0.0, clip=True, clip_c=1.2)
-    n.observe([-100, -50])
-    assert n.value(0) == pytest.approx(-40.0)  # optimism stays optimism for negative returns
-    s = ReturnTarget("ucb", 0.0)
-    s.load(json.loads(json.dumps(n.state())))
-    assert list(s.recent) == [-100, -50] and (s.lowest, s.highest) == (-100, -50)
-
-
-# --- replay: prioritized sampling, hindsight ablation, seeding ablation -----------------------
-def _const_episodes(returns_per_step, lengths):
-    return [make_episode(T, reward=r, seed=i) for i, (r, T) in enumerate(zip(returns_per_step, lengths))]
-
-
-def test_prioritized_probabilities_and_empirical_frequencies():
-    eps = _const_episodes([0.0, 1.0, 2.0], [10, 10, 10])  # returns 0, 10, 20
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, priority_alpha=1.0)
-    buf.fill(eps)
-    priority = np.array([0.2, 10.2, 20.2])  # return - lowest + 1% of the range
-    order = np.argsort([e.ret for e in buf.episodes])
-    np.testing.assert_allclose(buf.sampling_probabilities()[order], priority / priority.sum())
-    buf.priority_alpha = 2.0
-    np.testing.assert_allclose(buf.sampling_probabilities()[order], priority ** 2 / (priority ** 2).sum())
-    buf.priority_alpha, buf._packed = 1.0, None
-    b = buf.sample(30_000, 3, np.random.default_rng(0))
-    freq = np.array([(b.rewards[:, 0] == r).float().mean().item() for r in (0.0, 1.0, 2.0)])
-    np.testing.assert_allclose(freq, priority / priority.sum(), atol=0.01)
-
-
-def test_length_proportional_sampling_unchanged_by_default():
-    eps = _const_episodes([1.0, 2.0], [10, 30])
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0)
-    buf.fill(eps)
-    b = buf.sample(20_000, 1, np.random.default_rng(0))
-    assert (b.rewards[:, 0] == 2.0).float().mean().item() == pytest.approx(0.75, abs=0.01)
-
-
-def test_hindsight_off_keeps_the_conditioning_target():
-    online = Episode(np.zeros((3, 3), np.float32), np.zeros((3, 2), np.float32), np.array([1, 2, 3], np.float32),
-                     truncated=True, online=True, target=10.0)
-    offline = make_episode(4, reward=1.0)
-    for hindsight, expected in ((True, [6, 5, 3]), (False, [10, 9, 7])):
-        buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, hindsight=hindsight, keep_next=True)
-        buf.add(online)
-        buf.add(offline)
-        p = buf._pack()
-        np.testing.assert_allclose(p["rtg"][:3], expected)
-        np.testing.assert_allclose(p["rtg"][3:], [4, 3, 2, 1])  # offline: no target, true returns-to-go
-        np.testing.assert_allclose(p["next_rtg"][:3], expected[1:] + [expected[-1] - 3])
-
-
-def test_random_seeding_takes_n_at_random():
-    eps = _const_episodes(np.arange(20, dtype=float), [5] * 20)
-    top = ReplayBuffer(5, np.zeros(3), np.ones(3), 1.0)
-    top.fill(eps)
-    assert sorted(e.ret for e in top.episodes) == [75, 80, 85, 90, 95]
-    rnd = ReplayBuffer(5, np.zeros(3), np.ones(3), 1.0)
-    rnd.fill(eps, rng=np.random.default_rng(3))
-    chosen = np.random.default_rng(3).choice(20, size=5, replace=False)
-    assert sorted(e.ret for e in rnd.episodes) == sorted(eps[i].ret for i in chosen)
-
-
-def test_batch_cat():
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, keep_next=True)
-    buf.fill(_const_episodes([1.0, 2.0], [10, 10]))
-    rng = np.random.default_rng(0)
-    b = Batch.cat([buf.sample(3, 4, rng), None, buf.sample(5, 4, rng)])
-    assert b.states.shape == (8, 4, 3) and b.critic_mask.shape == (8, 4)
-
-
-# --- learner: forgetting penalty, rollback to an earlier state --------------------------------
-def _learner(**kw):
-    from odt.algos.learner import Learner
-    from odt.models.transformer import DecisionTransformer
-
-    torch.manual_seed(0)
-    spec = Config(embed_dim=16, n_layer=1, n_head=1, context_len=4, dropout=0.0).model_spec(3, 2)
-    return Learner(DecisionTransformer(spec), "odt", lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0, **kw)
-
-
-def test_reg_loss_equals_the_tutorials_formula_and_enters_the_loss():
-    learner = _learner()
-    learner.set_anchor(2.0)
-    anchor = [p.detach().clone() for p in learner.model.parameters()]
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
-    buf.fill(_const_episodes([1.0, 2.0], [10, 10]))
-    for _ in range(3):
-        m = learner.update(buf.sample(8, 4, np.random.default_rng(0)))
-    expected = sum(float(((p.detach() - a) ** 2).mean()) for p, a in zip(learner.model.parameters(), anchor))
-    assert float(learner.reg_loss().detach()) == pytest.approx(expected, rel=1e-6)
-    assert m["reg_loss"] > 0
-    # without an anchor there is no penalty
-    assert "reg_loss" not in _learner().update(buf.sample(8, 4, np.random.default_rng(0)))
-
-
-def test_lr_scale_and_restore_weights_keep_counters_forward():
-    learner = _learner()
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
-    buf.fill(_const_episodes([1.0, 2.0], [10, 10]))
-    learner.update(buf.sample(8, 4, np.random.default_rng(0)))
-    saved = {k: v for k, v in learner.state_dict().items()}
-    import copy
-    saved = copy.deepcopy(saved)
-    learner.set_lr_scale(0.1)
-    assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
-    m = learner.update(buf.sample(8, 4, np.random.default_rng(1)))
-    assert m["lr"] == pytest.approx(1e-4)
-    learner.restore_weights(saved)
-    for k, v in learner.model.state_dict().items():
-        assert torch.equal(v, saved["model"][k])
-    assert learner.updates == 2 and learner.lr_scale == pytest.approx(0.1)
+from odt.flags import parse_config
 
 
 # --- short runs: each switch visible in metrics.jsonl ------------------------------------------
@@ -342,8 +170,8 @@ def test_old_configs_with_explore_noise_still_load():
 
 @pytest.mark.slow
 def test_multitask_pads_spaces_mixes_batches_and_evaluates_per_task(tmp_path, hopper_npz):
-    from odt.data.generate import collect
     from odt.data.formats import save_npz
+    from odt.data.generate import collect
 
     pend = tmp_path / "pendulum.npz"
     save_npz(collect("InvertedPendulum-v5", 1500, seed=0, policy=None, name="p", log=lambda line: None), pend)

@@ -1,4 +1,4 @@
-"""Checkpoints: complete (model, every optimizer and scheduler, lambda, normaliser), written
+"""Checkpoints: complete (model, every optimizer and scheduler, lambda, normalizer), written
 atomically with a SHA-256 beside each, the previous one kept, and loaded without executing code
 from the file (``weights_only=True``). A checkpoint whose checksum does not match is skipped, with
 a warning, for the previous one."""

@@ -1,4 +1,4 @@
-"""The stateful ``Policy`` (a trained model, its normaliser, a context window and the target
+"""The stateful ``Policy`` (a trained model, its normalizer, a context window and the target
 return) and ``EnsemblePolicy``; ``load_policy`` builds either from a run directory."""
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ import tyro
 from .config import ConfigError, check_out_dir
 
 # Config keys that never make two runs different settings: replicates, paths, machine details.
-NOT_SETTINGS = {"seed", "out", "overwrite", "progress", "resume", "init", "device", "threads", "download", "preset"}
+SETTINGS_NOT_COMPARED = {"seed", "out", "overwrite", "progress", "resume", "init", "device", "threads", "download", "preset"}
 GAMMA = 100.0  # optimality gap threshold: the expert's normalized score
 CURVE_POINTS = 50
 
@@ -27,7 +27,7 @@ CURVE_POINTS = 50
 @dataclass
 class ReportArgs:
     runs: tyro.conf.Positional[list[Path]]
-    """Run directories, or directories to search for them (the --out of an `odt sweep`)."""
+    """RunRecord directories, or directories to search for them (the --out of an `odt sweep`)."""
     out: Path
     """Report directory: report.md, table.csv, aggregates.csv, report.json and the PNG plots."""
     overwrite: bool = False
@@ -42,7 +42,7 @@ class ReportArgs:
 
 
 @dataclass
-class Run:
+class RunRecord:
     path: Path
     config: dict
     summary: dict
@@ -96,7 +96,7 @@ def _read_json(path: Path):
         raise ConfigError(f"cannot read {path}: {e}; is it a run directory made by odt?") from e
 
 
-def find_runs(paths: list[Path]) -> tuple[list[Run], list[Path]]:
+def find_runs(paths: list[Path]) -> tuple[list[RunRecord], list[Path]]:
     """Complete runs (config.json and summary.json) at or under the paths, and incomplete ones."""
     dirs = set()
     for p in paths:
@@ -115,7 +115,7 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[Path]]:
             rows = []  # no learning curve, the summary still counts
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"cannot read {d / 'metrics.jsonl'}: {e}; leave that run out") from e
-        runs.append(Run(d, _read_json(d / "config.json"), _read_json(d / "summary.json"),
+        runs.append(RunRecord(d, _read_json(d / "config.json"), _read_json(d / "summary.json"),
                         [r for r in rows if r.get("event") == "eval"]))
     if not runs:
         where = ", ".join(map(str, paths))
@@ -125,14 +125,14 @@ def find_runs(paths: list[Path]) -> tuple[list[Run], list[Path]]:
     return runs, incomplete
 
 
-def label_settings(runs: list[Run]) -> list[str]:
+def label_settings(runs: list[RunRecord]) -> list[str]:
     """Each run's setting: its algorithm plus the config keys that vary between runs of one task."""
     by_task = defaultdict(list)
     for r in runs:
         by_task[r.task].append(r)
     keys = set()
     for group in by_task.values():
-        for k in set().union(*(r.config for r in group)) - NOT_SETTINGS:
+        for k in set().union(*(r.config for r in group)) - SETTINGS_NOT_COMPARED:
             if len({json.dumps(r.config.get(k)) for r in group}) > 1:
                 keys.add(k)
     for r in runs:
@@ -155,7 +155,7 @@ def _bootstrap(matrix: np.ndarray, func, reps: int, seed: int) -> tuple[np.ndarr
     return point["x"], ci["x"]
 
 
-def _matrix(runs: list[Run], tasks: list[tuple], phase: str, normalized: bool) -> tuple[np.ndarray, int]:
+def _matrix(runs: list[RunRecord], tasks: list[tuple], phase: str, normalized: bool) -> tuple[np.ndarray, int]:
     """(runs x tasks) scores for rliable, which needs as many runs on every task: the first k by
     seed, k the smallest count; returns the matrix and how many runs were left out."""
     columns = []
@@ -167,7 +167,7 @@ def _matrix(runs: list[Run], tasks: list[tuple], phase: str, normalized: bool) -
     return np.array([c[:k] for c in columns]).T, sum(len(c) - k for c in columns)
 
 
-def aggregates(runs: list[Run], reps: int, seed: int) -> tuple[list[dict], list[tuple], bool]:
+def aggregates(runs: list[RunRecord], reps: int, seed: int) -> tuple[list[dict], list[tuple], bool]:
     """IQM, optimality gap and mean across runs x tasks with 95% stratified bootstrap intervals,
     per setting and phase; over the tasks with normalized scores, or over all if none has them."""
     from rliable import metrics
@@ -198,7 +198,7 @@ def aggregates(runs: list[Run], reps: int, seed: int) -> tuple[list[dict], list[
     return out, tasks, normalized
 
 
-def task_table(runs: list[Run]) -> list[dict]:
+def task_table(runs: list[RunRecord]) -> list[dict]:
     """Per task and setting: offline and online mean and std over seeds, and the change (Table 5.1)."""
     rows = []
     for task in sorted({r.task for r in runs}):
@@ -216,7 +216,7 @@ def task_table(runs: list[Run]) -> list[dict]:
     return rows
 
 
-def curves(runs: list[Run], tasks: list[tuple], normalized: bool, reps: int, seed: int) -> list[dict]:
+def curves(runs: list[RunRecord], tasks: list[tuple], normalized: bool, reps: int, seed: int) -> list[dict]:
     """Learning curves on a common grid of online steps (each run interpolated onto it, up to the
     shortest run), with 95% bootstrap bands: per task the mean over seeds, and across the
     aggregated tasks the IQM over runs x tasks."""
@@ -289,7 +289,7 @@ def plot_curves(curve_rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def plot_profiles(runs: list[Run], tasks: list[tuple], normalized: bool, reps: int, seed: int, path: Path) -> dict:
+def plot_profiles(runs: list[RunRecord], tasks: list[tuple], normalized: bool, reps: int, seed: int, path: Path) -> dict:
     """Performance profiles (the fraction of runs above each score, rliable) of the offline and the
     online scores of each setting, over the aggregated tasks."""
     import matplotlib.pyplot as plt
@@ -334,7 +334,7 @@ def _ci(row: dict, key: str) -> str:
     return f"{_f(row[key])} [{_f(lo)}, {_f(hi)}]"
 
 
-def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized: bool, runs: list[Run],
+def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized: bool, runs: list[RunRecord],
              incomplete: list[Path], setting_keys: list[str], reps: int, online_evals: int) -> str:
     lines = ["# odt report", "",
              f"{len(runs)} complete runs on {len({r.task for r in runs})} task(s)"

@@ -74,11 +74,18 @@ class ReturnTarget:
         self.lowest, self.highest = math.inf, -math.inf
 
     @classmethod
-    def for_config(cls, cfg) -> "ReturnTarget":
-        """From a ``Config`` (not imported here: the config parses its ranges with this module)."""
+    def for_config(cls, cfg, seen=(), data_returns=None) -> "ReturnTarget":
+        """From a ``Config`` (not imported here: the config parses its ranges with this module).
+        ``seen``: the returns of the trajectories finetuning starts from (the last ``window`` of
+        them, highest last, become the "recent" ones); ``data_returns``: the offline data's, whose
+        lowest and highest start the clip's range."""
         g = cfg.g_online if cfg.target_multiple is None else cfg.target_multiple * cfg.ref_max_score
-        return cls(cfg.return_target, g, p0=cfg.target_p0, p1=cfg.target_p1, beta0=cfg.target_beta0,
-                   beta1=cfg.target_beta1, window=cfg.target_window, clip=cfg.target_clip, clip_c=cfg.target_clip_c)
+        target = cls(cfg.return_target, g, p0=cfg.target_p0, p1=cfg.target_p1, beta0=cfg.target_beta0,
+                     beta1=cfg.target_beta1, window=cfg.target_window, clip=cfg.target_clip, clip_c=cfg.target_clip_c)
+        target.observe(sorted(seen)[-cfg.target_window:])
+        if data_returns is not None:
+            target.lowest, target.highest = float(np.min(data_returns)), float(np.max(data_returns))
+        return target
 
     def observe(self, returns) -> None:
         for r in np.asarray(returns, dtype=np.float64).reshape(-1):

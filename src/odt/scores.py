@@ -1,4 +1,4 @@
-"""D4RL normalised scores: 100 * (return - random) / (expert - random).
+"""D4RL normalized scores: 100 * (return - random) / (expert - random).
 
 The reference returns are D4RL's (``d4rl/infos.py``), measured on the v2 (mujoco-py) tasks.
 Gymnasium's v5 tasks (and Gymnasium-Robotics' Adroit and PointMaze) have the same dynamics,
@@ -84,7 +84,7 @@ def reference_of(env_id: str | None, override: tuple[float | None, float | None]
 
 
 def return_stats(env_id: str | None, returns, reference: tuple[float, float] | None = None) -> dict:
-    """Mean and std of episode returns, and of their normalised scores where a reference exists."""
+    """Mean and std of episode returns, and of their normalized scores where a reference exists."""
     returns = np.asarray(returns, dtype=np.float64)
     out = {"return_mean": float(returns.mean()), "return_std": float(returns.std())}
     ref = reference or reference_of(env_id)

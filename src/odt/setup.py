@@ -4,6 +4,7 @@ environments and the run directory, and hand them to a ``Trainer``. Nothing is w
 check has passed."""
 from __future__ import annotations
 
+import dataclasses
 import shlex
 import sys
 from datetime import datetime
@@ -115,11 +116,12 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: 
     if not np.allclose(act_low, -1) or not np.allclose(act_high, 1):
         for e in dataset.episodes:
             e.actions = scale_actions_to_unit(e.actions, act_low, act_high)
+    if checkpoint is None:  # the directory's default name uses the resolved algorithm
+        resolved["out"] = make_run_dir(dataclasses.replace(cfg, **resolved))
     # The one place where the config changes after validation: it records what was resolved.
     for name, value in resolved.items():
         setattr(cfg, name, value)
     if checkpoint is None:
-        cfg.out = make_run_dir(cfg)
         cfg.save(cfg.out / "config.json")
     else:
         # Rows written after the checkpoint are redone from it: drop them, so none is doubled.

@@ -28,7 +28,7 @@ from .logging import fmt_time
 GROUP_DIR = Path(__file__).parent / "sweeps"
 # Settings that say where and how a run writes or computes, not what it learns: a run directory
 # made with other values of these still belongs to the grid point (a resumed run keeps its own).
-NOT_SETTINGS = {"out", "overwrite", "progress", "resume", "threads", "device"}
+PLUMBING = {"out", "overwrite", "progress", "resume", "threads", "device"}
 OWN_FLAGS = ("--out", "--resume", "--overwrite", "--progress", "--no-progress", "--init")
 
 
@@ -213,7 +213,7 @@ def _state_of(p: Point, settings: dict) -> str:
         raise ConfigError(f"cannot read {d / 'config.json'} ({e}); move {d} away or choose another --out") from e
     for key, value in settings.items():
         # A run's config.json also records what setup filled in (reference scores, ...).
-        if key in NOT_SETTINGS or value is None or key not in saved or saved[key] == value:
+        if key in PLUMBING or value is None or key not in saved or saved[key] == value:
             continue
         raise ConfigError(f"{d} holds a run with other settings ({key} {saved[key]!r} there, {value!r} in this "
                           "sweep); give another --out, or the settings it was made with")

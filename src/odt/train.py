@@ -26,9 +26,19 @@ from .envs.pool import EnvPool
 from .evaluation import Evaluator, summary_of, summary_table
 from .logging import Progress, RunLogger, fmt_return
 from .policy import EnsemblePolicy, Policy, make_policy
-from .rollout import rollout
+from .rollout import RolloutResult, rollout
 from .safety import SafetyNets
 from .schedules import ReturnTarget, decay, linear, noise_std
+
+
+@dataclass
+class Exploration:
+    """What a round's rollouts were made with, and what they gave."""
+
+    policy: Policy | EnsemblePolicy
+    g_online: float | np.ndarray
+    noise: float
+    result: RolloutResult
 
 
 @dataclass
@@ -97,51 +107,18 @@ class Trainer:
     def finetune(self) -> dict:
         cfg = self.cfg
         self._start_online()
-        buffer, mixing = self.buffer, cfg.offline_ratio is not None
+        mixing = cfg.offline_ratio is not None
         progress = Progress(self.logger, "online", cfg.online_steps, "steps", done=self.online_steps)
         explore = self.envs.get(cfg.episodes_per_round)
         while self.online_steps < cfg.online_steps:
-            # act
             self.rounds += 1
             p = self.online_steps / cfg.online_steps if cfg.online_steps else 1.0
-            g_online = self.envs.per_env("g_online", cfg.episodes_per_round) if self.envs.tasks else self.target.value(p)
-            noise = noise_std(cfg.exploration_noise(), cfg.noise_schedule, p, cfg.noise_floor)
-            lr_scale = ((cfg.finetune_lr / cfg.lr if cfg.finetune_lr else 1.0) * decay(cfg.lr_decay, p)
-                        * self.safety.lr_factor)
-            for learner in self.ensemble:
-                learner.set_lr_scale(lr_scale)
-            policy = self.policy(deterministic=False, noise=noise)
-            res = rollout(policy, explore, g_online, seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round,
-                          max_steps=cfg.online_steps - self.online_steps)
-            # store
-            for ep, i in zip(res.episodes, res.env_index):
-                ep.task = i % max(len(self.envs.tasks), 1)
-                buffer.add(ep)
-            self.target.observe(res.returns)
-            self.online_steps += res.steps
-            # learn
+            explored = self._act(p, explore)
+            self._store(explored.result)
             ratio = linear(*cfg.offline_ratios(), p) if mixing else None
-            m = self._updates(buffer, cfg.updates_per_round, offline_ratio=ratio)
-            # log
-            self.logger.log({
-                "phase": "online", "event": "round", "round": self.rounds, "updates": self.learner.updates,
-                "online_steps": self.online_steps, "noise_std": noise,
-                **({f"g_online_{t.key}": t.g_online for t in self.envs.tasks} if self.envs.tasks
-                   else {"g_online": g_online}),
-                **({"offline_ratio": ratio} if mixing else {}),
-                **({"ensemble_disagreement": float(np.mean(policy.disagreement))} if self.ensemble.members else {}),
-                "rollout_return_mean": float(res.returns.mean()), "rollout_length_mean": float(res.lengths.mean()),
-                "buffer_trajectories": len(buffer), "buffer_steps": buffer.n_transitions, **m})
-            progress.update(self.online_steps, round=self.rounds, episodes=self.rounds * cfg.episodes_per_round,
-                            ret=float(res.returns.mean()), **({"lambda": m["lambda"]} if "lambda" in m else {}))
-            # evaluate and apply the safety nets
-            verdict = None
-            if self.rounds % cfg.eval_every == 0:
-                self.last_eval = self.evaluate("online")
-                verdict = self._after_eval(self.last_eval)
-                if verdict == "rolled_back":
-                    self.last_eval = None  # the weights are the best's now: the final evaluation measures them
-            # checkpoint, stop
+            metrics = self._updates(self.buffer, cfg.updates_per_round, offline_ratio=ratio)
+            self._log_round(explored, ratio, metrics, progress)
+            verdict = self._evaluate_round() if self.rounds % cfg.eval_every == 0 else None
             if self.rounds % cfg.checkpoint_every == 0 or verdict == "stop":
                 self.save("latest")
             if verdict == "stop":
@@ -155,6 +132,47 @@ class Trainer:
         if self.safety.best() is not None:
             self.summary["best"] = self.safety.best()
         return last_eval
+
+    def _act(self, p: float, envs) -> Exploration:
+        """A round's exploration episodes at g_online, with the round's noise and learning rate."""
+        cfg = self.cfg
+        g_online = self.envs.per_env("g_online", cfg.episodes_per_round) if self.envs.tasks else self.target.value(p)
+        noise = noise_std(cfg.exploration_noise(), cfg.noise_schedule, p, cfg.noise_floor)
+        lr_scale = (cfg.finetune_lr or cfg.lr) / cfg.lr * decay(cfg.lr_decay, p) * self.safety.lr_factor
+        for learner in self.ensemble:
+            learner.set_lr_scale(lr_scale)
+        policy = self.policy(deterministic=False, noise=noise)
+        res = rollout(policy, envs, g_online, seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round,
+                      max_steps=cfg.online_steps - self.online_steps)
+        return Exploration(policy, g_online, noise, res)
+
+    def _store(self, res: RolloutResult) -> None:
+        for ep, i in zip(res.episodes, res.env_index):
+            ep.task = i % max(len(self.envs.tasks), 1)
+            self.buffer.add(ep)
+        self.target.observe(res.returns)
+        self.online_steps += res.steps
+
+    def _log_round(self, x: Exploration, ratio: float | None, m: dict, progress: Progress) -> None:
+        tasks, res, buffer = self.envs.tasks, x.result, self.buffer
+        self.logger.log({
+            "phase": "online", "event": "round", "round": self.rounds, "updates": self.learner.updates,
+            "online_steps": self.online_steps, "noise_std": x.noise,
+            **({f"g_online_{t.key}": t.g_online for t in tasks} if tasks else {"g_online": x.g_online}),
+            **({"offline_ratio": ratio} if ratio is not None else {}),
+            **({"ensemble_disagreement": float(np.mean(x.policy.disagreement))} if self.ensemble.members else {}),
+            "rollout_return_mean": float(res.returns.mean()), "rollout_length_mean": float(res.lengths.mean()),
+            "buffer_trajectories": len(buffer), "buffer_steps": buffer.n_transitions, **m})
+        progress.update(self.online_steps, round=self.rounds, episodes=self.rounds * self.cfg.episodes_per_round,
+                        ret=float(res.returns.mean()), **({"lambda": m["lambda"]} if "lambda" in m else {}))
+
+    def _evaluate_round(self) -> str | None:
+        """Evaluate, then let the safety nets judge: "rolled_back", "stop" or None."""
+        self.last_eval = self.evaluate("online")
+        verdict = self._after_eval(self.last_eval)
+        if verdict == "rolled_back":
+            self.last_eval = None  # the weights are the best's now: the final evaluation measures them
+        return verdict
 
     def _start_online(self) -> None:
         """The online buffer (top-N offline trajectories, or, with --offline-ratio, online ones only
@@ -173,13 +191,12 @@ class Trainer:
                 self.logger.info(f"[online] offline share of each batch {cfg.offline_ratio} (start:end) from all "
                                  f"{len(self.dataset.episodes)} offline trajectories, the rest from online ones")
             else:
-                self._fill_online_buffer()
+                self.buffer.fill_per_task(self.dataset.episodes, len(self.envs.tasks),
+                                          rng=self.rng if cfg.buffer_seeding == "random" else None)
+                self._log_seeded()
         if self.target is None:
-            self.target = ReturnTarget.for_config(self.cfg)
-            seeds = sorted(e.ret for e in (self._offline if mixing else self.buffer).episodes)
-            self.target.observe(seeds[-cfg.target_window:])  # highest last: the "most recent"
-            returns = self.dataset.returns()
-            self.target.lowest, self.target.highest = float(returns.min()), float(returns.max())
+            seen = [e.ret for e in (self._offline if mixing else self.buffer).episodes]
+            self.target = ReturnTarget.for_config(cfg, seen, self.dataset.returns())
         if "offline" not in self.summary:
             self.summary["offline"] = summary_of(self.evaluate("online"))
         if self.phase != "online":
@@ -189,14 +206,8 @@ class Trainer:
             self._after_eval({f"eval_{k}": v for k, v in self.summary["offline"].items()})
             self.save("latest")  # a run killed before its first round resumes here
 
-    def _fill_online_buffer(self) -> None:
-        # Multi-task: every task gets its share, so that no task's return scale crowds out another.
-        cfg, tasks = self.cfg, self.envs.tasks
-        groups = ([[e for e in self.dataset.episodes if e.task == t] for t in range(len(tasks))]
-                  if tasks else [self.dataset.episodes])
-        for group in groups:
-            self.buffer.fill(group, cfg.buffer_size // len(groups),
-                                 rng=self.rng if cfg.buffer_seeding == "random" else None)
+    def _log_seeded(self) -> None:
+        cfg = self.cfg
         seeded = np.array([e.ret for e in self.buffer.episodes])
         self._event("buffer_seeded", f"buffer seeded with the {cfg.buffer_seeding} {len(seeded)} of "
                     f"{len(self.dataset.episodes)} offline trajectories (returns {fmt_return(seeded.min())} to "
@@ -241,7 +252,7 @@ class Trainer:
         return self.evaluator(self.policy(deterministic=True), g_eval, phase, self.learner.updates, self.online_steps)
 
     def _after_eval(self, row: dict) -> str | None:
-        ret = row["eval_normalized_mean"] if self.envs.tasks and "eval_normalized_mean" in row else row["eval_return_mean"]
+        ret = row.get("eval_normalized_mean", row["eval_return_mean"]) if self.envs.tasks else row["eval_return_mean"]
         return self.safety.after_eval(ret, self.learner.updates, lambda: self.save("best"), self._restore_best,
                                       self._event)
 
@@ -291,7 +302,8 @@ def execute(trainer: Trainer, pretrain: bool, finetune: bool) -> dict:
         if finetune:
             trainer.finetune()
         trainer.summary.update(command=shlex.join(sys.argv), algo=cfg.algo,
-                               **({"tasks": list(cfg.tasks)} if cfg.tasks else {"env": cfg.env, "dataset": cfg.dataset}),
+                               **({"tasks": list(cfg.tasks)} if cfg.tasks
+                                  else {"env": cfg.env, "dataset": cfg.dataset}),
                                seed=cfg.seed, updates=trainer.learner.updates, online_steps=trainer.online_steps,
                                wall_time_s=round(time.time() - start, 1), run_dir=str(trainer.run_dir))
         (trainer.run_dir / "summary.json").write_text(json.dumps(trainer.summary, indent=2) + "\n")

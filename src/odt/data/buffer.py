@@ -15,7 +15,7 @@ from .trajectories import Episode, flatten_episodes, returns_to_go, split_episod
 class Batch:
     """B windows of K steps, right-padded; ``mask`` is 1 on real steps."""
 
-    states: torch.Tensor  # (B, K, obs_dim), normalised
+    states: torch.Tensor  # (B, K, obs_dim), normalized
     actions: torch.Tensor  # (B, K, act_dim)
     rtg: torch.Tensor  # (B, K, 1), divided by rtg_scale
     timesteps: torch.Tensor  # (B, K) long
@@ -23,7 +23,7 @@ class Batch:
     rewards: torch.Tensor  # (B, K)
     # For a critic (sample(..., with_next=True)): the window shifted by one step, s_{t+1} and the
     # tokens the actor sees there, whether step t terminated, and where a TD target exists.
-    next_states: torch.Tensor | None = None  # (B, K, obs_dim), normalised
+    next_states: torch.Tensor | None = None  # (B, K, obs_dim), normalized
     next_actions: torch.Tensor | None = None  # (B, K, act_dim): a_{t+1}, 0 past the episode's end
     next_rtg: torch.Tensor | None = None  # (B, K, 1): g_{t+1} = g_t - r_t, hindsight
     terminals: torch.Tensor | None = None  # (B, K) float: 1 where step t ended the task
@@ -116,6 +116,13 @@ class ReplayBuffer:
             self.episodes.append(offline[i] if i >= 0 else online[-1 - i])
         self._packed = None
 
+    def fill_per_task(self, offline: list[Episode], n_tasks: int, rng: np.random.Generator | None = None) -> None:
+        """``fill``, with an equal share of the capacity for each of ``n_tasks`` tasks (0: one task), so
+        that no task's return scale crowds out another's."""
+        groups = [[e for e in offline if e.task == t] for t in range(n_tasks)] if n_tasks else [offline]
+        for group in groups:
+            self.fill(group, self.capacity // len(groups), rng=rng)
+
     def add(self, episode: Episode) -> list[Episode]:
         """Append a new trajectory; return the evicted ones."""
         self.episodes.append(episode)
@@ -133,7 +140,7 @@ class ReplayBuffer:
         return sum(len(e) for e in self.episodes)
 
     def sampling_probabilities(self) -> np.ndarray:
-        """p(tau) = |tau| / sum |tau'| (Algorithm 2, line 2), or priority^alpha normalised."""
+        """p(tau) = |tau| / sum |tau'| (Algorithm 2, line 2), or priority^alpha normalized."""
         if self.priority_alpha is None:
             lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
             return lengths / lengths.sum()

@@ -1,7 +1,7 @@
 """Multi-task finetuning (tutorial section 7.9): one model over several environments whose
 observation and action spaces are padded to a common size.
 
-Each task's observations are normalised with its own dataset's statistics and then zero-padded;
+Each task's observations are normalized with its own dataset's statistics and then zero-padded;
 its actions live in the first dimensions of a common [-1, 1] box (the padding is ignored by the
 environment, and the datasets carry zeros there, so the model learns to predict zeros). The
 model sees no task id: the tasks differ in their padded observations."""
@@ -39,7 +39,7 @@ class Task:
     act_high: np.ndarray
 
     def observation(self, obs: np.ndarray, obs_dim: int) -> np.ndarray:
-        """Raw observations (one or many) as the model sees them: normalised, then padded."""
+        """Raw observations (one or many) as the model sees them: normalized, then padded."""
         return _pad((obs - self.obs_mean) / self.obs_std, obs_dim)
 
     @property
@@ -85,7 +85,7 @@ class PaddedTask(gym.Wrapper):
 
 
 def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list[Task]]:
-    """Every task's dataset, checked against its environment, normalised, padded and merged
+    """Every task's dataset, checked against its environment, normalized, padded and merged
     (``Episode.task`` says whose it is); targets default to the expert return (else the best in
     the data) for evaluation and twice that for exploration, the paper's ratio."""
     loaded = []

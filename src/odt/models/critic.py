@@ -17,7 +17,7 @@ def _mlp(inp: int, hidden: int, layernorm: bool) -> nn.Sequential:
 
 
 class TwinCritic(nn.Module):
-    """Two independent MLPs (two hidden layers, ReLU, optional LayerNorm) on normalised states
+    """Two independent MLPs (two hidden layers, ReLU, optional LayerNorm) on normalized states
     and actions in [-1, 1]; TD3 takes the smaller of their target values."""
 
     def __init__(self, obs_dim: int, act_dim: int, hidden: int = 256, layernorm: bool = False):

@@ -71,7 +71,7 @@ def tanh_log_det(u: torch.Tensor) -> torch.Tensor:
 
 
 class DeterministicHead(nn.Module):
-    """DT's head: a linear layer and tanh onto the normalised action box."""
+    """DT's head: a linear layer and tanh onto the normalized action box."""
 
     def __init__(self, hidden: int, act_dim: int):
         super().__init__()

@@ -88,10 +88,10 @@ class DecisionTransformer(nn.Module):
         self.head = make_head(spec.action_head, d, spec.act_dim, spec.log_std_min, spec.log_std_max)
         self.apply(self._init)
         # The token embeddings keep PyTorch's default initialisation, as the official code's do.
-        # embed_ln normalises each token on its own, and LayerNorm(w * g) is the same vector for
+        # embed_ln normalizes each token on its own, and LayerNorm(w * g) is the same vector for
         # every g > 0: with N(0, 0.02) weights and zero biases the return-to-go token would carry
         # only its sign (and a state s and 1.5 s would give one token). The default's bias, of the
-        # size of w * g, keeps the magnitude in the normalised token from the first update on.
+        # size of w * g, keeps the magnitude in the normalized token from the first update on.
         for m in (self.embed_return, self.embed_state, self.embed_action, self.embed_timestep):
             if m is not None:
                 m.reset_parameters()
