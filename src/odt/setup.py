@@ -48,9 +48,9 @@ def _check_dims(state: dict, source: Path, env_id: str, obs_dim: int, act_dim: i
 def _from_checkpoint(cfg: Config, state: dict) -> dict:
     """The settings a pretrained checkpoint fixes: its architecture, and its actor's kind."""
     spec = ModelSpec(**state["spec"])
-    resolved = {name: getattr(spec, name) for name in ("embed_dim", "n_layer", "n_head", "context_len",
-                                                       "timestep_embedding", "max_ep_len", "action_head",
-                                                       "log_std_min", "log_std_max")}
+    # Every architecture setting but the data's dimensions and dropout (a training setting).
+    resolved = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ModelSpec)
+                if f.name not in ("obs_dim", "act_dim", "dropout")}
     deterministic = spec.action_head == "deterministic"
     if deterministic != (cfg.resolved_action_head() == "deterministic"):
         # The actor's kind is the checkpoint's; keep the TD3 part as asked, else as pretrained.
