@@ -1,6 +1,7 @@
-"""Environments for training, evaluation and `odt eval`: checked construction, the horizon check,
-vector environments, and the one place where actions cross between the environment's units and
-the [-1, 1] box the policy acts in."""
+"""Environments for training, evaluation, `odt eval` and data generation: one ``make_env`` that
+datasets, rollouts and ``Policy`` users share (goal-conditioned mazes get D4RL's evaluation goals
+and a flat observation), the horizon check, vector environments, and the one place where actions
+cross between the environment's units and the [-1, 1] box the policy acts in."""
 from __future__ import annotations
 
 import gymnasium as gym
@@ -8,10 +9,97 @@ import numpy as np
 
 from ..config import ConfigError
 
+R, G = "r", "g"
+# The evaluation mazes of D4RL, as Minari's D4RL ports record them in their eval_env: PointMaze
+# (maze2d) has one goal cell and random reset cells; AntMaze has one reset and one goal cell.
+POINTMAZE_EVAL = {
+    "open": [[1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 0, 1], [1, 0, 0, G, 0, 0, 1], [1, 0, 0, 0, 0, 0, 1],
+             [1, 1, 1, 1, 1, 1, 1]],
+    "umaze": [[1, 1, 1, 1, 1], [1, G, 0, 0, 1], [1, 1, 1, 0, 1], [1, 0, 0, 0, 1], [1, 1, 1, 1, 1]],
+    "medium": [[1, 1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 0, 0, 0, 1],
+               [1, 1, 0, 0, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1], [1, 0, 1, 0, 0, 1, 0, 1],
+               [1, 0, 0, 0, 1, 0, G, 1], [1, 1, 1, 1, 1, 1, 1, 1]],
+    "large": [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+              [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1], [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+              [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+              [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1, 0, G, 0, 1],
+              [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]],
+}
+ANTMAZE_EVAL = {
+    "umaze": [[1, 1, 1, 1, 1], [1, R, 0, 0, 1], [1, 1, 1, 0, 1], [1, G, 0, 0, 1], [1, 1, 1, 1, 1]],
+    "medium": [[1, 1, 1, 1, 1, 1, 1, 1], [1, R, 0, 1, 1, 0, 0, 1], [1, 0, 0, 1, 0, 0, 0, 1],
+               [1, 1, 0, 0, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1], [1, 0, 1, 0, 0, 1, 0, 1],
+               [1, 0, 0, 0, 1, 0, G, 1], [1, 1, 1, 1, 1, 1, 1, 1]],
+    "large": [[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [1, R, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1],
+              [1, 0, 1, 1, 0, 1, 0, 1, 0, 1, 0, 1], [1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1],
+              [1, 0, 1, 1, 1, 1, 0, 1, 1, 1, 0, 1], [1, 0, 0, 1, 0, 1, 0, 0, 0, 0, 0, 1],
+              [1, 1, 0, 1, 0, 1, 0, 1, 0, 1, 1, 1], [1, 0, 0, 1, 0, 0, 0, 1, 0, 0, G, 1],
+              [1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]],
+}
+
+
+def maze_of(env_id: str) -> tuple[str, str] | None:
+    """('pointmaze' | 'antmaze', 'open' | 'umaze' | 'medium' | 'large') for a maze id, else None."""
+    family, _, rest = env_id.partition("_")
+    size = rest.split("-")[0].split("_")[0].lower().replace("dense", "").replace("diverse", "")
+    if family in ("PointMaze", "AntMaze") and size in POINTMAZE_EVAL:
+        return family.lower(), size
+    return None
+
+
+def evaluation_kwargs(env_id: str) -> dict:
+    """How D4RL evaluated each maze family: maze2d runs its whole horizon (reward 1 at every step
+    within 0.5 of the goal: continuing), antmaze ends at the goal (return 0 or 1)."""
+    maze = maze_of(env_id)
+    if maze is None:
+        return {}
+    family, size = maze
+    if family == "pointmaze":
+        return {"maze_map": POINTMAZE_EVAL[size], "continuing_task": True, "reset_target": False}
+    return {"maze_map": ANTMAZE_EVAL[size], "continuing_task": False}
+
+
+class GoalObservation(gym.ObservationWrapper):
+    """A goal-conditioned dict observation as one vector: ``observation``, then ``desired_goal``
+    (PointMaze: x, y, vx, vy, goal x, goal y)."""
+
+    def __init__(self, env: gym.Env):
+        super().__init__(env)
+        spaces = env.observation_space
+        low = np.concatenate([spaces["observation"].low, spaces["desired_goal"].low]).astype(np.float32)
+        high = np.concatenate([spaces["observation"].high, spaces["desired_goal"].high]).astype(np.float32)
+        self.observation_space = gym.spaces.Box(low, high, dtype=np.float32)
+
+    def observation(self, obs: dict) -> np.ndarray:
+        return flatten_goal(obs["observation"], obs["desired_goal"])
+
+
+def flatten_goal(observation: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
+    """The layout ``GoalObservation`` and the dataset readers share."""
+    return np.concatenate([observation, desired_goal], axis=-1).astype(np.float32)
+
+
+def make_env(env_id: str, evaluation: bool = True, **kwargs) -> gym.Env:
+    """``gym.make``, with Gymnasium-Robotics' environments registered when an id needs them;
+    with ``evaluation``, the mazes get D4RL's evaluation goals; dict observations come flat."""
+    if env_id not in gym.registry and env_id.split("_")[0] in ("PointMaze", "AntMaze", "AdroitHandPen",
+                                                                 "AdroitHandHammer", "AdroitHandDoor",
+                                                                 "AdroitHandRelocate"):
+        try:
+            import gymnasium_robotics  # optional and slow to import: only for its own environments
+        except ImportError as e:
+            raise ConfigError(f"{env_id} is a Gymnasium-Robotics environment; install it with "
+                              "`pip install 'odt[robotics]'`") from e
+        gym.register_envs(gymnasium_robotics)
+    env = gym.make(env_id, **{**(evaluation_kwargs(env_id) if evaluation else {}), **kwargs})
+    if isinstance(env.observation_space, gym.spaces.Dict):
+        env = GoalObservation(env)
+    return env
+
 
 def make_env_checked(env_id: str) -> gym.Env:
     try:
-        return gym.make(env_id)
+        return make_env(env_id)
     except gym.error.Error as e:
         raise ConfigError(f"unknown environment {env_id!r} ({str(e).splitlines()[0]}); "
                           "give a Gymnasium id such as Hopper-v5") from e
@@ -31,7 +119,7 @@ def make_env_with_horizon(env_id: str, max_ep_len: int) -> gym.Env:
 def make_vector_env(env_id: str, n: int) -> gym.vector.VectorEnv:
     # Synchronous: MuJoCo steps take microseconds, the policy's forward pass dominates, and
     # subprocesses would compete with torch for the cores.
-    return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(n)])
+    return gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(n)])
 
 
 def scale_actions_to_unit(actions: np.ndarray, low: np.ndarray, high: np.ndarray) -> np.ndarray:

@@ -16,7 +16,7 @@ from ..config import ConfigError
 from ..data.sources import check_matches_env, load_dataset
 from ..data.trajectories import Episode, TrajectoryDataset
 from ..scores import reference_of
-from .make import scale_actions_from_unit, scale_actions_to_unit
+from .make import make_env, scale_actions_from_unit, scale_actions_to_unit
 
 
 def _pad(x: np.ndarray, dim: int) -> np.ndarray:
@@ -117,6 +117,6 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
 
 def make_task_envs(tasks: list[Task], per_task: int, obs_dim: int, act_dim: int) -> gym.vector.VectorEnv:
     """``per_task`` environments of every task; environment i runs task i % len(tasks)."""
-    fns = [lambda t=tasks[i % len(tasks)]: PaddedTask(gym.make(t.env_id), t, obs_dim, act_dim)
+    fns = [lambda t=tasks[i % len(tasks)]: PaddedTask(make_env(t.env_id), t, obs_dim, act_dim)
            for i in range(per_task * len(tasks))]
     return gym.vector.SyncVectorEnv(fns)
