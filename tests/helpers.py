@@ -24,9 +24,6 @@ def const_episodes(returns_per_step, lengths) -> list[Episode]:
 @pytest.fixture(scope="session")
 def hopper_npz(tmp_path_factory):
     """A small real Hopper-v5 dataset (uniform random actions), written in odt's .npz format."""
-    from odt.data.formats import save_npz
-    from odt.data.generate import collect
-
     path = tmp_path_factory.mktemp("data") / "hopper-random-small.npz"
     save_npz(collect("Hopper-v5", 3000, seed=0, policy=None, name="test", log=lambda line: None), path)
     return path

@@ -148,7 +148,7 @@ def test_help_of_each_command():
     (["run", "--lrr", "3"], "Unrecognized options: --lrr, 3 (did you mean --lr FLOAT?)"),
     (["run", "--action-head", "xyz"], "Expected one of ('auto', 'deterministic', 'gaussian', 'tanh_gaussian')"),
     (["eval"], "Missing from odt eval: --run PATH"),
-    (["data", "generate", "--env", "Hopper-v5"], "--quality {random,medium,medium-replay,expert} --out STR"),
+    (["data", "generate", "--env", "Hopper-v5"], "--quality {random,medium,medium-replay,expert,waypoints} --out STR"),
     (["data", "inspect"], "Missing from odt data inspect: STR"),
     (["data", "frob"], "needs a subcommand"),
 ])

@@ -99,6 +99,22 @@ def test_critic_learns_the_one_step_reward_and_the_rl_term_climbs_it():
     assert int(q1.argmax()) in (9, 10, 11)  # the peak, a = 0
 
 
+def test_td_reward_shift_is_a_shift_of_the_critics_rewards_only():
+    # one critic step with the shift equals one on rewards shifted by hand, and the shift is not
+    # in the batch (the return-to-go keeps the environment's rewards)
+    buf = _hill_buffer(32)
+    batch = buf.sample(16, 1, np.random.default_rng(0))
+    shifted = _learner(TD3Settings(td_reward_shift=-1.0))
+    by_hand = _learner(TD3Settings())
+    rewards = batch.rewards.clone()
+    shifted._critic_step(batch)
+    assert torch.equal(batch.rewards, rewards)
+    batch.rewards = rewards - 1.0
+    by_hand._critic_step(batch)
+    for x, y in zip(shifted.critic.parameters(), by_hand.critic.parameters()):
+        torch.testing.assert_close(x, y)
+
+
 def test_state_dict_round_trip_keeps_the_critic():
     a = _learner(TD3Settings())
     buf = _hill_buffer(32)

@@ -148,6 +148,9 @@ class TD3Settings:
     """Width of the critics' two hidden layers."""
     critic_layernorm: bool = False
     """LayerNorm after each hidden layer of the critics."""
+    td_reward_shift: float = 0.0
+    """Added to every reward in the critics' TD targets only (the return-to-go keeps the
+    environment's rewards): -1 with --gamma 0.998 is the AntMaze convention of IQL and ViDT."""
 
 
 @dataclass

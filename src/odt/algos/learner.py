@@ -200,7 +200,7 @@ class Learner:
             a = (pred if isinstance(pred, torch.Tensor) else pred.mode()).float()
             noise = (torch.randn_like(a) * td3.target_noise).clamp(-td3.noise_clip, td3.noise_clip)
             q1_next, q2_next = self.critic_target(batch.next_states, (a + noise).clamp(-1, 1))
-            y = td3_target(batch.rewards, batch.terminals, q1_next, q2_next, td3.gamma)
+            y = td3_target(batch.rewards + td3.td_reward_shift, batch.terminals, q1_next, q2_next, td3.gamma)
         q1, q2 = self.critic(batch.states, batch.actions)
         loss = critic_loss(q1, q2, y, batch.critic_mask)
         self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left

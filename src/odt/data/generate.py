@@ -22,11 +22,12 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..envs.make import make_env_checked
+from ..envs.make import make_env, make_env_checked, maze_of
 from ..logging import Progress, fmt_time
 from ..scores import REFERENCE_RETURNS, task_of
 from .formats import from_arrays, rows_at_ends
 from .minari import write_minari
+from .waypoints import collect_waypoints, waypoint_reference
 from .trajectories import Episode, TrajectoryDataset
 
 def _log(line: str) -> None:
@@ -90,7 +91,7 @@ def _actor_weights(model) -> dict[str, torch.Tensor]:
 
 def evaluate_policy(policy: BehaviourPolicy, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
     """Mean and std return of the policy's sampled actions (the actions it records)."""
-    env = gym.make(env_id)
+    env = make_env(env_id)
     rng = np.random.default_rng(seed)
     returns = []
     for ep in range(episodes):
@@ -133,7 +134,7 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
                           "`pip install 'odt[generate]'`") from e
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    env = gym.make(env_id)
+    env = make_env(env_id)
     model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu")
     start = time.time()
     result: dict = {}
@@ -181,7 +182,7 @@ def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | 
     random actions, over ``n_envs`` environments stepped together. Episodes are cut at the
     environment's own termination and time limit; the last ones at the budget (truncated)."""
     rng = np.random.default_rng(seed)
-    envs = gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(n_envs)],
+    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(n_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.action_space.seed(seed)
     obs, _ = envs.reset(seed=seed)
@@ -240,7 +241,7 @@ def replay_dataset(path: Path, env_id: str, limit: int | None = None) -> Traject
 class GenerateArgs:
     env: str
     """Gymnasium environment id, e.g. Hopper-v5."""
-    quality: Literal["random", "medium", "medium-replay", "expert"]
+    quality: Literal["random", "medium", "medium-replay", "expert", "waypoints"]
     """D4RL's dataset kinds: uniform actions, a policy at 1/3 or all of the expert return, or the
     replay buffer of the medium policy's training."""
     out: str
@@ -277,9 +278,14 @@ def generate_command(a: GenerateArgs, log=_log) -> dict:
     except ValueError as e:
         raise ConfigError(f"--out {a.out!r} is not a Minari dataset id; use the form namespace/name-v0, "
                           "e.g. hopper/medium-v0") from e
+    if a.quality == "waypoints" and (maze_of(a.env) or ("",))[0] != "pointmaze":
+        raise ConfigError(f"--quality waypoints is the PointMaze recipe; {a.env} is not a PointMaze environment "
+                          "(e.g. PointMaze_UMaze-v3)")
     if a.out in minari.list_local_datasets():
         raise ConfigError(f"Minari dataset {a.out} already exists in the local store; choose another --out "
                           f"or delete it first with `minari delete {a.out}`")
+    if a.quality == "waypoints":
+        return _generate_waypoints(a, log)
     target = a.target_return
     if target is None and a.quality != "random" and a.policy is None:
         task = task_of(a.env)
@@ -328,4 +334,23 @@ def generate_command(a: GenerateArgs, log=_log) -> dict:
     d = ds.describe()
     log(f"[generate] wrote Minari dataset {a.out} ({d['n_episodes']} episodes, {d['n_transitions']} transitions, "
         f"return mean {d['return_mean']:.1f}) to {dataset.storage.data_path.parent} in {fmt_time(time.time() - t0)}")
+    return extra
+
+
+def _generate_waypoints(a: GenerateArgs, log) -> dict:
+    """PointMaze by Minari's recipe (waypoints.py), with the references measured the same way."""
+    t0 = time.time()
+    log(f"[generate] recording {a.transitions} transitions of the noisy waypoint controller in {a.env}")
+    ds = collect_waypoints(a.env, a.transitions, a.seed, name=a.out, log=log)
+    reference = waypoint_reference(a.env, seed=a.seed)
+    log(f"[generate] reference returns over 100 evaluation episodes: random {reference[0]:.1f}, "
+        f"controller {reference[1]:.1f}")
+    extra = {"quality": "waypoints", "env_id": a.env, "transitions": ds.n_transitions, "seed": a.seed,
+             "behaviour": ds.metadata["behaviour"], "versions": versions(),
+             "generate_seconds": round(time.time() - t0, 1)}
+    description = (f"PointMaze data for {a.env} made by `odt data generate --quality waypoints` (Minari's recipe): "
+                   f"{ds.n_transitions} transitions, observation then desired goal.")
+    dataset = write_minari(ds, a.out, a.env, "waypoint controller", description, extra, reference=reference)
+    log(f"[generate] wrote Minari dataset {a.out} ({len(ds.episodes)} episodes) to "
+        f"{dataset.storage.data_path.parent} in {fmt_time(time.time() - t0)}")
     return extra

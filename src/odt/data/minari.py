@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 
 from ..config import ConfigError
@@ -131,9 +132,10 @@ def read_minari_episodes(ds, goal: bool = False) -> dict:
 
 
 def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm: str, description: str,
-                 extra: dict):
+                 extra: dict, reference: tuple[float, float] | None = None):
     """Write ``ds`` into the local Minari store with the ``minari`` API; ``extra`` goes into the
-    dataset's metadata under ``odt``. D4RL's reference returns are recorded where known."""
+    dataset's metadata under ``odt``. ``reference`` (else D4RL's, where known) is recorded as the
+    dataset's ref_min_score / ref_max_score. Observations are stored flat, as odt reads them."""
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
@@ -143,10 +145,12 @@ def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm:
         buffers.append(EpisodeBuffer(id=i, observations=np.concatenate([e.observations, e.final_observation[None]]),
                                      actions=e.actions, rewards=e.rewards, terminations=last & e.terminated,
                                      truncations=last & (not e.terminated), infos={}))
-    ref = reference_of(env_id)
+    ref = reference or reference_of(env_id)
     v = extra.get("versions", {})
+    box = gym.spaces.Box(-np.inf, np.inf, (ds.obs_dim,), np.float32)  # goal dicts arrive flattened
     dataset = minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env_id, eval_env=env_id, algorithm_name=algorithm, author="odt data generate",
+        dataset_id, buffers, env=env_id, eval_env=env_id, observation_space=box, algorithm_name=algorithm,
+        author="odt data generate",
         author_email="odt@localhost", code_permalink="https://pypi.org/project/odt/",
         description=description, ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None,
         requirements=[f"{k}=={v[k]}" for k in ("gymnasium", "mujoco") if k in v])
