@@ -5,11 +5,18 @@ import gymnasium as gym
 import minari
 import numpy as np
 import pytest
+from helpers import roundtrip
 from minari.data_collector.episode_buffer import EpisodeBuffer
 
 from odt.config import ConfigError
 from odt.data.sources import check_matches_env, load_dataset
-from odt.envs.make import ANTMAZE_EVAL, POINTMAZE_EVAL, evaluation_kwargs, make_env, maze_of
+from odt.envs.make import (
+    ANTMAZE_EVAL,
+    POINTMAZE_EVAL,
+    evaluation_kwargs,
+    make_env,
+    maze_of,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -104,3 +111,13 @@ def test_antmaze_v5_against_v4_data_is_one_line():
     ds = load_dataset("test/pointmaze/other-v0")
     with pytest.raises(ConfigError, match="observation dimension 6 but AntMaze_UMaze-v5 has 107"):
         check_matches_env(ds, make_env("AntMaze_UMaze-v5"))
+
+
+def test_policy_acts_on_a_goal_dict_as_on_its_flat_form(tmp_path):
+    live, _ = roundtrip(tmp_path / "run", "odt")  # any trained policy; its inputs here are 1-d
+    flat = np.array([[0.25]], np.float32)
+    as_dict = {"observation": np.zeros((1, 0), np.float32), "desired_goal": flat}
+    live.reset(1.0, n=1)
+    a = live.act(flat)
+    live.reset(1.0, n=1)
+    np.testing.assert_array_equal(live.act(as_dict), a)

@@ -9,7 +9,7 @@ import torch
 
 from .checkpoint import build_model, load_from_run
 from .config import Config
-from .envs.make import scale_actions_from_unit
+from .envs.make import flatten_goal, scale_actions_from_unit
 from .models.transformer import DecisionTransformer
 
 
@@ -71,6 +71,8 @@ class Policy:
         in the context (an ensemble records the action it executes instead)."""
         if self._n == 0:
             raise RuntimeError("call reset(target_return) before act()")
+        if isinstance(obs, dict):  # a goal-conditioned environment's own observation, as make_env flattens it
+            obs = flatten_goal(obs["observation"], obs["desired_goal"])
         t, C = self._t, self.context
         obs_t = torch.as_tensor(np.asarray(obs, np.float32).reshape(self._n if rows is None else len(rows), -1),
                                 device=self.device)
