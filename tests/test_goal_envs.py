@@ -1,6 +1,9 @@
 """The goal-conditioned families (Gymnasium-Robotics): one flat observation layout shared by the
 environments and the dataset readers, D4RL's evaluation goals, and Minari datasets with dict
 observations made here with the real environment and the minari library."""
+import subprocess
+import sys
+
 import gymnasium as gym
 import minari
 import numpy as np
@@ -121,3 +124,13 @@ def test_policy_acts_on_a_goal_dict_as_on_its_flat_form(tmp_path):
     a = live.act(flat)
     live.reset(1.0, n=1)
     np.testing.assert_array_equal(live.act(as_dict), a)
+
+
+def test_every_family_is_made_in_a_fresh_process():
+    # Gymnasium-Robotics registers on demand whatever id comes first (Adroit ids have no '_')
+    code = ("from odt.envs.make import make_env\n"
+            "for i in ('AdroitHandPen-v1', 'AntMaze_Open-v4', 'PointMaze_Large-v3'):\n"
+            "    print(i, make_env(i).observation_space.shape)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "AdroitHandPen-v1 (45,)" in out.stdout and "AntMaze_Open-v4 (29,)" in out.stdout

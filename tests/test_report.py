@@ -200,3 +200,15 @@ def test_online_score_is_the_mean_of_the_last_evaluations_and_deltas_aggregate(r
         assert a["iqm"] == pytest.approx(scipy.stats.trim_mean(deltas, 0.25))
         assert a["mean_ci"][0] <= a["mean"] <= a["mean_ci"][1] and "optimality_gap" not in a
     assert "online: the mean of the last 2 evaluation(s)" in (out / "report.md").read_text()
+
+
+def test_runs_of_an_older_version_without_a_newer_setting_compare_with_new_ones(tmp_path):
+    from odt.report import find_runs, label_settings
+
+    for seed in (0, 1):
+        write_run(tmp_path / f"s{seed}", HOPPER, seed, 50.0, 60.0)
+    old = json.loads((tmp_path / "s0" / "config.json").read_text())
+    del old["td_reward_shift"]  # a setting that run's version did not have: its default applies
+    (tmp_path / "s0" / "config.json").write_text(json.dumps(old))
+    runs, _ = find_runs([tmp_path])
+    assert label_settings(runs) == [] and {r.setting for r in runs} == {"odt"}

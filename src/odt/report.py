@@ -16,10 +16,11 @@ from pathlib import Path
 import numpy as np
 import tyro
 
-from .config import ConfigError, check_out_dir
+from .config import Config, ConfigError, check_out_dir
 
 # Config keys that never make two runs different settings: replicates, paths, machine details.
 SETTINGS_NOT_COMPARED = {"seed", "out", "overwrite", "progress", "resume", "init", "device", "threads", "download", "preset"}
+DEFAULTS = Config().to_dict()
 GAMMA = 100.0  # optimality gap threshold: the expert's normalized score
 CURVE_POINTS = 50
 
@@ -115,8 +116,9 @@ def find_runs(paths: list[Path]) -> tuple[list[RunRecord], list[Path]]:
             rows = []  # no learning curve, the summary still counts
         except (OSError, json.JSONDecodeError) as e:
             raise ConfigError(f"cannot read {d / 'metrics.jsonl'}: {e}; leave that run out") from e
-        runs.append(RunRecord(d, _read_json(d / "config.json"), _read_json(d / "summary.json"),
-                        [r for r in rows if r.get("event") == "eval"]))
+        # A setting added since a run was made has its default there: runs of older versions compare.
+        config = {**DEFAULTS, **_read_json(d / "config.json")}
+        runs.append(RunRecord(d, config, _read_json(d / "summary.json"), [r for r in rows if r.get("event") == "eval"]))
     if not runs:
         where = ", ".join(map(str, paths))
         found = f"{len(incomplete)} incomplete run(s) (no summary.json) but no complete one" if incomplete \

@@ -8,7 +8,7 @@ import gymnasium as gym
 import numpy as np
 
 from .data.trajectories import Episode
-from .envs.make import scale_actions_to_unit
+from .envs.make import make_vector_env, scale_actions_from_unit, scale_actions_to_unit  # noqa: F401  (old paths)
 from .policy import EnsemblePolicy, Policy
 
 

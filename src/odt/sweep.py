@@ -3,13 +3,11 @@ point is a separate ``odt run`` process inside a Ray task and an ordinary run di
 ``--out``; running the same command again skips the complete runs and resumes the killed ones."""
 from __future__ import annotations
 
-import ctypes
 import itertools
 import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import time
@@ -370,11 +368,3 @@ def _finish(a: SweepArgs, points: list[Point], failed: dict[str, str], seconds: 
     print(f"odt sweep: all {len(points)} runs complete ({fmt_time(seconds)}); "
           f"report: odt report {shlex.quote(str(a.out))} --out {shlex.quote(str(a.out / 'report'))}")
     return 0
-
-
-def die_with_parent() -> None:
-    """Called by a grid point's process (`python -m odt`, with ODT_DIE_WITH_PARENT set): a run must
-    not outlive its Ray worker (Ctrl-C, ray.shutdown, a lost node), or an orphan would go on writing
-    into a run directory that the next `odt sweep` resumes."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG

@@ -41,7 +41,8 @@ def data_command(args: list[str]) -> int:
         return 0
     if sub == "generate":
         generate_command(parse(GenerateArgs, args[1:], "odt data generate",
-                               "Train a behaviour policy with SAC, record it, write a Minari dataset."))
+                               "Train a behaviour policy with SAC (PointMaze: a waypoint controller), record it, "
+                               "write a Minari dataset."))
         return 0
     if sub != "inspect":
         raise ConfigError("odt data needs a subcommand: `odt data inspect SOURCE [--json]`, `odt data list` "

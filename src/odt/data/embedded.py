@@ -24,14 +24,16 @@ EMBEDDED: dict[str, dict] = {
     "odt/hopper-medium-replay": {"env_id": "Hopper-v5", "file": "hopper_medium_replay.npz", "transitions": 114_999},
     "odt/hopper-random": {"env_id": "Hopper-v5", "policy": None, "transitions": 100_000, "seed": 2},
     # PointMaze by Minari's recipe (waypoints.py), at a fifth of D4RL's 1M steps: about 15 s.
-    "odt/pointmaze-umaze": {"env_id": "PointMaze_UMaze-v3", "recipe": "waypoints", "transitions": 200_000, "seed": 3},
+    "odt/pointmaze-umaze": {"env_id": "PointMaze_UMaze-v3", "recipe": "waypoints", "transitions": 200_000, "seed": 3,
+                            "version": 1},  # the recipe's own version: a change to it remakes only this one
     # The ViDT project page's toy: built in code, no cache.
     "odt/reward-hill": {"env_id": "odt/RewardHill-v0", "builder": "reward_hill", "transitions": 128, "seed": 0},
 }
 
 
 def cache_path(name: str) -> Path:
-    return cache_dir() / f"{name.replace('/', '__')}-g{GENERATOR_VERSION}.npz"
+    version = EMBEDDED.get(name, {}).get("version", GENERATOR_VERSION)
+    return cache_dir() / f"{name.replace('/', '__')}-g{version}.npz"
 
 
 def _stderr(line: str) -> None:
@@ -57,7 +59,7 @@ def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
                 else:
                     policy = None if entry["policy"] is None else BehaviourPolicy.load(ASSETS / entry["policy"])
                     ds = collect(entry["env_id"], entry["transitions"], entry["seed"], policy, name=name, log=log)
-                ds.metadata["generator_version"] = GENERATOR_VERSION
+                ds.metadata["generator_version"] = entry.get("version", GENERATOR_VERSION)
                 save_npz(ds, path)
     ds = from_arrays(read_npz(path), name)
     ds.name = name

@@ -32,7 +32,7 @@ def read_npz(path: Path) -> dict:
     except Exception as e:  # zipfile.BadZipFile, ValueError, OSError, EOFError: all mean an unreadable file
         raise ConfigError(f"cannot read dataset {path}: {e}; it is truncated or not an .npz file") from e
     if not isinstance(meta, dict):
-        raise ConfigError(f"dataset {path}: 'metadata' must be a JSON object; rewrite it with odt.data.save_npz")
+        raise ConfigError(f"dataset {path}: 'metadata' must be a JSON object; rewrite it with odt.data.formats.save_npz")
     if "next_observations" in arrays and "final_observations" not in arrays and has_keys(arrays, REQUIRED):
         arrays["final_observations"] = rows_at_ends(arrays, arrays.pop("next_observations"), str(path))
     arrays["metadata"] = meta

@@ -243,7 +243,8 @@ class GenerateArgs:
     """Gymnasium environment id, e.g. Hopper-v5."""
     quality: Literal["random", "medium", "medium-replay", "expert", "waypoints"]
     """D4RL's dataset kinds: uniform actions, a policy at 1/3 or all of the expert return, or the
-    replay buffer of the medium policy's training."""
+    replay buffer of the medium policy's training; waypoints (PointMaze only): Minari's recipe, a
+    noisy waypoint controller (--policy and --target-return do not apply)."""
     out: str
     """Minari dataset id to create in the local store ($MINARI_DATASETS_PATH), e.g. hopper/medium-v0."""
     transitions: int = 1_000_000

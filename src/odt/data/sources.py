@@ -7,7 +7,7 @@ import numpy as np
 
 from ..config import ConfigError
 from .embedded import EMBEDDED, load_embedded
-from .formats import from_arrays, read_hdf5, read_npz
+from .formats import from_arrays, read_hdf5, read_npz, save_npz  # noqa: F401  (odt.data.sources.save_npz, the old path)
 from .minari import load_minari
 from .trajectories import TrajectoryDataset
 

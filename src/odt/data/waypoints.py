@@ -44,7 +44,8 @@ class WaypointController:
                         queue.append((nr, nc))
             for c, p in parent.items():
                 self._next[(c, goal)] = p
-        return self._next.get((cell, goal), goal)  # a cell off the grid (a wall's edge): aim at the goal
+            self._next.setdefault((cell, goal), goal)  # a cell off the grid (a wall's edge): aim at the goal
+        return self._next[(cell, goal)]
 
 
 def collect_waypoints(env_id: str, transitions: int, seed: int, noise: float = 0.5, name: str = "",

@@ -38,13 +38,16 @@ ANTMAZE_EVAL = {
 }
 
 
+ROBOTICS_PREFIXES = ("PointMaze_", "AntMaze_", "AdroitHand")
+
+
 def maze_of(env_id: str) -> tuple[str, str] | None:
-    """('pointmaze' | 'antmaze', 'open' | 'umaze' | 'medium' | 'large') for a maze id, else None."""
+    """('pointmaze' | 'antmaze', size) for a maze id whose D4RL evaluation maze odt knows, else None
+    (AntMaze_Open had none in D4RL: it keeps Gymnasium-Robotics' own goals)."""
     family, _, rest = env_id.partition("_")
     size = rest.split("-")[0].split("_")[0].lower().replace("dense", "").replace("diverse", "")
-    if family in ("PointMaze", "AntMaze") and size in POINTMAZE_EVAL:
-        return family.lower(), size
-    return None
+    maps = {"PointMaze": POINTMAZE_EVAL, "AntMaze": ANTMAZE_EVAL}.get(family, {})
+    return (family.lower(), size) if size in maps else None
 
 
 def evaluation_kwargs(env_id: str) -> dict:
@@ -82,9 +85,7 @@ def flatten_goal(observation: np.ndarray, desired_goal: np.ndarray) -> np.ndarra
 def make_env(env_id: str, evaluation: bool = True, **kwargs) -> gym.Env:
     """``gym.make``, with Gymnasium-Robotics' environments registered when an id needs them;
     with ``evaluation``, the mazes get D4RL's evaluation goals; dict observations come flat."""
-    if env_id not in gym.registry and env_id.split("_")[0] in ("PointMaze", "AntMaze", "AdroitHandPen",
-                                                                 "AdroitHandHammer", "AdroitHandDoor",
-                                                                 "AdroitHandRelocate"):
+    if env_id not in gym.registry and env_id.startswith(ROBOTICS_PREFIXES):
         try:
             import gymnasium_robotics  # optional and slow to import: only for its own environments
         except ImportError as e:
