@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -118,7 +119,23 @@ def write_npz(arrays: dict, path: Path, compress: bool) -> None:
     # A name of this writer's own: runs generating the same dataset at once must not share one.
     tmp = Path(f"{path}.{os.getpid()}-{threading.get_ident()}.tmp.npz")
     try:
-        (np.savez_compressed if compress else np.savez)(tmp, **arrays)
+        if compress:
+            np.savez_compressed(tmp, **arrays)
+        else:
+            _savez_stored(tmp, arrays)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _savez_stored(path: Path, arrays: dict, slice_bytes: int = 1 << 20) -> None:
+    """``np.savez``'s file, without its 16 MB staging buffer per array (a quarter of the memory a
+    first Minari load of a million PointMaze steps takes): each array is written in 1 MB slices."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, a in arrays.items():
+            a = np.asarray(a, order="C")  # ascontiguousarray would make a 0-d array 1-d
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array_header_1_0(f, np.lib.format.header_data_from_array_1_0(a))
+                data = memoryview(a.reshape(-1).view(np.uint8)) if a.size else memoryview(b"")
+                for i in range(0, len(data), slice_bytes):
+                    f.write(data[i:i + slice_bytes])
