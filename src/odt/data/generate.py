@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from ..envs.make import make_env, make_env_checked, maze_of
+from ..envs.make import episode_returns, make_env, make_env_checked, maze_of
 from ..logging import Progress, fmt_time
 from ..scores import REFERENCE_RETURNS, task_of
 from .formats import from_arrays, rows_at_ends
@@ -93,15 +93,7 @@ def evaluate_policy(policy: BehaviourPolicy, env_id: str, episodes: int, seed: i
     """Mean and std return of the policy's sampled actions (the actions it records)."""
     env = make_env(env_id)
     rng = np.random.default_rng(seed)
-    returns = []
-    for ep in range(episodes):
-        obs, _ = env.reset(seed=seed + ep)
-        done, ret = False, 0.0
-        while not done:
-            obs, r, term, trunc, _ = env.step(policy.act(obs, rng))
-            ret += float(r)
-            done = term or trunc
-        returns.append(ret)
+    returns = episode_returns(env, lambda obs: policy.act(obs, rng), episodes, seed)
     env.close()
     return float(np.mean(returns)), float(np.std(returns))
 

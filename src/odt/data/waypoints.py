@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from ..envs.make import make_env
+from ..envs.make import episode_returns, make_env
 from ..logging import Progress
 from .trajectories import Episode, TrajectoryDataset
 
@@ -89,16 +89,7 @@ def waypoint_reference(env_id: str, episodes: int = 100, seed: int = 0) -> tuple
     env = make_env(env_id)
     controller = WaypointController(env.unwrapped.maze)
     rng = np.random.default_rng(seed)
-    means = []
-    for act in (lambda o: rng.uniform(-1, 1, 2).astype(np.float32), controller):
-        total = 0.0
-        for ep in range(episodes):
-            obs, _ = env.reset(seed=seed + ep)
-            done = False
-            while not done:
-                obs, r, term, trunc, _ = env.step(act(obs))
-                total += float(r)
-                done = term or trunc
-        means.append(total / episodes)
+    random = episode_returns(env, lambda obs: rng.uniform(-1, 1, 2).astype(np.float32), episodes, seed)
+    expert = episode_returns(env, controller, episodes, seed)
     env.close()
-    return means[0], means[1]
+    return float(random.mean()), float(expert.mean())

@@ -98,6 +98,21 @@ def make_env(env_id: str, evaluation: bool = True, **kwargs) -> gym.Env:
     return env
 
 
+def episode_returns(env: gym.Env, act, episodes: int, seed: int) -> np.ndarray:
+    """The return of each of ``episodes`` episodes of ``act(obs)`` in one environment, episode i
+    reset with seed + i (behaviour policies and reference returns; training uses vector envs)."""
+    returns = []
+    for ep in range(episodes):
+        obs, _ = env.reset(seed=seed + ep)
+        done, ret = False, 0.0
+        while not done:
+            obs, r, term, trunc, _ = env.step(act(obs))
+            ret += float(r)
+            done = term or trunc
+        returns.append(ret)
+    return np.array(returns)
+
+
 def make_env_checked(env_id: str) -> gym.Env:
     try:
         return make_env(env_id)
