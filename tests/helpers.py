@@ -42,3 +42,29 @@ def roundtrip(out, algo: str, **settings):
         return trainer.policy(deterministic=True), load_policy(out, "pretrained")
     finally:
         trainer.close()
+
+
+def wandb_records(run_file) -> list:
+    """The protobuf records of an offline W&B run file (``run-ID.wandb``). wandb ships no reader of
+    its own file, so this follows its format: a 7-byte header, then LevelDB-log blocks of 32 KiB
+    whose chunks (crc32, length, type: 1 whole, 2 first, 3 middle, 4 last) carry the records."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, records, buf = open(run_file, "rb").read(), 7, 32768, [], b""
+    assert data[:4] == b":W&B"
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, n, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        if n == 0 and kind == 0:
+            break
+        buf, pos = buf + data[pos + 7:pos + 7 + n], pos + 7 + n
+        if kind in (1, 4):
+            record = pb.Record()
+            record.ParseFromString(buf)
+            records.append(record)
+            buf = b""
+    return records

@@ -9,6 +9,7 @@ import sys
 from .config import ConfigError, preset_description, preset_names
 from .data.commands import data_command
 from .evaluation import EvalArgs, eval_command
+from .export import ExportArgs, export_command
 from .flags import COMMANDS, parse, parse_config
 from .report import ReportArgs, report_command
 from .setup import resume_run, run_command
@@ -45,8 +46,14 @@ def main(argv: list[str] | None = None) -> int:
         if command == "sweep":
             a, passthrough = parse(SweepArgs, args, "odt sweep", COMMANDS["sweep"], return_unknown_args=True)
             return sweep_command(a, passthrough, shlex.join(["odt", *argv]))
+        if command == "export":
+            return export_command(parse(ExportArgs, args, "odt export", COMMANDS["export"]))
         if command == "report":
             return report_command(parse(ReportArgs, args, "odt report", COMMANDS["report"]))
+        if command == "baseline":
+            if not args or args[0] not in ("sac", "iql"):
+                raise ConfigError("odt baseline needs the algorithm: `odt baseline sac|iql [odt run flags]`")
+            command, args = "run", [*args[1:], "--algo", args[0]]
         cfg = parse_config(command, args)
         if cfg.resume is not None:
             resume_run(cfg.resume)

@@ -41,16 +41,22 @@ class RunSettings:
     env: str = "Hopper-v5"
     """Gymnasium environment id used for rollouts and evaluation."""
     dataset: str = "odt/hopper-medium"
-    """Offline data: an embedded dataset name, a Minari id, a D4RL-format .hdf5 or an odt .npz file."""
+    """Offline data: an embedded dataset name, a Minari id, a D4RL-format .hdf5 or an odt .npz file;
+    none trains online from scratch (--random-episodes seed the buffer; no pretraining)."""
+    random_episodes: int = 20
+    """--dataset none: episodes of a uniform random policy that seed the buffer and the observation
+    statistics before the first online round."""
     download: bool = False
     """Download a Minari dataset that is not in the local store (the only network access odt makes)."""
     ref_min_score: Optional[float] = None
     """Random-policy return for normalized scores; default the dataset's own, else D4RL's table."""
     ref_max_score: Optional[float] = None
     """Expert return for normalized scores; default the dataset's own, else D4RL's table."""
-    algo: Literal["dt", "odt", "vidt", "odt-td3"] = "odt"
+    algo: Literal["dt", "odt", "vidt", "odt-td3", "sac", "iql"] = "odt"
     """dt: deterministic actor, MSE loss. odt: stochastic actor, NLL - lambda * entropy. vidt: the
-    deterministic actor plus TD3 gradients (ViDT). odt-td3: the stochastic ODT actor plus TD3 gradients."""
+    deterministic actor plus TD3 gradients (ViDT). odt-td3: the stochastic ODT actor plus TD3
+    gradients. sac, iql: the baselines of the paper's Table 5.1 (`odt baseline`): SAC online from
+    scratch, IQL offline then online."""
     seed: int = 0
     """Seed for the model, the sampling of batches and the environments."""
     device: str = "auto"
@@ -151,6 +157,29 @@ class TD3Settings:
     td_reward_shift: float = 0.0
     """Added to every reward in the critics' TD targets only (the return-to-go keeps the
     environment's rewards): -1 with --gamma 0.998 is the AntMaze convention of IQL and ViDT."""
+
+
+@dataclass
+class BaselineSettings:
+    """The baselines (--algo sac, iql; `odt baseline`): MLP actor-critics on the same environment,
+    data, online budget and evaluations as the transformer runs (--gamma and --tau are shared)."""
+
+    baseline_hidden: int = 256
+    """Width of the two hidden layers of every baseline network."""
+    baseline_lr: float = 3e-4
+    """Adam learning rate of every baseline network."""
+    baseline_batch_size: int = 256
+    """Transitions per baseline gradient step."""
+    baseline_evals: int = 20
+    """Evaluations spread evenly over the online budget (--eval-episodes each)."""
+    sac_learning_starts: int = 5000
+    """SAC: uniform random steps before the first update."""
+    iql_offline_updates: int = 100_000
+    """IQL: gradient steps on the offline data before going online (then one per environment step)."""
+    iql_expectile: float = 0.7
+    """IQL: expectile tau of the value loss (0.7 locomotion, 0.9 AntMaze)."""
+    iql_temperature: float = 3.0
+    """IQL: inverse temperature beta of advantage-weighted regression (3 locomotion, 10 AntMaze)."""
 
 
 @dataclass
@@ -274,6 +303,13 @@ class OutputSettings:
     """Allow writing into an existing, non-empty run directory."""
     progress: bool = True
     """Show progress bars and rates on the terminal."""
+    wandb: bool = False
+    """Also log metrics, config and evaluation curves to Weights & Biases (extra odt[wandb]);
+    TensorBoard logs either way."""
+    wandb_project: str = "odt"
+    """W&B project of --wandb."""
+    wandb_mode: Literal["online", "offline"] = "online"
+    """W&B mode of --wandb: offline writes RUN_DIR/wandb/ without a network (`wandb sync` uploads it)."""
     init: Optional[Path] = None
     """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
     restart_optimizers: bool = False
@@ -287,17 +323,22 @@ class OutputSettings:
 # The groups are the sections of `odt run --help`; Config holds all their fields, flat (base
 # classes listed last-first so that config.json keeps the sections' order).
 @dataclass
-class Config(OutputSettings, ToolboxSettings, OnlineSettings, TD3Settings, OptimSettings, ModelSettings,
-             RunSettings):
+class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, TD3Settings, OptimSettings,
+             ModelSettings, RunSettings):
     """Every setting of a run."""
 
     GROUPS = (RunSettings, ModelSettings, OptimSettings, TD3Settings, OnlineSettings, ToolboxSettings,
-              OutputSettings)
+              BaselineSettings, OutputSettings)
 
     def resolved_action_head(self) -> str:
         if self.action_head != "auto":
             return self.action_head
         return "deterministic" if self.algo in ("dt", "vidt") else "tanh_gaussian"
+
+    @property
+    def baseline(self) -> bool:
+        """Whether this is a baseline run (odt.baselines) rather than a transformer's."""
+        return self.algo in ("sac", "iql")
 
     @property
     def td3(self) -> bool:
@@ -339,7 +380,8 @@ class Config(OutputSettings, ToolboxSettings, OnlineSettings, TD3Settings, Optim
         positive = ["embed_dim", "n_layer", "n_head", "context_len", "eval_context", "batch_size",
                     "max_ep_len", "entropy_samples", "buffer_size", "eval_episodes",
                     "episodes_per_round", "eval_every", "checkpoint_every", "policy_delay", "critic_hidden",
-                    "max_bad_updates"]
+                    "max_bad_updates", "random_episodes", "baseline_hidden", "baseline_batch_size",
+                    "baseline_evals"]
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
@@ -403,7 +445,20 @@ class Config(OutputSettings, ToolboxSettings, OnlineSettings, TD3Settings, Optim
                 raise ConfigError(f"--offline-ratio values are fractions in [0, 1], got {self.offline_ratio}")
         if self.critic_lr <= 0:
             raise ConfigError(f"--critic-lr must be positive, got {self.critic_lr}")
+        if self.baseline:
+            self._validate_baseline()
         return self
+
+    def _validate_baseline(self) -> None:
+        if self.tasks or self.ensemble > 1:
+            raise ConfigError(f"--algo {self.algo} is a single-task, single-network baseline; drop --tasks and --ensemble")
+        if self.baseline_lr <= 0 or self.sac_learning_starts < 0 or self.iql_offline_updates < 0:
+            raise ConfigError("--baseline-lr must be positive, --sac-learning-starts and --iql-offline-updates >= 0")
+        if not 0 < self.iql_expectile < 1 or self.iql_temperature <= 0:
+            raise ConfigError(f"--iql-expectile must be in (0, 1) and --iql-temperature positive, got "
+                              f"{self.iql_expectile} and {self.iql_temperature}")
+        if self.algo == "iql" and self.dataset == "none":
+            raise ConfigError("--algo iql learns from offline data first; give a --dataset (sac runs from scratch)")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

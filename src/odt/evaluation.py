@@ -134,6 +134,9 @@ def eval_command(a: EvalArgs) -> int:
     cfg = Config.load(a.run / "config.json") if (a.run / "config.json").is_file() else None
     if cfg is None:
         raise ConfigError(f"{a.run} is not a run directory (no config.json); give the --out of an odt run")
+    if cfg.baseline:
+        raise ConfigError(f"{a.run} is a {cfg.algo} baseline run; its evaluations are in its metrics.jsonl "
+                          "(odt eval takes transformer runs)")
     if cfg.tasks:
         raise ConfigError(f"{a.run} is a multi-task run; its per-task evaluations are the eval_<task>_* entries "
                           "of its metrics.jsonl (odt eval takes single-task runs)")

@@ -17,11 +17,13 @@ COMMANDS = {
     "pretrain": "Pretrain a Decision Transformer on offline data (no environment interaction beyond evaluation).",
     "finetune": "Finetune a pretrained model online (ODT Algorithm 1); --init names the pretrained run.",
     "run": "Pretrain, then finetune online: the whole ODT pipeline in one run directory.",
+    "baseline": "A baseline of the paper's Table 5.1 as an odt run: `odt baseline sac|iql [odt run flags]`.",
     "eval": "Evaluate a run's policy: mean actions at a target return over several episodes.",
     "presets": "List the named presets (the paper's tables C.1-C.4 and machine-sized ones).",
     "toy": "The reward hill of the ViDT paper: `odt toy reward-hill [--algo odt vidt] [--seeds 0 1] [--json]`.",
     "data": "Datasets: `odt data inspect SOURCE [--json]`, `odt data list`, `odt data generate --env --quality --out`.",
     "sweep": "A grid of runs (presets/datasets x --set overrides x --seeds) on Ray; other flags go to every `odt run`.",
+    "export": "A run's policy as one file that runs without odt: `odt export RUN --format torchscript|onnx --out FILE`.",
     "report": "Aggregate runs: per-task table (offline, online, delta), IQM and optimality gap with CIs, plots.",
 }
 
@@ -86,7 +88,8 @@ def _preset_from(args: list[str]) -> Optional[str]:
 
 # The sections of `odt run --help`: Config's groups, each a nested dataclass whose flags keep their
 # flat names (--embed-dim, not --model.embed-dim).
-SECTIONS = dict(zip(("run", "model", "optimisation", "td3", "online", "toolbox", "output"), Config.GROUPS))
+SECTIONS = dict(zip(("run", "model", "optimisation", "td3", "online", "toolbox", "baselines", "output"),
+                    Config.GROUPS))
 Sections = dataclasses.make_dataclass(
     "Sections", [(name, Annotated[group, tyro.conf.OmitArgPrefixes]) for name, group in SECTIONS.items()])
 

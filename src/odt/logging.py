@@ -4,7 +4,10 @@ from __future__ import annotations
 import json
 import math
 import time
+import uuid
 from pathlib import Path
+
+from .config import ConfigError
 
 
 def _clean(v):
@@ -13,9 +16,52 @@ def _clean(v):
     return v
 
 
+class WandbTracker:
+    """The same rows to Weights & Biases (--wandb): each phase's metrics against its own step
+    (pretrain/* against pretrain/updates, online/* against online/online_steps, as TensorBoard
+    plots them), the config, and summary.json as the run's summary. The run's W&B id is kept in
+    the run directory, so that --resume continues the same W&B run."""
+
+    def __init__(self, run_dir: Path, config: dict, project: str, mode: str):
+        import wandb
+
+        id_file = run_dir / "wandb-id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+        id_file.write_text(run_id + "\n")
+        self.run = wandb.init(project=project, mode=mode, dir=str(run_dir), id=run_id, resume="allow",
+                              name=run_dir.name, config=config, settings=wandb.Settings(silent=True, console="off"))
+        for phase, step in (("pretrain", "updates"), ("online", "online_steps")):
+            self.run.define_metric(f"{phase}/{step}")
+            self.run.define_metric(f"{phase}/*", step_metric=f"{phase}/{step}")
+
+    def log(self, row: dict) -> None:
+        phase = row.get("phase", "run")
+        self.run.log({f"{phase}/{k}": v for k, v in row.items()
+                      if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
+
+    def summary(self, summary: dict) -> None:
+        for k, v in summary.items():
+            self.run.summary[k] = v
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+def check_wandb(mode: str) -> None:
+    """Before any data is loaded: the extra installed, and a login for online mode."""
+    try:
+        import wandb
+    except ImportError:
+        raise ConfigError("--wandb needs the optional extra: pip install 'odt[wandb]'") from None
+    if mode == "online" and not wandb.login(prompt=False, verify=False):
+        raise ConfigError("--wandb-mode online needs a W&B login: run `wandb login`, or pass --wandb-mode offline "
+                          "(then `wandb sync RUN_DIR/wandb/offline-run-*` uploads it later)")
+
+
 class RunLogger:
-    def __init__(self, run_dir: Path, config: dict, echo: bool = True):
+    def __init__(self, run_dir: Path, config: dict, echo: bool = True, wandb: dict | None = None):
         self.run_dir = run_dir
+        self.tracker = WandbTracker(run_dir, config, **wandb) if wandb else None
         self.echo = echo
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self.text = open(run_dir / "run.log", "a", buffering=1)
@@ -40,6 +86,12 @@ class RunLogger:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None:
                     self.tb.add_scalar(f"{row.get('phase', 'run')}/{k}", v, step)
+        if self.tracker is not None:
+            self.tracker.log(row)
+
+    def summary(self, summary: dict) -> None:
+        if self.tracker is not None:
+            self.tracker.summary(summary)
 
     def info(self, line: str) -> None:
         self.text.write(line + "\n")
@@ -51,6 +103,8 @@ class RunLogger:
         self.text.close()
         if self.tb is not None:
             self.tb.close()
+        if self.tracker is not None:
+            self.tracker.close()
 
 
 def fmt_return(x: float) -> str:

@@ -166,15 +166,22 @@ class EnsemblePolicy:
             m.advance()
 
 
-def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu",
-                deterministic: bool = True) -> Policy | EnsemblePolicy:
-    state, _ = load_from_run(run_dir, checkpoint, device)
-    cfg = Config.load(Path(run_dir) / "config.json")
+def load_models(run_dir: Path, checkpoint: str = "final",
+                device: str = "cpu") -> tuple[list[DecisionTransformer], dict, Path]:
+    """A checkpoint's models in eval mode (one, or an ensemble's members), its state, its path."""
+    state, path = load_from_run(Path(run_dir), checkpoint, device)
     models = []
     for learner in [state["learner"], *state.get("extra", {}).get("ensemble", [])]:
         model = build_model(state["spec"], device)
         model.load_state_dict(learner["model"])
         models.append(model.eval())
+    return models, state, path
+
+
+def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu",
+                deterministic: bool = True) -> Policy | EnsemblePolicy:
+    models, state, _ = load_models(run_dir, checkpoint, device)
+    cfg = Config.load(Path(run_dir) / "config.json")
     return make_policy(models, cfg, *(state[k].cpu().numpy() for k in ("obs_mean", "obs_std", "act_low", "act_high")),
                        deterministic=deterministic)
 

@@ -19,7 +19,8 @@ import tyro
 from .config import Config, ConfigError, check_out_dir
 
 # Config keys that never make two runs different settings: replicates, paths, machine details.
-SETTINGS_NOT_COMPARED = {"seed", "out", "overwrite", "progress", "resume", "init", "device", "threads", "download", "preset"}
+SETTINGS_NOT_COMPARED = {"seed", "out", "overwrite", "progress", "resume", "init", "device", "threads", "download", "preset",
+                         "wandb", "wandb_project", "wandb_mode"}
 DEFAULTS = Config().to_dict()
 GAMMA = 100.0  # optimality gap threshold: the expert's normalized score
 CURVE_POINTS = 50
@@ -128,19 +129,21 @@ def find_runs(paths: list[Path]) -> tuple[list[RunRecord], list[Path]]:
 
 
 def label_settings(runs: list[RunRecord]) -> list[str]:
-    """Each run's setting: its algorithm plus the config keys that vary between runs of one task."""
-    by_task = defaultdict(list)
+    """Each run's setting: its algorithm plus the config keys that vary between runs of one task
+    and algorithm, in any task (one label per setting across tasks, which the aggregates need).
+    Keys are compared within an algorithm: a baseline's network and a transformer's differ by
+    nature and would only clutter the labels. Returns every such key."""
+    groups = defaultdict(list)
     for r in runs:
-        by_task[r.task].append(r)
-    keys = set()
-    for group in by_task.values():
-        for k in set().union(*(r.config for r in group)) - SETTINGS_NOT_COMPARED:
-            if len({json.dumps(r.config.get(k)) for r in group}) > 1:
-                keys.add(k)
+        groups[r.task, r.config.get("algo")].append(r)
+    keys_of = defaultdict(set)  # algorithm -> its varying keys
+    for (_, algo), group in groups.items():
+        keys_of[algo].update(k for k in set().union(*(r.config for r in group)) - SETTINGS_NOT_COMPARED - {"algo"}
+                             if len({json.dumps(r.config.get(k)) for r in group}) > 1)
     for r in runs:
-        r.setting = " ".join([str(r.config.get("algo", "?"))] +
-                             [f"{k}={r.config.get(k)}" for k in sorted(keys - {"algo"})])
-    return sorted(keys)
+        keys = sorted(keys_of[r.config.get("algo")])
+        r.setting = " ".join([str(r.config.get("algo", "?"))] + [f"{k}={r.config.get(k)}" for k in keys])
+    return sorted(set().union(*keys_of.values()))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

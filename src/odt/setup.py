@@ -5,10 +5,12 @@ check has passed."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shlex
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -16,13 +18,15 @@ import torch
 from . import resume
 from .algos.ensemble import Ensemble
 from .algos.learner import Learner, LearnerSettings
+from .baselines import check_baseline, run_baseline
 from .checkpoint import build_model, load_from_run
 from .config import Config, ConfigError, TD3Settings, check_out_dir
+from .data.generate import collect
 from .data.sources import check_matches_env, load_dataset
 from .envs.make import make_env_with_horizon, scale_actions_to_unit
 from .envs.multitask import load_tasks
 from .envs.pool import EnvPool
-from .logging import RunLogger
+from .logging import RunLogger, check_wandb
 from .models.transformer import ModelSpec
 from .scores import reference_of
 from .train import Trainer, execute
@@ -70,7 +74,12 @@ def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None):
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
     if init_state is not None:  # before the dataset: it may take minutes
         _check_dims(init_state, init_from, cfg.env, env.observation_space.shape[0], env.action_space.shape[0])
-    dataset = load_dataset(cfg.dataset, download=cfg.download)
+    if cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
+        dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,
+                          log=lambda line: None, episodes_wanted=cfg.random_episodes)
+        resolved["pretrain_updates"] = 0
+    else:
+        dataset = load_dataset(cfg.dataset, download=cfg.download)
     check_matches_env(dataset, env)
     reference = reference_of(cfg.env, (cfg.ref_min_score, cfg.ref_max_score), dataset.metadata)
     if reference is not None:  # config.json records the scale every normalized score used
@@ -94,15 +103,23 @@ def make_run_dir(cfg: Config) -> Path:
     return out
 
 
-def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: dict | None = None) -> Trainer:
+def setup(cfg: Config, command: str, init_from: Path | None = None,
+          checkpoint: dict | None = None) -> Trainer | Callable[[], dict]:
     """Validate everything that can fail before anything is written, then create the run directory
-    (or, given the ``checkpoint`` of a killed run, reopen its directory where it stopped)."""
+    (or, given the ``checkpoint`` of a killed run, reopen its directory where it stopped). A
+    baseline's run comes back as the call that runs it."""
     cfg.validate()
+    if cfg.dataset == "none" and command == "pretrain":
+        raise ConfigError("odt pretrain needs offline data (--dataset); --dataset none trains from scratch with odt run")
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Cheap checks first: a wrong run directory or checkpoint must answer at once, not after a
     # dataset was generated (minutes on an empty cache) or downloaded.
+    if cfg.wandb:
+        check_wandb(cfg.wandb_mode)
+    if cfg.baseline:
+        check_baseline(cfg, command)
     init_state = checkpoint
     if checkpoint is None and init_from is not None:
         init_state, _ = load_from_run(init_from, "pretrained", device)
@@ -128,7 +145,8 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: 
         with open(cfg.out / "metrics.jsonl", "r+b") as f:
             f.truncate(int(checkpoint["extra"]["resume"]["metrics_bytes"]))
     run_dir = cfg.out
-    logger = RunLogger(run_dir, cfg.to_dict(), echo=cfg.progress)
+    logger = RunLogger(run_dir, cfg.to_dict(), echo=cfg.progress,
+                       wandb={"project": cfg.wandb_project, "mode": cfg.wandb_mode} if cfg.wandb else None)
     logger.info(f"odt {command}: {shlex.join(sys.argv)}")
     logger.info(f"run directory {run_dir}; device {device}; torch threads {torch.get_num_threads()}")
     logger.info(f"dataset {dataset.name}: {len(dataset.episodes)} episodes, {dataset.n_transitions} steps, "
@@ -142,6 +160,9 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: 
         obs_mean, obs_std = np.zeros(dataset.obs_dim, np.float32), np.ones(dataset.obs_dim, np.float32)
     else:
         obs_mean, obs_std = dataset.obs_stats()
+    if cfg.baseline:
+        return functools.partial(run_baseline, cfg, run_dir, logger, dataset, obs_mean, obs_std, act_low, act_high,
+                                 device)
     ensemble = _make_ensemble(cfg, dataset.obs_dim, dataset.act_dim, device, rng)
     if checkpoint is None and init_state is not None:
         _initialise(ensemble, cfg, init_state, init_from, logger)
@@ -185,7 +206,8 @@ def _initialise(ensemble: Ensemble, cfg: Config, init_state: dict, init_from: Pa
 
 def run_command(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from: Path | None = None) -> dict:
     """`odt pretrain`, `odt finetune`, `odt run`: set up, then run the phases."""
-    return execute(setup(cfg, command, init_from), pretrain, finetune)
+    job = setup(cfg, command, init_from)
+    return job() if cfg.baseline else execute(job, pretrain, finetune)
 
 
 def resume_run(run_dir: Path) -> dict:
@@ -196,6 +218,9 @@ def resume_run(run_dir: Path) -> dict:
     if (run_dir / "summary.json").is_file():
         raise ConfigError(f"run {run_dir} is complete (it has summary.json); there is nothing to resume")
     cfg = Config.load(run_dir / "config.json")
+    if cfg.baseline:
+        raise ConfigError(f"{run_dir} is a {cfg.algo} baseline run, which keeps no resumable state; run it again "
+                          "with --overwrite")
     state, _ = load_from_run(run_dir, "latest", resolve_device(cfg.device))
     rs = state.get("extra", {}).get("resume")
     if rs is None:

@@ -293,6 +293,18 @@ class Trainer:
         self.logger.close()
 
 
+def write_summary(summary: dict, cfg: Config, run_dir: Path, logger: RunLogger, updates: int, online_steps: int,
+                  start: float) -> None:
+    """summary.json (the offline, final and best evaluations and what made them), shown and tracked."""
+    summary.update(command=shlex.join(sys.argv), algo=cfg.algo,
+                   **({"tasks": list(cfg.tasks)} if cfg.tasks else {"env": cfg.env, "dataset": cfg.dataset}),
+                   seed=cfg.seed, updates=updates, online_steps=online_steps,
+                   wall_time_s=round(time.time() - start, 1), run_dir=str(run_dir))
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info(summary_table(summary))
+    logger.summary(summary)
+
+
 def execute(trainer: Trainer, pretrain: bool, finetune: bool) -> dict:
     """Run the phases asked for (a resumed run skips what it has done), then write summary.json."""
     cfg, start = trainer.cfg, time.time()
@@ -301,13 +313,8 @@ def execute(trainer: Trainer, pretrain: bool, finetune: bool) -> dict:
             trainer.pretrain()
         if finetune:
             trainer.finetune()
-        trainer.summary.update(command=shlex.join(sys.argv), algo=cfg.algo,
-                               **({"tasks": list(cfg.tasks)} if cfg.tasks
-                                  else {"env": cfg.env, "dataset": cfg.dataset}),
-                               seed=cfg.seed, updates=trainer.learner.updates, online_steps=trainer.online_steps,
-                               wall_time_s=round(time.time() - start, 1), run_dir=str(trainer.run_dir))
-        (trainer.run_dir / "summary.json").write_text(json.dumps(trainer.summary, indent=2) + "\n")
-        trainer.logger.info(summary_table(trainer.summary))
+        write_summary(trainer.summary, cfg, trainer.run_dir, trainer.logger, trainer.learner.updates,
+                      trainer.online_steps, start)
     finally:
         trainer.close()
     return trainer.summary

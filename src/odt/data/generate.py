@@ -169,10 +169,11 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
 
 
 def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | None, name: str = "",
-            n_envs: int = 10, log=_log) -> TrajectoryDataset:
+            n_envs: int = 10, log=_log, episodes_wanted: int | None = None) -> TrajectoryDataset:
     """Record exactly ``transitions`` steps of a behaviour policy (sampled actions) or of uniform
     random actions, over ``n_envs`` environments stepped together. Episodes are cut at the
-    environment's own termination and time limit; the last ones at the budget (truncated)."""
+    environment's own termination and time limit; the last ones at the budget (truncated). With
+    ``episodes_wanted``, the first that many whole episodes instead (``transitions`` a cap)."""
     rng = np.random.default_rng(seed)
     envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(n_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
@@ -183,7 +184,7 @@ def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | 
     episodes: list[Episode] = []
     total = 0
     progress = Progress(SimpleNamespace(info=log), "collect", transitions, "steps", every=10.0)
-    while total < transitions:
+    while total < transitions and (episodes_wanted is None or len(episodes) < episodes_wanted):
         if policy is None:
             act = rng.uniform(low, high, size=(n_envs, len(low))).astype(np.float32)
         else:
@@ -198,7 +199,7 @@ def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | 
                 episodes.append(Episode(np.array(o, np.float32), np.array(a, np.float32), np.array(r, np.float32),
                                         terminated=bool(term[i]), truncated=not term[i], final_observation=final))
                 bufs[i] = ([], [], [])
-            if total >= transitions:
+            if total >= transitions and episodes_wanted is None:
                 # The budget is spent mid-step: keep every partial episode, cut (truncated).
                 for j in range(n_envs):
                     o, a, r = bufs[j]
@@ -211,6 +212,8 @@ def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | 
         progress.update(total, force=total >= transitions, episodes=len(episodes),
                         **({"return_mean": float(np.mean([e.ret for e in episodes[-100:]]))} if episodes else {}))
     envs.close()
+    if episodes_wanted is not None:
+        episodes = episodes[:episodes_wanted]
     meta = {"env_id": env_id, "generator": "odt.data.generate.collect", "seed": seed,
             "behaviour": policy.meta if policy is not None else "uniform random"}
     return TrajectoryDataset(episodes, env_id=env_id, name=name, metadata=meta)

@@ -1,0 +1,61 @@
+"""--wandb: the rows of metrics.jsonl, the config and the summary reach Weights & Biases (offline
+mode: no network, the run file read back)."""
+import json
+
+import pytest
+
+from helpers import wandb_records
+from odt.cli import main
+
+pytest.importorskip("wandb")
+
+TINY = ["--preset", "cpu-small", "--embed-dim", "32", "--n-layer", "1", "--batch-size", "8", "--pretrain-updates", "6",
+        "--online-steps", "60", "--updates-per-round", "3", "--eval-every", "1", "--eval-episodes", "2",
+        "--threads", "1", "--episodes-per-round", "1", "--no-progress"]
+
+
+@pytest.fixture
+def no_wandb_login(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+
+
+def test_offline_wandb_run_holds_the_metrics_config_and_summary(hopper_npz, tmp_path, no_wandb_login):
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--dataset", str(hopper_npz), "--out", str(out), "--wandb", "--wandb-mode", "offline",
+                 "--wandb-project", "odt-test"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    (run_file,) = out.glob("wandb/offline-run-*/run-*.wandb")
+    records = wandb_records(run_file)
+    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+               for r in records if r.WhichOneof("record_type") == "history"]
+    assert len(history) == len(rows)
+    evals = [(r["online_steps"], r["eval_return_mean"]) for r in rows if r.get("event") == "eval" and r["phase"] == "online"]
+    assert len(evals) >= 2
+    logged = [(h["online/online_steps"], h["online/eval_return_mean"]) for h in history
+              if "online/eval_return_mean" in h]
+    assert [s for s, _ in logged] == [s for s, _ in evals]
+    assert [r for _, r in logged] == pytest.approx([r for _, r in evals])
+    pretrain_losses = [r["loss"] for r in rows if r["phase"] == "pretrain" and "loss" in r]
+    assert [h["pretrain/loss"] for h in history if "pretrain/loss" in h] == pytest.approx(pretrain_losses)
+
+    (run,) = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    config = {item.key: json.loads(item.value_json) for item in run.config.update}
+    assert run.project == "odt-test" and config["algo"] == "odt" and config["embed_dim"] == 32
+    summary = {}
+    for r in records:
+        if r.WhichOneof("record_type") == "summary":
+            summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json)
+                            for item in r.summary.update})
+    saved = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["return_mean"] == pytest.approx(saved["final"]["return_mean"])
+
+
+def test_online_wandb_without_a_login_fails_before_loading_data(tmp_path, capsys, no_wandb_login):
+    # A dataset that does not exist: the login check answers first, in one line.
+    assert main(["run", *TINY, "--dataset", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "run"),
+                 "--wandb"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "wandb login" in err and not (tmp_path / "run").exists()
