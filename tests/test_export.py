@@ -144,3 +144,12 @@ def test_export_refuses_to_overwrite(run_dir, tmp_path, capsys):
     assert main(["export", str(run_dir), "--out", str(out)]) == 2
     assert "exists" in capsys.readouterr().err and out.read_text() == "keep me"
     assert main(["export", str(tmp_path / "nothing"), "--out", str(tmp_path / "x.pt")]) == 2
+
+
+def test_an_ensemble_exports_as_its_mean_action(hopper_npz, tmp_path):
+    run = tmp_path / "ens"
+    assert main(["pretrain", *TINY, "--ensemble", "2", "--dataset", str(hopper_npz), "--out", str(run)]) == 0
+    out = tmp_path / "ens.pt"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    ours, theirs = _episode_actions(run, _torch_step(torch.jit.load(str(out)), 4, 11, 3))
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
