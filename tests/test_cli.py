@@ -134,12 +134,13 @@ def test_flags_override_presets():
 
 
 def test_help_of_each_command():
-    for cmd in ("pretrain", "finetune", "run", "eval"):
+    for cmd in ("pretrain", "finetune", "run", "eval", "export", "baseline"):
         p = odt(cmd, "--help")
         assert "--help" in p.stdout
     p = odt("run", "--help")
     for flag in ["--env", "--dataset", "--preset", "--out", "--seed", "--algo", "--pretrain-updates",
-                 "--online-steps", "--updates-per-round", "--eval-every", "--eval-episodes", "--device"]:
+                 "--online-steps", "--updates-per-round", "--eval-every", "--eval-episodes", "--device",
+                 "--wandb", "--random-episodes", "--iql-expectile"]:
         assert flag in p.stdout, flag
 
 

@@ -51,10 +51,16 @@ def main(argv: list[str] | None = None) -> int:
         if command == "report":
             return report_command(parse(ReportArgs, args, "odt report", COMMANDS["report"]))
         if command == "baseline":
+            if args[:1] in (["-h"], ["--help"]):
+                print(f"usage: odt baseline {{sac,iql}} [odt run flags]\n\n{COMMANDS['baseline']}\n"
+                      "`odt baseline sac --help` lists the flags (the baselines' own under 'baselines').")
+                return 0
             if not args or args[0] not in ("sac", "iql"):
                 raise ConfigError("odt baseline needs the algorithm: `odt baseline sac|iql [odt run flags]`")
-            command, args = "run", [*args[1:], "--algo", args[0]]
-        cfg = parse_config(command, args)
+            cfg = parse_config("baseline", [*args[1:], "--algo", args[0]], prog=f"odt baseline {args[0]}")
+            command = "run"
+        else:
+            cfg = parse_config(command, args)
         if cfg.resume is not None:
             resume_run(cfg.resume)
             return 0

@@ -94,10 +94,10 @@ Sections = dataclasses.make_dataclass(
     "Sections", [(name, Annotated[group, tyro.conf.OmitArgPrefixes]) for name, group in SECTIONS.items()])
 
 
-def parse_config(command: str, args: list[str]) -> Config:
+def parse_config(command: str, args: list[str], prog: str | None = None) -> Config:
     name = _preset_from(args)
     default = preset(name) if name else Config()
     default.preset = name
-    sections = parse(Sections, args, f"odt {command}", COMMANDS[command],
+    sections = parse(Sections, args, prog or f"odt {command}", COMMANDS[command],
                      default=Sections(**{s: default.group(g) for s, g in SECTIONS.items()}))
     return Config(**{k: v for s in SECTIONS for k, v in vars(getattr(sections, s)).items()})
