@@ -118,24 +118,31 @@ def test_onnx_export_acts_as_the_policy_over_an_episode(run_dir, tmp_path):
     ours, theirs = _episode_actions(run_dir, step)
     np.testing.assert_allclose(theirs, ours, atol=1e-4)
 
-    # A batch of 3 rows at different steps: each row as it would be alone.
+    # A batch of 3 rows whose episodes start at steps 0, 2 and 5 of the batch (a row restarted by
+    # zeroing its state): each row acts as it would alone, past the window of 4 and before it.
     rng = np.random.default_rng(0)
-    batch = [rng.normal(size=(3, 11)).astype(np.float32) for _ in range(6)]
-    state = (np.zeros((3, 4, 11), np.float32), np.zeros((3, 4, 3), np.float32), np.zeros((3, 4, 1), np.float32),
-             np.zeros(3, np.int64))
-    outs = []
-    for obs in batch:
-        a, *state = session.run(None, dict(zip(meta["inputs"], (obs, np.ones(3, np.float32),
-                                                                  np.full(3, 3600, np.float32), *state))))
-        outs.append(a)
-    alone = [None]
-    for i, obs in enumerate(batch):
-        a, *alone_state = session.run(None, dict(zip(meta["inputs"], (
-            obs[1:2], np.ones(1, np.float32), np.full(1, 3600, np.float32),
-            *(alone[1:] if i else (np.zeros((1, 4, 11), np.float32), np.zeros((1, 4, 3), np.float32),
-                                   np.zeros((1, 4, 1), np.float32), np.zeros(1, np.int64)))))))
-        alone = [a, *alone_state]
-        np.testing.assert_allclose(a[0], outs[i][1], atol=1e-5)
+    T, starts = 12, [0, 2, 5]
+    obs = rng.normal(size=(T, 3, 11)).astype(np.float32)
+    rew = rng.uniform(0, 3, (T, 3)).astype(np.float32)
+
+    def fresh(n):
+        return [np.zeros((n, 4, 11), np.float32), np.zeros((n, 4, 3), np.float32), np.zeros((n, 4, 1), np.float32),
+                np.zeros(n, np.int64)]
+
+    state, batched = fresh(3), []
+    for k in range(T):
+        for i, s0 in enumerate(starts):
+            if k == s0:
+                for part, zero in zip(state, fresh(1)):
+                    part[i] = zero[0]
+        a, *state = session.run(None, dict(zip(meta["inputs"], (obs[k], rew[k], np.full(3, 3600, np.float32), *state))))
+        batched.append(a)
+    for i, s0 in enumerate(starts):
+        alone = fresh(1)
+        for k in range(s0, T):
+            a, *alone = session.run(None, dict(zip(meta["inputs"], (obs[k, i:i + 1], rew[k, i:i + 1],
+                                                                      np.full(1, 3600, np.float32), *alone))))
+            np.testing.assert_allclose(a[0], batched[k][i], atol=1e-5)
 
 
 def test_export_refuses_to_overwrite(run_dir, tmp_path, capsys):

@@ -16,8 +16,9 @@ def test_run_from_scratch_seeds_the_buffer_with_random_episodes_and_trains_onlin
     out = tmp_path / "run"
     assert main(["run", *TINY, "--dataset", "none", "--random-episodes", "6", "--seed", "3", "--out", str(out)]) == 0
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["dataset"] == "none" and cfg["pretrain_updates"] == 0
+    assert cfg["dataset"] == "none"
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert not [r for r in rows if r["phase"] == "pretrain" and "loss" in r]  # nothing to pretrain on
     rounds = [r for r in rows if r.get("event") == "round"]
     assert rounds and rounds[-1]["online_steps"] >= 120 and rounds[-1]["updates"] == 4 * len(rounds)
     # The buffer starts with exactly the 6 random episodes, then grows by 2 per round.

@@ -59,3 +59,44 @@ def test_online_wandb_without_a_login_fails_before_loading_data(tmp_path, capsys
                  "--wandb"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "wandb login" in err and not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_a_resumed_run_holds_every_row_once(hopper_npz, tmp_path, no_wandb_login):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    args = [*TINY, "--online-steps", "400", "--updates-per-round", "30", "--eval-every", "2", "--checkpoint-every", "1",
+            "--pretrain-updates", "40", "--dataset", str(hopper_npz), "--out", str(out), "--wandb", "--wandb-mode",
+            "offline"]
+    # Each process its own W&B service, as in two shells (the one this test process started, after
+    # an in-process run, would be inherited through WANDB_SERVICE and still hold the killed run).
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"} | {"OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "odt.cli", "run", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, env=env)
+    deadline = time.time() + 300
+    while time.time() < deadline and (not (out / "metrics.jsonl").is_file()
+                                      or (out / "metrics.jsonl").read_text().count('"event": "round"') < 3):
+        time.sleep(0.01)
+    time.sleep(0.3)  # inside the next round: rows after the checkpoint will be redone
+    assert proc.poll() is None, "the run ended before it could be killed; make it longer"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([sys.executable, "-m", "odt.cli", "run", "--resume", str(out)], capture_output=True,
+                             text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    files = sorted(out.glob("wandb/offline-run-*/run-*.wandb"), key=lambda f: f.parent.name)
+    assert len(files) == 2 and files[-1].stem == "run-" + (out / "wandb-id").read_text().strip()
+    # The resumed W&B run holds metrics.jsonl exactly: the kept rows replayed, then the rest.
+    history = [{item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in r.history.item}
+               for r in wandb_records(files[-1]) if r.WhichOneof("record_type") == "history"]
+    assert len(history) == len(rows)
+    for h, r in zip(history, rows):
+        assert h[f"{r['phase']}/updates"] == r["updates"] and h[f"{r['phase']}/online_steps"] == r["online_steps"]
+        if "eval_return_mean" in r:
+            assert h[f"{r['phase']}/eval_return_mean"] == pytest.approx(r["eval_return_mean"])

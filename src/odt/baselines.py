@@ -10,6 +10,7 @@ module only feeds them and evaluates them.
 """
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -89,7 +90,6 @@ class BaselineRun:
         if self.best is not None:
             self.summary["best"] = self.best
         write_summary(self.summary, self.cfg, self.run_dir, self.logger, updates, online_steps, start)
-        self.envs.close()
         return self.summary
 
 
@@ -113,22 +113,31 @@ def train_sac(run: BaselineRun, obs_mean, obs_std, device: str) -> dict:
     offline = run.evaluate(mean_action, "pretrain", 0, 0)
     last = {"row": offline}
 
+    def evaluate(steps: int) -> None:
+        returns = [e["r"] for e in model.ep_info_buffer]
+        run.logger.log({"phase": "online", "event": "train", "updates": model._n_updates, "online_steps": steps,
+                        "rollout_return_mean": float(np.mean(returns)) if returns else None,
+                        "ent_coef": float(model.log_ent_coef.exp().item())})
+        last["row"] = run.evaluate(mean_action, "online", model._n_updates, steps)
+
     class Evaluate(BaseCallback):
+        # SB3 calls this after each environment step and before that step's gradient update.
         def _on_step(self) -> bool:
             steps = self.num_timesteps
             returns = [e["r"] for e in model.ep_info_buffer]
             run.progress.update(steps, **({"return_mean": float(np.mean(returns))} if returns else {}))
-            if run.due(steps):
-                run.logger.log({"phase": "online", "event": "train", "updates": model._n_updates, "online_steps": steps,
-                                "rollout_return_mean": float(np.mean(returns)) if returns else None,
-                                "ent_coef": float(model.log_ent_coef.exp().item())})
-                last["row"] = run.evaluate(mean_action, "online", model._n_updates, steps)
+            if steps < cfg.online_steps and run.due(steps):  # the last one follows the last update
+                evaluate(steps)
             return True
 
-    model.learn(total_timesteps=cfg.online_steps, callback=Evaluate())
+    try:
+        model.learn(total_timesteps=cfg.online_steps, callback=Evaluate())
+    finally:
+        env.close()
+    if cfg.online_steps:
+        evaluate(cfg.online_steps)
     (run.run_dir / "checkpoints").mkdir(exist_ok=True)
     model.save(run.run_dir / "checkpoints" / "final.zip")
-    env.close()
     return run.finish(offline, last["row"], model._n_updates, cfg.online_steps, start)
 
 
@@ -151,14 +160,17 @@ class Transitions:
         self.n += k
 
     def add_episodes(self, episodes) -> int:
-        """Every step with a known next observation (an episode's last needs its final_observation)."""
+        """Every step whose target is known: a truncated episode's last step needs its
+        final_observation; a terminated one's does not bootstrap, so any next observation serves."""
         for e in episodes:
-            nxt = e.observations[1:]
-            if e.final_observation is not None:
-                nxt = np.concatenate([nxt, np.asarray(e.final_observation, np.float32)[None]])
+            last = e.final_observation
+            if last is None and e.terminated:
+                last = e.observations[-1]
+            nxt = e.observations[1:] if last is None else np.concatenate([e.observations[1:], np.asarray(last)[None]])
             k = len(nxt)
             term = np.zeros(k, bool)
-            term[-1] = e.terminated and k == len(e.rewards)
+            if k == len(e.rewards):
+                term[-1] = e.terminated
             self.add(e.observations[:k], e.actions[:k], e.rewards[:k], nxt, term)
         return self.n
 
@@ -237,26 +249,25 @@ def train_iql(run: BaselineRun, dataset, obs_mean, obs_std, device: str) -> dict
             run.logger.log({"phase": "pretrain", "updates": u, "online_steps": 0, **m})
     offline = last = run.evaluate(mean_action, "pretrain", cfg.iql_offline_updates, 0)
 
-    env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
-    obs, _ = env.reset(seed=cfg.seed)
-    ep_return, ep_returns, updates = 0.0, [], cfg.iql_offline_updates
-    for step in range(1, cfg.online_steps + 1):
-        a = action(obs, ExplorationType.RANDOM)[0]
-        nxt, r, term, trunc, _ = env.step(scale_actions_from_unit(a, run.act_low, run.act_high))
-        data.add(obs[None], a[None], np.array([r], np.float32), nxt[None], np.array([term]))
-        ep_return += float(r)
-        obs = nxt
-        if term or trunc:
-            ep_returns.append(ep_return)
-            ep_return, (obs, _) = 0.0, env.reset()
-        m = update()
-        updates += 1
-        run.progress.update(step, **({"return_mean": float(np.mean(ep_returns[-10:]))} if ep_returns else {}))
-        if run.due(step):
-            run.logger.log({"phase": "online", "event": "train", "updates": updates, "online_steps": step,
-                            "rollout_return_mean": float(np.mean(ep_returns[-10:])) if ep_returns else None, **m})
-            last = run.evaluate(mean_action, "online", updates, step)
-    env.close()
+    with contextlib.closing(make_env_with_horizon(cfg.env, cfg.max_ep_len)) as env:
+        obs, _ = env.reset(seed=cfg.seed)
+        ep_return, ep_returns, updates = 0.0, [], cfg.iql_offline_updates
+        for step in range(1, cfg.online_steps + 1):
+            a = action(obs, ExplorationType.RANDOM)[0]
+            nxt, r, term, trunc, _ = env.step(scale_actions_from_unit(a, run.act_low, run.act_high))
+            data.add(obs[None], a[None], np.array([r], np.float32), nxt[None], np.array([term]))
+            ep_return += float(r)
+            obs = nxt
+            if term or trunc:
+                ep_returns.append(ep_return)
+                ep_return, (obs, _) = 0.0, env.reset()
+            m = update()
+            updates += 1
+            run.progress.update(step, **({"return_mean": float(np.mean(ep_returns[-10:]))} if ep_returns else {}))
+            if run.due(step):
+                run.logger.log({"phase": "online", "event": "train", "updates": updates, "online_steps": step,
+                                "rollout_return_mean": float(np.mean(ep_returns[-10:])) if ep_returns else None, **m})
+                last = run.evaluate(mean_action, "online", updates, step)
     (run.run_dir / "checkpoints").mkdir(exist_ok=True)
     torch.save({"loss": loss.state_dict(), "obs_mean": mean.cpu(), "obs_std": std.cpu(), "reward_scale": scale},
                run.run_dir / "checkpoints" / "final.pt")
@@ -266,6 +277,10 @@ def train_iql(run: BaselineRun, dataset, obs_mean, obs_std, device: str) -> dict
 def run_baseline(cfg: Config, run_dir: Path, logger: RunLogger, dataset, obs_mean, obs_std, act_low, act_high,
                  device: str) -> dict:
     run = BaselineRun(cfg, run_dir, logger, act_low, act_high)
-    if cfg.algo == "sac":
-        return train_sac(run, obs_mean, obs_std, device)
-    return train_iql(run, dataset, obs_mean, obs_std, device)
+    try:
+        if cfg.algo == "sac":
+            return train_sac(run, obs_mean, obs_std, device)
+        return train_iql(run, dataset, obs_mean, obs_std, device)
+    finally:
+        run.envs.close()
+        logger.close()

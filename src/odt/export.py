@@ -8,8 +8,8 @@ state) and TorchScript share it and a user's loop owns the state:
 obs (n, obs_dim) in the environment's units (a goal environment's observation flattened as
 ``observation``, then ``desired_goal``); reward (n,), the previous action's reward (ignored at
 t = 0); target_return (n,), read at t = 0; states (n, C, obs_dim), actions (n, C, act_dim) and
-rtg (n, C, 1), the context windows, zeros at the start of an episode; t (n,) int64, each row's
-step count, zero at the start. The action comes back in the environment's units. Rows are
+rtg (n, C, 1), the context windows, zeros at the start of an episode; all float32; t (n,) int64,
+each row's step count, zero at the start. The action comes back in the environment's units. Rows are
 independent: an episode that ends is restarted by zeroing its row and its t.
 
 It computes what ``Policy.act`` computes, the mean action (the average of the members' for an
@@ -130,14 +130,17 @@ def export_command(a: ExportArgs) -> int:
             raise ConfigError("ONNX export needs the optional extra: pip install 'odt[export]'") from None
     policy, meta = exported_policy(a.run, a.checkpoint)
     tmp = a.out.with_name(a.out.name + ".tmp")  # a failed export leaves an existing --out as it was
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TorchScript's deprecation and the tracer's notes are not the user's
-        if a.format == "torchscript":
-            traced = torch.jit.trace(policy, example_inputs(meta, 2), check_trace=False)
-            torch.jit.save(traced, str(tmp), _extra_files={"odt.json": json.dumps(meta)})
-        else:
-            export_onnx(policy, meta, tmp)
-    tmp.replace(a.out)
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TorchScript's deprecation and the tracer's notes are not the user's
+            if a.format == "torchscript":
+                traced = torch.jit.trace(policy, example_inputs(meta, 2), check_trace=False)
+                torch.jit.save(traced, str(tmp), _extra_files={"odt.json": json.dumps(meta)})
+            else:
+                export_onnx(policy, meta, tmp)
+        tmp.replace(a.out)
+    finally:
+        tmp.unlink(missing_ok=True)
     print(f"wrote {a.out} ({a.format}, {a.out.stat().st_size / 1e6:.1f} MB): {meta['env']}, context "
           f"{meta['context']}, obs {meta['obs_dim']}, actions {meta['act_dim']}, g_eval {meta['g_eval']:g}")
     return 0

@@ -19,20 +19,30 @@ def _clean(v):
 class WandbTracker:
     """The same rows to Weights & Biases (--wandb): each phase's metrics against its own step
     (pretrain/* against pretrain/updates, online/* against online/online_steps, as TensorBoard
-    plots them), the config, and summary.json as the run's summary. The run's W&B id is kept in
-    the run directory, so that --resume continues the same W&B run."""
+    plots them), the config, and summary.json as the run's summary.
 
-    def __init__(self, run_dir: Path, config: dict, project: str, mode: str):
+    A resumed run starts a new W&B run that first replays the rows metrics.jsonl kept: what a
+    killed process had sent may never have reached W&B's files, and the rows after the checkpoint
+    are redone, so only a replay makes the W&B run equal metrics.jsonl, no row lost or doubled.
+    The id of the newest W&B run is in RUN_DIR/wandb-id."""
+
+    def __init__(self, run_dir: Path, config: dict, project: str, mode: str, replay: list[dict] = ()):
         import wandb
 
-        id_file = run_dir / "wandb-id"
-        run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
-        id_file.write_text(run_id + "\n")
-        self.run = wandb.init(project=project, mode=mode, dir=str(run_dir), id=run_id, resume="allow",
-                              name=run_dir.name, config=config, settings=wandb.Settings(silent=True, console="off"))
+        run_id = uuid.uuid4().hex[:12]
+        (run_dir / "wandb-id").write_text(run_id + "\n")
+        try:
+            self.run = wandb.init(project=project, mode=mode, dir=str(run_dir), id=run_id, name=run_dir.name,
+                                  config=config, settings=wandb.Settings(silent=True, console="off"))
+        except Exception as e:  # wandb raises its own errors (auth, network, ...): one line for the user
+            raise ConfigError(f"W&B did not start ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                              f"fix that or pass --wandb-mode offline, then rerun with --out {run_dir} "
+                              "--overwrite") from None
         for phase, step in (("pretrain", "updates"), ("online", "online_steps")):
             self.run.define_metric(f"{phase}/{step}")
             self.run.define_metric(f"{phase}/*", step_metric=f"{phase}/{step}")
+        for row in replay:
+            self.log(row)
 
     def log(self, row: dict) -> None:
         phase = row.get("phase", "run")
@@ -61,9 +71,12 @@ def check_wandb(mode: str) -> None:
 class RunLogger:
     def __init__(self, run_dir: Path, config: dict, echo: bool = True, wandb: dict | None = None):
         self.run_dir = run_dir
-        self.tracker = WandbTracker(run_dir, config, **wandb) if wandb else None
         self.echo = echo
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
+        self.tracker = None
+        if wandb:
+            kept = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+            self.tracker = WandbTracker(run_dir, config, **wandb, replay=kept)
         self.text = open(run_dir / "run.log", "a", buffering=1)
         self.start = time.time()
         try:

@@ -76,8 +76,7 @@ def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None):
         _check_dims(init_state, init_from, cfg.env, env.observation_space.shape[0], env.action_space.shape[0])
     if cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
         dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,
-                          log=lambda line: None, episodes_wanted=cfg.random_episodes)
-        resolved["pretrain_updates"] = 0
+                          log=lambda line: None, episodes_wanted=cfg.random_episodes, horizon=cfg.max_ep_len)
     else:
         dataset = load_dataset(cfg.dataset, download=cfg.download)
     check_matches_env(dataset, env)
@@ -98,7 +97,7 @@ def make_run_dir(cfg: Config) -> Path:
     check_out_dir(out, cfg.overwrite, "run")
     out.mkdir(parents=True, exist_ok=True)
     if cfg.overwrite:  # a fresh run: earlier metrics would mix with the new ones
-        for name in ("metrics.jsonl", "summary.json", "run.log"):
+        for name in ("metrics.jsonl", "summary.json", "run.log", "wandb-id"):
             (out / name).unlink(missing_ok=True)
     return out
 

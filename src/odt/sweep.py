@@ -351,7 +351,7 @@ def _prepare_datasets(points: list[Point]) -> None:
     the same files; and a missing one ends the sweep before it starts."""
     seen = set()
     for p in points:
-        if p.state == "resume" or p.dataset in seen:
+        if p.state == "resume" or p.dataset in seen or p.dataset[0] == "none":
             continue
         seen.add(p.dataset)
         print(f"odt sweep: loading dataset {p.dataset[0]} once, before the runs", flush=True)

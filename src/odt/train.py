@@ -309,7 +309,8 @@ def execute(trainer: Trainer, pretrain: bool, finetune: bool) -> dict:
     """Run the phases asked for (a resumed run skips what it has done), then write summary.json."""
     cfg, start = trainer.cfg, time.time()
     try:
-        if pretrain and trainer.phase == "pretrain":
+        # --dataset none: random episodes seed the buffer; there is nothing to pretrain on.
+        if pretrain and trainer.phase == "pretrain" and cfg.dataset != "none":
             trainer.pretrain()
         if finetune:
             trainer.finetune()

@@ -169,13 +169,20 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
 
 
 def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | None, name: str = "",
-            n_envs: int = 10, log=_log, episodes_wanted: int | None = None) -> TrajectoryDataset:
+            n_envs: int = 10, log=_log, episodes_wanted: int | None = None,
+            horizon: int | None = None) -> TrajectoryDataset:
     """Record exactly ``transitions`` steps of a behaviour policy (sampled actions) or of uniform
     random actions, over ``n_envs`` environments stepped together. Episodes are cut at the
     environment's own termination and time limit; the last ones at the budget (truncated). With
-    ``episodes_wanted``, the first that many whole episodes instead (``transitions`` a cap)."""
+    ``episodes_wanted``, the first that many whole episodes instead (``transitions`` a cap).
+    ``horizon`` cuts episodes of environments without a time limit of their own."""
     rng = np.random.default_rng(seed)
-    envs = gym.vector.SyncVectorEnv([lambda: make_env(env_id) for _ in range(n_envs)],
+    def one():
+        env = make_env(env_id)
+        limited = horizon is None or (env.spec and env.spec.max_episode_steps)
+        return env if limited else gym.wrappers.TimeLimit(env, horizon)
+
+    envs = gym.vector.SyncVectorEnv([one for _ in range(n_envs)],
                                     autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
     envs.action_space.seed(seed)
     obs, _ = envs.reset(seed=seed)
