@@ -54,6 +54,9 @@ def test_transitions_pair_each_step_with_its_successor():
     np.testing.assert_array_equal(t.next_obs[:4], [[2, 3], [4, 5], [6, 7], [9, 9]])
     np.testing.assert_array_equal(t.term[:7], [0, 0, 0, 1, 0, 0, 0])
     np.testing.assert_array_equal(t.next_obs[4:7], o[1:])
+    # A terminal step needs no successor (it does not bootstrap): kept, terminal, even alone.
+    fell = Episode(o[:1], a[:1], r[:1], terminated=True, final_observation=None)
+    assert t.add_episodes([fell]) == 8 and t.term[7]
 
 
 @pytest.mark.slow
