@@ -249,6 +249,7 @@ def train_iql(run: BaselineRun, dataset, obs_mean, obs_std, device: str) -> dict
             run.logger.log({"phase": "pretrain", "updates": u, "online_steps": 0, **m})
     offline = last = run.evaluate(mean_action, "pretrain", cfg.iql_offline_updates, 0)
 
+    run.progress = Progress(run.logger, "online", cfg.online_steps, "steps")  # its rate: the online phase's own
     with contextlib.closing(make_env_with_horizon(cfg.env, cfg.max_ep_len)) as env:
         obs, _ = env.reset(seed=cfg.seed)
         ep_return, ep_returns, updates = 0.0, [], cfg.iql_offline_updates
