@@ -93,7 +93,7 @@ class BaselineRun:
         return self.summary
 
 
-def train_sac(run: BaselineRun, obs_mean, obs_std, device: str) -> dict:
+def train_sac(run: BaselineRun, device: str) -> dict:
     """SAC online from scratch: stable-baselines3's, with its own replay buffer and a callback that
     evaluates at the run's points."""
     from stable_baselines3 import SAC
@@ -280,7 +280,7 @@ def run_baseline(cfg: Config, run_dir: Path, logger: RunLogger, dataset, obs_mea
     run = BaselineRun(cfg, run_dir, logger, act_low, act_high)
     try:
         if cfg.algo == "sac":
-            return train_sac(run, obs_mean, obs_std, device)
+            return train_sac(run, device)
         return train_iql(run, dataset, obs_mean, obs_std, device)
     finally:
         run.envs.close()

@@ -31,6 +31,7 @@ import tyro
 from torch import nn
 
 from .config import Config, ConfigError
+from .envs.make import scale_actions_from_unit
 from .policy import load_models
 
 INPUTS = ["obs", "reward", "target_return", "states", "actions", "rtg", "t"]
@@ -52,9 +53,8 @@ class ExportedPolicy(nn.Module):
         slots = torch.arange(C, device=obs.device)
         full = (t >= C)[:, None, None]
         # A full window drops its oldest step; the new one goes to slot p = min(t, C - 1).
-        states = torch.where(full, torch.cat([states[:, 1:], torch.zeros_like(states[:, :1])], 1), states)
-        actions = torch.where(full, torch.cat([actions[:, 1:], torch.zeros_like(actions[:, :1])], 1), actions)
-        rtg = torch.where(full, torch.cat([rtg[:, 1:], torch.zeros_like(rtg[:, :1])], 1), rtg)
+        states, actions, rtg = (torch.where(full, torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], 1), x)
+                                for x in (states, actions, rtg))
         p = t.clamp(max=C - 1)
         here = (slots[None, :] == p[:, None]).unsqueeze(-1).float()  # (n, C, 1)
         before = (slots[None, :] == (p - 1)[:, None]).unsqueeze(-1).float()
@@ -67,15 +67,13 @@ class ExportedPolicy(nn.Module):
         timesteps = slots[None, :] + (t - p)[:, None]
         a = torch.stack([self._mean_action(m, rtg, states, actions, timesteps, here) for m in self.models]).mean(0)
         actions = actions * (1 - here) + a[:, None, :] * here
-        env_action = self.act_low + (a + 1.0) * 0.5 * (self.act_high - self.act_low)
-        return env_action, states, actions, rtg, t + 1
+        return scale_actions_from_unit(a, self.act_low, self.act_high), states, actions, rtg, t + 1
 
     @staticmethod
     def _mean_action(model, rtg, states, actions, timesteps, here):
         h = (model.hidden(rtg, states, actions, timesteps) * here).sum(1)  # the state token at slot p
         out = model.head(h)
-        a = out if not model.stochastic else (torch.tanh(out.mean) if out.squashed else out.mean)
-        return a.clamp(-1, 1)
+        return (out.mode() if model.stochastic else out).clamp(-1, 1)
 
 
 @dataclass
@@ -92,10 +90,9 @@ class ExportArgs:
     """Replace --out if it exists."""
 
 
-def exported_policy(run_dir: Path, checkpoint: str = "final") -> tuple[ExportedPolicy, dict]:
+def exported_policy(run_dir: Path, cfg: Config, checkpoint: str = "final") -> tuple[ExportedPolicy, dict]:
     """The run's policy as an ExportedPolicy in eval mode, and the metadata stored beside it."""
     models, state, path = load_models(run_dir, checkpoint, "cpu")
-    cfg = Config.load(run_dir / "config.json")
     spec = state["spec"]
     policy = ExportedPolicy(models, *(state[k].cpu() for k in ("obs_mean", "obs_std", "act_low", "act_high")),
                             cfg.rtg_scale, cfg.eval_context).eval()
@@ -128,7 +125,7 @@ def export_command(a: ExportArgs) -> int:
             import onnxscript  # noqa: F401
         except ImportError:
             raise ConfigError("ONNX export needs the optional extra: pip install 'odt[export]'") from None
-    policy, meta = exported_policy(a.run, a.checkpoint)
+    policy, meta = exported_policy(a.run, cfg, a.checkpoint)
     tmp = a.out.with_name(a.out.name + ".tmp")  # a failed export leaves an existing --out as it was
     try:
         with torch.no_grad(), warnings.catch_warnings():
