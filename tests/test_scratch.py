@@ -36,3 +36,20 @@ def test_run_from_scratch_seeds_the_buffer_with_random_episodes_and_trains_onlin
 def test_pretrain_from_no_data_is_refused(tmp_path, capsys):
     assert main(["pretrain", *TINY, "--dataset", "none", "--out", str(tmp_path / "run")]) == 2
     assert "--dataset none" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def test_updates_per_step_sizes_each_round_by_the_steps_it_collected(tmp_path):
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--dataset", "none", "--random-episodes", "4", "--seed", "1", "--out", str(out),
+                 "--updates-per-step", "0.1"]) == 0
+    rounds = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    rounds = [r for r in rounds if r.get("event") == "round"]
+    steps = np.diff([0] + [r["online_steps"] for r in rounds])
+    updates = np.diff([0] + [r["updates"] for r in rounds])
+    # Random-policy Hopper episodes are 10-40 steps: --updates-per-round's 4 would not match these.
+    assert (updates == np.maximum(1, np.round(steps * 0.1))).all() and len(set(updates.tolist())) > 1
+
+
+def test_negative_updates_per_step_is_refused(tmp_path, capsys):
+    assert main(["run", *TINY, "--dataset", "none", "--updates-per-step", "-1", "--out", str(tmp_path / "r")]) == 2
+    assert "--updates-per-step" in capsys.readouterr().err and not (tmp_path / "r").exists()

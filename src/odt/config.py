@@ -197,6 +197,10 @@ class OnlineSettings:
     """Gradient updates after each round of rollouts (I)."""
     episodes_per_round: int = 1
     """Exploration episodes collected per round (the paper: 1), run in parallel."""
+    updates_per_step: float = 0.0
+    """If > 0, a round makes this many updates per environment step it collected (at least 1),
+    instead of updates_per_round: short episodes (random data, from scratch) then get few updates
+    rather than a long episode's, and a run's cost follows its step budget."""
     buffer_size: int = 1000
     """Trajectories in the replay buffer (N); seeded with the top-N offline ones."""
     g_online: float = 7200.0
@@ -362,6 +366,12 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
             return self.noise_std
         return 0.1 if self.resolved_action_head() == "deterministic" or self.explore_action == "mean" else 0.0
 
+    def round_updates(self, steps: int) -> int:
+        """Actor updates after a round that collected ``steps`` environment steps."""
+        if self.updates_per_step > 0:
+            return max(1, round(steps * self.updates_per_step))
+        return self.updates_per_round
+
     def reference(self) -> Optional[tuple[float, float]]:
         """(random, expert) returns for normalized scores, when set."""
         if self.ref_min_score is None or self.ref_max_score is None:
@@ -389,6 +399,8 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
                      "pretrain_eval_every", "threads"]:
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.updates_per_step < 1e4:
+            raise ConfigError(f"--updates-per-step must be >= 0 (0: use --updates-per-round), got {self.updates_per_step}")
         if self.embed_dim % self.n_head:
             raise ConfigError(f"--embed-dim ({self.embed_dim}) must be divisible by --n-head ({self.n_head})")
         if self.eval_context > self.context_len:
@@ -417,6 +429,8 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
                      "reg_weight", "early_stop_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.updates_per_step < 1e4:
+            raise ConfigError(f"--updates-per-step must be >= 0 (0: use --updates-per-round), got {self.updates_per_step}")
         if self.noise_std is not None and self.noise_std < 0:
             raise ConfigError(f"--noise-std must be >= 0, got {self.noise_std}")
         for name in ("ensemble", "target_window"):

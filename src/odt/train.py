@@ -116,7 +116,7 @@ class Trainer:
             explored = self._act(p, explore)
             self._store(explored.result)
             ratio = linear(*cfg.offline_ratios(), p) if mixing else None
-            metrics = self._updates(self.buffer, cfg.updates_per_round, offline_ratio=ratio)
+            metrics = self._updates(self.buffer, cfg.round_updates(explored.result.steps), offline_ratio=ratio)
             self._log_round(explored, ratio, metrics, progress)
             verdict = self._evaluate_round() if self.rounds % cfg.eval_every == 0 else None
             if self.rounds % cfg.checkpoint_every == 0 or verdict == "stop":
