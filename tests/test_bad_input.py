@@ -81,6 +81,7 @@ CASES = {
                                     "is for observation/action dimensions 17/6"),
     "eval of a non-run": (lambda t: ["eval", "--run", str(t)], "not a run directory"),
     "eval episodes 0": (lambda t: ["eval", "--run", _run_dir(t), "--episodes", "0"], "--episodes must be positive"),
+    "eval threads -1": (lambda t: ["eval", "--run", _run_dir(t), "--threads", "-1"], "--threads >= 0"),
     "broken config": (lambda t: ["eval", "--run", _run_dir(t, config_text="{not json")], "cannot read config"),
     "config with unknown key": (lambda t: ["eval", "--run", _run_dir(t, config_text=json.dumps({"foo": 1}))],
                                 "unknown setting(s) foo"),

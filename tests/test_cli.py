@@ -44,7 +44,7 @@ def test_run_writes_a_complete_run_directory(tmp_path, hopper_npz):
     assert "summary" in (out / "run.log").read_text()
 
     # The policy evaluates from the run directory, and acts step by step in Python.
-    p = odt("eval", "--run", out, "--episodes", 2, "--json")
+    p = odt("eval", "--run", out, "--episodes", 2, "--json", "--threads", 1)
     res = json.loads(p.stdout)
     assert res["episodes"] == 2 and "normalized_mean" in res
     import gymnasium as gym

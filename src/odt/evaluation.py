@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 import numpy as np
+import torch
 
 from .config import Config, ConfigError
 from .data.trajectories import TrajectoryDataset
@@ -122,6 +123,8 @@ class EvalArgs:
     """Sample actions instead of taking the mean action."""
     device: str = "cpu"
     """Torch device."""
+    threads: int = 0
+    """torch.set_num_threads; 0 keeps torch's default (one per core: give 1 beside a running sweep)."""
     json: bool = False
     """Print one JSON object instead of text."""
 
@@ -129,8 +132,8 @@ class EvalArgs:
 
 def eval_command(a: EvalArgs) -> int:
     """`odt eval RUN`: a run's policy over fresh episodes."""
-    if a.episodes <= 0:
-        raise ConfigError(f"--episodes must be positive, got {a.episodes}")
+    if a.episodes <= 0 or a.threads < 0:
+        raise ConfigError(f"--episodes must be positive and --threads >= 0, got {a.episodes} and {a.threads}")
     cfg = Config.load(a.run / "config.json") if (a.run / "config.json").is_file() else None
     if cfg is None:
         raise ConfigError(f"{a.run} is not a run directory (no config.json); give the --out of an odt run")
@@ -140,6 +143,8 @@ def eval_command(a: EvalArgs) -> int:
     if cfg.tasks:
         raise ConfigError(f"{a.run} is a multi-task run; its per-task evaluations are the eval_<task>_* entries "
                           "of its metrics.jsonl (odt eval takes single-task runs)")
+    if a.threads:
+        torch.set_num_threads(a.threads)
     policy = load_policy(a.run, a.checkpoint, device=a.device, deterministic=not a.sample)
     make_env_checked(cfg.env).close()
     envs = make_vector_env(cfg.env, a.episodes)
