@@ -400,7 +400,8 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
         if not 0 <= self.updates_per_step < 1e4:
-            raise ConfigError(f"--updates-per-step must be >= 0 (0: use --updates-per-round), got {self.updates_per_step}")
+            raise ConfigError(f"--updates-per-step must be in [0, 10000) (0: use --updates-per-round), "
+                              f"got {self.updates_per_step}")
         if self.embed_dim % self.n_head:
             raise ConfigError(f"--embed-dim ({self.embed_dim}) must be divisible by --n-head ({self.n_head})")
         if self.eval_context > self.context_len:
@@ -429,8 +430,6 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
                      "reg_weight", "early_stop_patience"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.updates_per_step < 1e4:
-            raise ConfigError(f"--updates-per-step must be >= 0 (0: use --updates-per-round), got {self.updates_per_step}")
         if self.noise_std is not None and self.noise_std < 0:
             raise ConfigError(f"--noise-std must be >= 0, got {self.noise_std}")
         for name in ("ensemble", "target_window"):
