@@ -26,6 +26,7 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/speed.py
+	$(PY) benchmarks/peer.py
 
 learning: $(STAMP)
 	$(PY) benchmarks/learning.py

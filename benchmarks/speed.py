@@ -1,6 +1,12 @@
 """Speed of a training step and of a batched action, against the reference implementation.
 
     python benchmarks/speed.py [--threads 1] [--reps 20] [--device cpu|cuda] [--only small|paper|act]
+                               [--precisions fp32,bf16] [--compile]
+
+It also says which precision ``--precision auto`` picks on this machine and why, and projects the
+wall time of the paper's hopper-medium finetuning (``odt run --preset hopper-medium``) from the
+paper-size step and the acting times measured here. The peer comparison (TorchRL) and the GEMM
+floor are in benchmarks/peer.py.
 
 Reference figures (the official ODT code, measured on the project's 2-core machines):
 0.21 s per step at embed 128 / 3 layers / 1 head / batch 64 / K 20; 11 s per step at the paper's
@@ -20,12 +26,26 @@ import torch
 from odt.algos.learner import Learner
 from odt.data.buffer import Batch
 from odt.models.transformer import DecisionTransformer, ModelSpec
+from odt.config import preset
 from odt.policy import Policy
+from odt.precision import resolve_precision
 
 REFERENCE = {"small": 0.21, "paper": 11.0, "act": 12.7e-3}
 TARGET = {"small": 2 / 3, "paper": 1 / 2, "act": 3e-3 / 12.7e-3}
 SIZES = {"small": (128, 3, 1, 64), "paper": (512, 4, 4, 256)}
 OBS, ACT, K = 11, 3, 20  # Hopper
+
+
+def cpu_name() -> str:
+    try:
+        info = open("/proc/cpuinfo").read()
+        name = next(line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("model name"))
+        flags = set(next(line for line in info.splitlines() if line.startswith("flags")).split())
+        kind = ("AMX" if "amx_bf16" in flags else "AVX512_BF16, no AMX" if "avx512_bf16" in flags else
+                "AVX-512, no BF16" if "avx512f" in flags else "AVX2 only" if "avx2" in flags else "no AVX2")
+        return f"{name} ({kind})"
+    except (OSError, StopIteration):  # not Linux
+        return platform.processor() or platform.machine()
 
 
 def _sync(device: str) -> None:
@@ -59,9 +79,9 @@ def time_train_step(size: str, precision: str, reps: int, device: str, compile_:
     return statistics.median(times)
 
 
-def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5) -> float:
+def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5, size: str = "small") -> float:
     torch.manual_seed(0)
-    d, n_layer, n_head, _ = SIZES["small"]
+    d, n_layer, n_head, _ = SIZES[size]
     model = DecisionTransformer(ModelSpec(OBS, ACT, d, n_layer, n_head, context_len=K)).to(device)
     policy = Policy(model, np.zeros(OBS), np.ones(OBS), -np.ones(ACT), np.ones(ACT), 1000.0, context)
     obs = np.random.default_rng(0).normal(size=(n_envs, OBS)).astype(np.float32)
@@ -81,6 +101,19 @@ def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5) -> floa
     return statistics.median(times)
 
 
+def project_paper_run(step: float, act1: float, act10: float, episode_len: int) -> float:
+    """Seconds for `odt run --preset hopper-medium`: its pretraining updates, one round of
+    updates_per_round updates per episode of ``episode_len`` steps until online_steps, one action
+    per online step (1 environment), and every eval_every rounds eval_episodes episodes acted as
+    one batch (timed for 10 environments). MuJoCo's own stepping (about 0.1 ms a step) is added."""
+    cfg = preset("hopper-medium")
+    rounds = cfg.online_steps / (episode_len * cfg.episodes_per_round)
+    updates = cfg.pretrain_updates + rounds * cfg.updates_per_round
+    evals = rounds / cfg.eval_every + 2
+    env_steps = cfg.online_steps + evals * cfg.eval_episodes * episode_len
+    return updates * step + cfg.online_steps * act1 + evals * episode_len * act10 + env_steps * 1e-4
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=1)
@@ -93,7 +126,10 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     which = args.only or ["small", "paper", "act"]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
-          f"cpu {platform.processor() or platform.machine()}, medians over {args.reps} repetitions")
+          f"{cpu_name()}, medians over {args.reps} repetitions")
+    auto, why, _ = resolve_precision("auto", args.device)
+    print(f"--precision auto picks {auto} here ({why})")
+    paper_step = {}
     print(f"{'benchmark':<34}{'median':>12}{'reference':>12}{'ratio':>8}{'target':>8}  ok")
     for size in ("small", "paper"):
         if size not in which:
@@ -107,11 +143,20 @@ def main() -> None:
                   f"{'yes' if ratio <= TARGET[size] else 'NO'}", flush=True)
             if args.device.startswith("cuda"):
                 print(f"{'':<34}{1 / t:>10.1f} steps/s")
+            if size == "paper" and not comp:
+                paper_step[precision] = t
     if "act" in which:
         t = time_act(args.reps, args.device)
         ratio = t / REFERENCE["act"]
         print(f"{'act: 10 envs, context 5, small':<34}{t * 1e3:>10.2f}ms{REFERENCE['act'] * 1e3:>10.1f}ms"
               f"{ratio:>8.2f}{TARGET['act']:>8.2f}  {'yes' if ratio <= TARGET['act'] else 'NO'}")
+    if paper_step:
+        act1, act10 = (time_act(args.reps, args.device, n, size="paper") for n in (1, 10))
+        print(f"act at the paper's size, context 5: {act1 * 1e3:.2f} ms for 1 env, {act10 * 1e3:.2f} ms for 10")
+        for precision, step in paper_step.items():
+            hours = [project_paper_run(step, act1, act10, L) / 3600 for L in (1000, 500)]
+            print(f"projected `odt run --preset hopper-medium` in {precision}: {hours[0]:.1f} h (episodes of 1000 "
+                  f"steps: 200 rounds) to {hours[1]:.1f} h (500 steps: 400 rounds), one seed")
 
 
 if __name__ == "__main__":

@@ -63,8 +63,11 @@ class RunSettings:
     """Torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."""
     threads: int = 0
     """torch.set_num_threads for the run; 0 keeps torch's default."""
-    precision: Literal["fp32", "bf16"] = "fp32"
-    """bf16: run the transformer under bfloat16 autocast (the head and losses stay fp32)."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """bf16: run the transformer under bfloat16 autocast (the head and losses stay fp32). auto: bf16
+    where the device multiplies bf16 in hardware (a CUDA GPU of compute capability 8+, a CPU with
+    AVX512_BF16 or AMX), fp32 elsewhere, where bf16 is emulated and several times slower; the run
+    directory records the choice."""
     preset: Optional[str] = None
     """Named preset the defaults came from (paper tables C.1-C.4 or cpu-small); flags override it."""
 

@@ -28,6 +28,7 @@ from .envs.multitask import load_tasks
 from .envs.pool import EnvPool
 from .logging import RunLogger, check_wandb
 from .models.transformer import ModelSpec
+from .precision import resolve_precision
 from .scores import reference_of
 from .train import Trainer, execute
 
@@ -111,6 +112,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None,
     if cfg.dataset == "none" and command == "pretrain":
         raise ConfigError("odt pretrain needs offline data (--dataset); --dataset none trains from scratch with odt run")
     device = resolve_device(cfg.device)
+    precision, precision_why, precision_warning = resolve_precision(cfg.precision, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Cheap checks first: a wrong run directory or checkpoint must answer at once, not after a
@@ -132,6 +134,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None,
     if not np.allclose(act_low, -1) or not np.allclose(act_high, 1):
         for e in dataset.episodes:
             e.actions = scale_actions_to_unit(e.actions, act_low, act_high)
+    resolved["precision"] = precision
     if checkpoint is None:  # the directory's default name uses the resolved algorithm
         resolved["out"] = make_run_dir(dataclasses.replace(cfg, **resolved))
     # The one place where the config changes after validation: it records what was resolved.
@@ -146,8 +149,11 @@ def setup(cfg: Config, command: str, init_from: Path | None = None,
     run_dir = cfg.out
     logger = RunLogger(run_dir, cfg.to_dict(), echo=cfg.progress,
                        wandb={"project": cfg.wandb_project, "mode": cfg.wandb_mode} if cfg.wandb else None)
-    logger.info(f"odt {command}: {shlex.join(sys.argv)}")
-    logger.info(f"run directory {run_dir}; device {device}; torch threads {torch.get_num_threads()}")
+    logger.info(f"odt {command} on {device} in {precision} ({precision_why}), {torch.get_num_threads()} torch "
+                f"threads: {shlex.join(sys.argv)}")
+    if precision_warning:
+        logger.info(f"warning: {precision_warning}")
+    logger.info(f"run directory {run_dir}")
     logger.info(f"dataset {dataset.name}: {len(dataset.episodes)} episodes, {dataset.n_transitions} steps, "
                 f"return mean {dataset.returns().mean():.1f} max {dataset.returns().max():.1f}")
     torch.manual_seed(cfg.seed)

@@ -25,10 +25,15 @@ class Lamb(Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """One LAMB step. Where ``self.found_inf`` is a tensor (torch's convention for optimizers that
+        skip on the device, as GradScaler sets it), a value of 1 leaves the weights and moments as
+        they were, without reading the flag on the host; the caller then takes back the step count."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        found_inf = getattr(self, "found_inf", None)
+        keep = None if found_inf is None else 1.0 - found_inf.float()
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
@@ -43,9 +48,17 @@ class Lamb(Optimizer):
                     s["exp_avg"], s["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             m = [s["exp_avg"] for s in states]
             v = [s["exp_avg_sq"] for s in states]
-            torch._foreach_lerp_(m, grads, 1 - beta1)
-            torch._foreach_mul_(v, beta2)
-            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            if keep is None:
+                torch._foreach_lerp_(m, grads, 1 - beta1)
+                torch._foreach_mul_(v, beta2)
+                torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            else:  # the same with every rate times keep; a skipped step's gradient may be NaN
+                grads = [torch.where(keep > 0, g, 0.0) for g in grads]
+                torch._foreach_lerp_(m, grads, [(1 - beta1) * keep] * len(m))
+                torch._foreach_mul_(v, 1 - (1 - beta2) * keep)
+                g2 = torch._foreach_mul(grads, grads)
+                torch._foreach_mul_(g2, (1 - beta2) * keep)
+                torch._foreach_add_(v, g2)
             denom = torch._foreach_sqrt(v)
             torch._foreach_div_(denom, (1 - beta2 ** t) ** 0.5)
             torch._foreach_add_(denom, group["eps"])
@@ -58,5 +71,13 @@ class Lamb(Optimizer):
                 u_norm = torch._foreach_norm(update)
                 ratio = [torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w)) for w, u in zip(w_norm, u_norm)]
                 torch._foreach_mul_(update, ratio)
+            if keep is not None:
+                torch._foreach_mul_(update, keep)
             torch._foreach_add_(params, update, alpha=-group["lr"])
         return loss
+
+    def undo_step_count(self) -> None:
+        """After a step that ``found_inf`` skipped: its count goes back, as if never taken."""
+        for group in self.param_groups:
+            if group.get("step"):
+                group["step"] -= 1

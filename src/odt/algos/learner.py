@@ -33,6 +33,12 @@ class LearnerSettings:
     max_bad_updates: int = 10
 
 
+def _read(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Every metric of a step in one device-to-host copy."""
+    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
+    return dict(zip(metrics, values))
+
+
 class Learner:
     def __init__(self, model: DecisionTransformer, loss: str, settings: LearnerSettings | None = None,
                  td3: TD3Settings | None = None, snapshot_every: int = 100, **fields):
@@ -55,7 +61,8 @@ class Learner:
         self.reg_weight, self.anchor = 0.0, None
         self.target_entropy = -float(model.spec.act_dim) if target_entropy is None else float(target_entropy)
         self.log_lambda = torch.tensor(math.log(init_lambda), device=device, requires_grad=True)
-        self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=lambda_lr, betas=(0.9, 0.999))
+        # fused: the one Adam that skips a step on the device (found_inf) on CPUs and GPUs alike.
+        self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=lambda_lr, betas=(0.9, 0.999), fused=True)
         self.updates = 0  # actor updates: the warmup schedule and every log count these
         self.td3 = td3
         self.rl_active = True  # the loop turns the RL term off in pretraining unless asked
@@ -71,7 +78,7 @@ class Learner:
             self.critic = TwinCritic(spec.obs_dim, spec.act_dim, td3.critic_hidden, td3.critic_layernorm).to(device)
             self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
             self.actor_target = copy.deepcopy(model).requires_grad_(False).eval()
-            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=td3.critic_lr)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=td3.critic_lr, fused=True)
         self._snapshot = copy.deepcopy(self.state_dict())
 
     @property
@@ -142,7 +149,13 @@ class Learner:
             self._soft_update()
         return out
 
-    def _actor_step(self, batch: Batch) -> dict[str, float]:
+    # Each step is two halves: the device's work (forward, backward, optimizer step, guards), which
+    # never waits on the host (no .item(), float() or branch on a tensor's value), so that a GPU
+    # can run it ahead or capture it whole; then one read of its metrics, and the bookkeeping.
+
+    def _actor_update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The actor's gradient step on the device. A non-finite loss or gradient norm leaves the
+        weights and moments unchanged (``found_inf``); a non-finite lambda keeps the old one."""
         self.model.train()
         with self._autocast():
             hidden = self.model.hidden(batch.rtg, batch.states, batch.actions, batch.timesteps)
@@ -160,43 +173,55 @@ class Learner:
             loss = loss + self.reg_weight * reg
             metrics["reg_loss"] = reg.detach()
         self.optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            return self._skip("actor", "loss", float(loss.detach()))
         loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        if not torch.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return self._skip("actor", "gradient norm", float(grad_norm))
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
+        loss = loss.detach()
+        ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
+        self.optimizer.found_inf = (~ok).float()
         self.optimizer.step()
-        self.scheduler.step()
+        metrics.update(loss=loss, grad_norm=grad_norm, ok=ok)
         if entropy is not None:
             before = self.log_lambda.detach().clone()
             lambda_loss = temperature_loss(self.log_lambda, entropy, self.target_entropy)
             self.lambda_optimizer.zero_grad(set_to_none=True)
             lambda_loss.backward()
+            self.lambda_optimizer.found_inf = self.optimizer.found_inf
             self.lambda_optimizer.step()
-            if not torch.isfinite(self.log_lambda):
-                with torch.no_grad():
-                    self.log_lambda.copy_(before)
-                self.updates += 1  # the policy step itself was taken
-                return self._skip("actor", "lambda", float(self.log_lambda.detach().exp()))
+            lambda_ok = torch.isfinite(self.log_lambda.detach())
+            with torch.no_grad():
+                self.log_lambda.copy_(torch.where(lambda_ok, self.log_lambda, before))
+            metrics.update(lambda_ok=lambda_ok, lambda_value=self.log_lambda.detach().exp())
+        return metrics
+
+    def _actor_step(self, batch: Batch) -> dict[str, float]:
+        out = _read(self._actor_update(batch))
+        if not out.pop("ok"):
+            self.optimizer.undo_step_count()
+            if not math.isfinite(out["loss"]):
+                return self._skip("actor", "loss", out["loss"])
+            return self._skip("actor", "gradient norm", out["grad_norm"])
+        self.scheduler.step()
         self.updates += 1
+        lam = out.pop("lambda_value", None)
+        if not out.pop("lambda_ok", True):
+            return self._skip("actor", "lambda", lam)  # the policy step itself was taken
         self._bad = 0
         if self.updates % self.snapshot_every == 0:
             self._snapshot = copy.deepcopy(self.state_dict())
-        out = {k: float(v) for k, v in metrics.items()}
-        out.update(loss=float(loss.detach()), grad_norm=float(grad_norm), lr=self.scheduler.get_last_lr()[0])
-        if entropy is not None:
-            out["lambda"] = self.lam
+        out["lr"] = self.scheduler.get_last_lr()[0]
+        if lam is not None:
+            out["lambda"] = lam
         return out
 
-    def _critic_step(self, batch: Batch) -> dict[str, float]:
-        """TD3: the target actor acts on the window shifted by one step; its action at s_{t+1},
-        smoothed by clipped noise, gives y = r + gamma (1 - terminated) min(Q1', Q2')."""
+    def _critic_update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """TD3 on the device: the target actor acts on the window shifted by one step; its action
+        at s_{t+1}, smoothed by clipped noise, gives y = r + gamma (1 - terminated) min(Q1', Q2').
+        A non-finite loss leaves the critics as they were (``found_inf``)."""
         td3 = self.td3
         with torch.no_grad():
             ts = (batch.timesteps + 1).clamp(max=self.model.spec.max_ep_len - 1)
-            pred = self.actor_target(batch.next_rtg, batch.next_states, batch.next_actions, ts)
+            with self._autocast():
+                pred = self.actor_target(batch.next_rtg, batch.next_states, batch.next_actions, ts)
             a = (pred if isinstance(pred, torch.Tensor) else pred.mode()).float()
             noise = (torch.randn_like(a) * td3.target_noise).clamp(-td3.noise_clip, td3.noise_clip)
             q1_next, q2_next = self.critic_target(batch.next_states, (a + noise).clamp(-1, 1))
@@ -204,13 +229,18 @@ class Learner:
         q1, q2 = self.critic(batch.states, batch.actions)
         loss = critic_loss(q1, q2, y, batch.critic_mask)
         self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left
-        if not torch.isfinite(loss):
-            self.critic_updates += 1  # keeps the policy delay's rhythm
-            return self._skip("critic", "loss", float(loss.detach()))
         loss.backward()
+        loss = loss.detach()
+        self.critic_optimizer.found_inf = (~torch.isfinite(loss)).float()
         self.critic_optimizer.step()
-        self.critic_updates += 1
-        return {"critic_loss": float(loss.detach()), "q_mean": float(masked_mean(q1.detach(), batch.critic_mask))}
+        return {"critic_loss": loss, "q_mean": masked_mean(q1.detach(), batch.critic_mask)}
+
+    def _critic_step(self, batch: Batch) -> dict[str, float]:
+        out = _read(self._critic_update(batch))
+        self.critic_updates += 1  # a skipped step counts too: it keeps the policy delay's rhythm
+        if not math.isfinite(out["critic_loss"]):
+            return self._skip("critic", "loss", out["critic_loss"])
+        return out
 
     def _skip(self, part: str, what: str, value: float) -> dict[str, float]:
         """A non-finite update is not applied; enough of them in a row roll the learner back."""

@@ -31,13 +31,37 @@ class ModelSpec:
     log_std_max: float = 2.0
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout, with the CPU's mask drawn 16 random bits per element (p rounded to 1/65536).
+
+    Why: CPU dropout draws one Bernoulli per element from a 32-bit generator, and that draw was
+    the largest cost of a small model's update after its matrix multiplies (benchmarks/peer.py);
+    two elements per 32-bit draw and a multiply cost less than half (benchmarks/RESULTS.md)."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu":  # GPUs fuse dropout into one kernel already
+        return F.dropout(x, p, True)
+    threshold = round(p * 65536)
+    n = x.numel()
+    bits = torch.empty((n + 1) // 2, dtype=torch.int32, device=x.device).random_(-2**31, 2**31)
+    keep = bits.view(torch.int16)[:n].view(x.shape) >= threshold - 32768
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - threshold / 65536))
+
+
+class Dropout(nn.Dropout):
+    """nn.Dropout through ``dropout``: the same module, state dict and eval behaviour."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dropout(x, self.p, self.training)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, d: int, n_head: int, dropout: float):
         super().__init__()
         self.qkv = nn.Linear(d, 3 * d)
         self.proj = nn.Linear(d, d)
         self.n_head, self.dropout = n_head, dropout
-        self.resid_drop = nn.Dropout(dropout)
+        self.resid_drop = Dropout(dropout)
 
     def forward(self, x: torch.Tensor, query: slice | None = None) -> torch.Tensor:
         """Causal self-attention; with ``query``, outputs only for those token positions."""
@@ -46,14 +70,22 @@ class CausalSelfAttention(nn.Module):
         drop = self.dropout if self.training else 0.0
         if query is None:
             q, k, v = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=drop)
+            allowed = None
         else:
             pos = torch.arange(T, device=x.device)[query]
             w, b = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, query], w[:D], b[:D]).view(B, len(pos), H, D // H).transpose(1, 2)
             k, v = F.linear(x, w[D:], b[D:]).view(B, T, 2, H, D // H).permute(2, 0, 3, 1, 4)
             allowed = pos[:, None] >= torch.arange(T, device=x.device)[None, :]
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=drop)
+        if drop and x.device.type == "cpu":
+            # The fused kernels take no dropout on a CPU: spelled out, with the cheaper mask.
+            if allowed is None:
+                allowed = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+            att = (q @ k.transpose(-2, -1)) * (q.shape[-1] ** -0.5)
+            att = dropout(att.masked_fill(~allowed, float("-inf")).softmax(-1), drop, True)
+            y = att @ v
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, is_causal=allowed is None, dropout_p=drop)
         return self.resid_drop(self.proj(y.transpose(1, 2).reshape(B, y.shape[2], D)))
 
 
@@ -64,7 +96,7 @@ class Block(nn.Module):
         super().__init__()
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.attn = CausalSelfAttention(d, n_head, dropout)
-        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(d, 4 * d), nn.ReLU(), nn.Linear(4 * d, d), Dropout(dropout))
 
     def forward(self, x: torch.Tensor, query: slice | None = None) -> torch.Tensor:
         h = self.attn(self.ln1(x), query)
@@ -82,7 +114,7 @@ class DecisionTransformer(nn.Module):
         self.embed_action = nn.Linear(spec.act_dim, d)
         self.embed_timestep = nn.Embedding(spec.max_ep_len, d) if spec.timestep_embedding else None
         self.embed_ln = nn.LayerNorm(d)
-        self.drop = nn.Dropout(spec.dropout)
+        self.drop = Dropout(spec.dropout)
         self.blocks = nn.ModuleList(Block(d, spec.n_head, spec.dropout) for _ in range(spec.n_layer))
         self.ln_f = nn.LayerNorm(d)
         self.head = make_head(spec.action_head, d, spec.act_dim, spec.log_std_min, spec.log_std_max)

@@ -1,0 +1,223 @@
+"""What the hardware decides: the precision a run computes in, a training step that never waits
+on the host (so that a GPU can run it ahead or capture it), and the CPU's cheaper dropout."""
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import make_episode
+from torch.overrides import TorchFunctionMode
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import odt.precision as precision
+from odt.algos.lamb import Lamb
+from odt.algos.learner import Learner
+from odt.config import TD3Settings, preset
+from odt.data.buffer import ReplayBuffer
+from odt.models.transformer import DecisionTransformer, ModelSpec, dropout
+from odt.setup import setup
+
+
+def _cpu(amx: bool, avx512_bf16: bool, monkeypatch):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+
+
+@pytest.mark.parametrize("amx,avx512_bf16,expected", [(True, True, "bf16"), (False, True, "fp32"),
+                                                      (False, False, "fp32")])
+def test_auto_precision_follows_the_cpus_bf16_hardware(amx, avx512_bf16, expected, monkeypatch):
+    _cpu(amx, avx512_bf16, monkeypatch)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    chosen, why, warning = precision.resolve_precision("auto", "cpu")
+    assert chosen == expected and warning is None
+    assert why.startswith("auto: ") and ("AMX" in why)
+    if avx512_bf16 and not amx:  # why AVX512_BF16 alone is not enough: measured, and said so
+        assert "AVX512_BF16 but no AMX" in why
+
+
+def test_a_capped_onednn_emulates_bf16(monkeypatch):
+    _cpu(True, True, monkeypatch)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert precision.resolve_precision("auto", "cpu")[0] == "fp32"
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_AMX")
+    assert precision.resolve_precision("auto", "cpu")[0] == "bf16"
+
+
+def test_auto_precision_on_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU")
+    for capability, expected in (((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp32")):
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
+        assert precision.resolve_precision("auto", "cuda")[0] == expected
+
+
+def test_bf16_asked_of_hardware_without_it_runs_with_a_measured_warning(monkeypatch):
+    _cpu(False, False, monkeypatch)
+    monkeypatch.setattr(precision, "bf16_slowdown", lambda device: 9.6)
+    chosen, _, warning = precision.resolve_precision("bf16", "cpu")
+    assert chosen == "bf16" and "\n" not in warning
+    assert "9.6x the time of fp32" in warning and "--precision auto" in warning
+    assert precision.resolve_precision("fp32", "cpu")[2] is None
+    _cpu(True, True, monkeypatch)
+    assert precision.resolve_precision("bf16", "cpu")[2] is None
+
+
+def test_bf16_slowdown_is_a_measured_ratio():
+    assert 0.01 < precision.bf16_slowdown("cpu", reps=2) < 100
+
+
+@pytest.mark.parametrize("amx", [True, False])
+def test_the_run_directory_and_the_first_log_line_record_the_choice(amx, tmp_path, monkeypatch):
+    _cpu(amx, amx, monkeypatch)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    cfg = preset("reward-hill")
+    cfg.out, cfg.progress, cfg.pretrain_updates, cfg.online_steps = tmp_path / "run", False, 1, 0
+    trainer = setup(cfg, "pretrain")
+    trainer.close()
+    expected = "bf16" if amx else "fp32"
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == expected
+    assert trainer.learner.precision == expected
+    first = (tmp_path / "run" / "run.log").read_text().splitlines()[0]
+    assert f"in {expected} (auto: this CPU" in first and ("has AMX" if amx else "no AMX") in first
+
+
+# -- a step that never waits on the host ---------------------------------------------------------
+
+class HostReads(TorchDispatchMode):
+    """Every read of a tensor's value by the host: .item(), float(), int(), bool(), `if t:`."""
+
+    def __init__(self):
+        super().__init__()
+        self.reads = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten._local_scalar_dense.default, torch.ops.aten.is_nonzero.default):
+            self.reads.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+class HostCopies(TorchFunctionMode):
+    """Copies to the host that the dispatcher does not see as reads (.tolist(), .numpy(), .cpu())."""
+
+    def __init__(self):
+        super().__init__()
+        self.copies = []
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func in (torch.Tensor.tolist, torch.Tensor.numpy, torch.Tensor.cpu):
+            self.copies.append(func.__name__)
+        return func(*args, **(kwargs or {}))
+
+
+def _learner(algo, **kw):
+    head = "deterministic" if algo == "vidt" else "tanh_gaussian"
+    model = DecisionTransformer(ModelSpec(3, 2, 32, 2, 2, dropout=0.1, context_len=5, action_head=head))
+    td3 = TD3Settings(**kw) if algo in ("vidt", "odt-td3") else None
+    learner = Learner(model, "dt" if algo == "vidt" else "odt", warmup_steps=1, td3=td3)
+    buf = ReplayBuffer(10, np.zeros(3, np.float32), np.ones(3, np.float32), 10.0, keep_next=True)
+    for i in range(4):
+        buf.add(make_episode(12, seed=i))
+    return learner, buf.sample(16, 5, np.random.default_rng(0))
+
+
+def _device_halves(learner, batch):
+    if learner.td3 is not None:
+        learner._critic_update(batch)
+    return learner._actor_update(batch)
+
+
+@pytest.mark.parametrize("algo,kw", [("odt", {}), ("vidt", {}), ("odt-td3", {"rl_normalize": True})])
+def test_a_training_step_never_reads_a_tensor_on_the_host(algo, kw):
+    learner, batch = _learner(algo, **kw)
+    learner.set_anchor(0.1)
+    learner.update(batch)  # optimizer states exist: the steps below are the steady state
+    with HostReads() as reads, HostCopies() as copies:
+        metrics = _device_halves(learner, batch)
+    assert reads.reads == [] and copies.copies == []
+    assert all(isinstance(v, torch.Tensor) for v in metrics.values())  # read once, after the step
+    learner.update(batch)
+
+
+def test_the_host_read_detector_sees_what_would_creep_in(monkeypatch):
+    learner, batch = _learner("odt")
+    real = learner.loss_fn
+
+    def loss_with_a_read(pred, b, lam, samples):
+        loss, h, m = real(pred, b, lam, samples)
+        if loss > 1e9:  # a Python branch on a tensor's value
+            pass
+        return loss, h, {**m, "nll": torch.tensor(float(m["nll"]))}
+    learner.loss_fn = loss_with_a_read
+    with HostReads() as reads:
+        learner._actor_update(batch)
+    assert len(reads.reads) == 2
+
+
+def test_a_skipped_step_leaves_weights_moments_and_counts_as_they_were():
+    learner, batch = _learner("odt")
+    learner.update(batch)
+    state = {k: v.clone() if isinstance(v, torch.Tensor) else v
+             for k, v in torch.utils._pytree.tree_flatten_with_path(learner.state_dict())[0]}
+    bad = type(batch)(**{**batch.__dict__, "actions": batch.actions.clone()})
+    bad.actions[0, 0, 0] = math.nan
+    assert learner.update(bad) == {"skipped": 1.0}
+    after = dict(torch.utils._pytree.tree_flatten_with_path(learner.state_dict())[0])
+    for k, v in state.items():
+        assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k
+
+
+def test_lamb_found_inf_is_a_skip_and_zero_is_the_plain_step():
+    torch.manual_seed(0)
+    plain = [torch.randn(4, 3, requires_grad=True), torch.randn(5, requires_grad=True)]
+    guarded = [p.detach().clone().requires_grad_() for p in plain]
+    opt, opt_guarded = Lamb(plain, lr=1e-2, weight_decay=1e-3), Lamb(guarded, lr=1e-2, weight_decay=1e-3)
+    for step in range(3):
+        grads = [torch.randn_like(p) for p in plain]
+        for p, q, g in zip(plain, guarded, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        opt.step()
+        opt_guarded.found_inf = torch.tensor(0.0)
+        opt_guarded.step()
+        before = [p.detach().clone() for p in guarded]
+        moments = [s[k].clone() for s in opt_guarded.state.values() for k in ("exp_avg", "exp_avg_sq")]
+        for p in guarded:
+            p.grad.fill_(math.nan)
+        opt_guarded.found_inf = torch.tensor(1.0)
+        opt_guarded.step()  # skipped: weights and moments unchanged, then the count goes back
+        opt_guarded.undo_step_count()
+        assert all(torch.equal(a, b) for a, b in zip(before, guarded))
+        assert all(torch.equal(a, s[k]) for a, (s, k) in
+                   zip(moments, [(s, k) for s in opt_guarded.state.values() for k in ("exp_avg", "exp_avg_sq")]))
+        for a, b in zip(plain, guarded):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+    assert opt_guarded.param_groups[0]["step"] == 3
+
+
+# -- dropout -------------------------------------------------------------------------------------
+
+def test_cpu_dropout_drops_at_rate_p_and_keeps_the_mean():
+    torch.manual_seed(0)
+    x = torch.ones(400_001)  # odd: the 16-bit draws come two to a 32-bit word
+    y = dropout(x, 0.1, True)
+    dropped = (y == 0).float().mean().item()
+    assert abs(dropped - 0.1) < 4 * math.sqrt(0.1 * 0.9 / x.numel())  # 4 sigma of a Bernoulli mean
+    assert torch.allclose(y[y != 0], torch.tensor(1 / (1 - 6554 / 65536)))
+    assert abs(y.mean().item() - 1.0) < 0.005
+    # Halves of one 32-bit draw are independent: both dropped as often as p^2 says.
+    pairs = (y[:400_000].view(-1, 2) == 0).all(1).float().mean().item()
+    assert abs(pairs - 0.01) < 4 * math.sqrt(0.01 * 0.99 / 200_000)
+    assert torch.equal(dropout(x, 0.1, False), x) and torch.equal(dropout(x, 0.0, True), x)
+
+
+def test_cpu_dropout_backward_is_the_mask_times_the_scale():
+    torch.manual_seed(1)
+    x = torch.randn(64, 60, 128, requires_grad=True)
+    y = dropout(x, 0.1, True)
+    y.sum().backward()
+    kept = y.detach() != 0
+    torch.testing.assert_close(x.grad, kept.float() / (1 - 6554 / 65536))
+
+
+def test_cpu_dropout_keeps_the_autocast_dtype():
+    x = torch.randn(8, 16, dtype=torch.bfloat16)
+    assert dropout(x, 0.1, True).dtype == torch.bfloat16
