@@ -1,6 +1,7 @@
 """`odt baseline sac|iql`: ordinary run directories that `odt report` tables beside ODT, and
 baselines that learn what their algorithms learn."""
 import json
+import tempfile
 
 import numpy as np
 import pytest
@@ -21,14 +22,20 @@ def _summary(out):
     return json.loads((out / "summary.json").read_text())
 
 
-def test_sac_from_scratch_climbs_the_reward_hill(tmp_path):
+def test_sac_from_scratch_climbs_the_reward_hill(tmp_path, monkeypatch):
     # One-step episodes, reward (a + 1)^2 up to a = 0 and 1 - 2a after: SAC must find the peak.
     out = tmp_path / "sac"
+    # ... and leaves no SB3 logger folder (SB3-<date>) in the temp dir, without the suite's net.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.delenv("SB3_LOGDIR", raising=False)
     assert main(["baseline", "sac", "--preset", "reward-hill", *SMALL, "--online-steps", "1500",
                  "--sac-learning-starts", "200", "--baseline-evals", "3", "--eval-episodes", "5", "--out", str(out)]) == 0
     s = _summary(out)
     assert s["algo"] == "sac" and s["online_steps"] == 1500 and s["updates"] > 1000
     assert s["final"]["return_mean"] > 0.8 > s["offline"]["return_mean"]
+    assert list(tmp.iterdir()) == []
 
 
 def test_iql_weights_the_data_toward_its_best_actions(tmp_path):
@@ -63,7 +70,8 @@ def test_transitions_pair_each_step_with_its_successor():
 def test_baselines_and_odt_share_one_report(tmp_path, hopper_npz):
     common = ["--preset", "cpu-small", "--dataset", str(hopper_npz), "--online-steps", "300", "--eval-episodes", "2",
               "--threads", "1", "--no-progress"]
-    for algo, flags in [("sac", ["--sac-learning-starts", "100", "--baseline-evals", "3"]),
+    for algo, flags in [("sac", ["--sac-learning-starts", "100", "--baseline-evals", "3", "--baseline-hidden", "64",
+                                 "--baseline-batch-size", "64"]),
                         ("iql", ["--iql-offline-updates", "50", "--baseline-evals", "3", "--baseline-hidden", "64"])]:
         assert main(["baseline", algo, *common, *flags, "--out", str(tmp_path / "runs" / algo)]) == 0
         rows = [json.loads(x) for x in (tmp_path / "runs" / algo / "metrics.jsonl").read_text().splitlines()]

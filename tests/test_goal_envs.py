@@ -3,6 +3,7 @@ environments and the dataset readers, D4RL's evaluation goals, and Minari datase
 observations made here with the real environment and the minari library."""
 import subprocess
 import sys
+import tempfile
 
 import gymnasium as gym
 import minari
@@ -19,6 +20,7 @@ from odt.envs.make import (
     evaluation_kwargs,
     make_env,
     maze_of,
+    private_tempdir,
 )
 
 
@@ -29,7 +31,8 @@ def _minari_store(tmp_path, monkeypatch):
 
 def test_flat_observation_is_observation_then_desired_goal():
     env = make_env("PointMaze_UMaze-v3")
-    raw = gym.make("PointMaze_UMaze-v3", **evaluation_kwargs("PointMaze_UMaze-v3"))  # the same env, as dicts
+    with private_tempdir():  # as make_env does: the maze leaves its model file in the temp dir
+        raw = gym.make("PointMaze_UMaze-v3", **evaluation_kwargs("PointMaze_UMaze-v3"))  # the same env, as dicts
     for seed in (0, 1):
         obs, _ = env.reset(seed=seed)
         d, _ = raw.reset(seed=seed)
@@ -72,7 +75,8 @@ def test_maze_episode_ends_as_d4rl_s():
 
 def _record_pointmaze(dataset_id: str, steps: int) -> None:
     """A small PointMaze dataset as Minari stores its own: dict observations, random goals."""
-    env = gym.make("PointMaze_UMaze-v3", max_episode_steps=50)
+    with private_tempdir():
+        env = gym.make("PointMaze_UMaze-v3", max_episode_steps=50)
     buffers, done = [], 0
     while done < steps:
         obs, _ = env.reset(seed=len(buffers))
@@ -134,3 +138,17 @@ def test_every_family_is_made_in_a_fresh_process():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "AdroitHandPen-v1 (45,)" in out.stdout and "AntMaze_Open-v4 (29,)" in out.stdout
+
+
+def test_mazes_leave_no_model_file_in_the_temp_dir(tmp_path, monkeypatch):
+    # Gymnasium-Robotics writes each maze's MuJoCo model to <tempdir>/ant_maze<time>.xml and never
+    # removes it; make_env does, once MuJoCo has loaded it.
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    for env_id in ("PointMaze_UMaze-v3", "AntMaze_UMaze-v4", "AntMaze_UMaze-v5"):
+        make_env(env_id).close()
+    assert list(tmp.iterdir()) == []
+    raw = gym.make("PointMaze_UMaze-v3")  # the library alone leaves it
+    assert [p.name.startswith("ant_maze") for p in tmp.iterdir()] == [True]
+    raw.close()

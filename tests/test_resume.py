@@ -39,12 +39,17 @@ def _buffer(out):
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory, hopper_npz):
+    """The run that was never killed, made once per algorithm on first use: a pytest-xdist worker
+    that gets only one algorithm's cases makes only that one."""
     runs = {}
-    for algo in ("odt", "vidt"):
-        out = tmp_path_factory.mktemp("ref") / algo
-        assert _start(out, hopper_npz, algo).wait(timeout=600) == 0
-        runs[algo] = out
-    return runs
+
+    def run_of(algo):
+        if algo not in runs:
+            out = tmp_path_factory.mktemp("ref") / algo
+            assert _start(out, hopper_npz, algo).wait(timeout=600) == 0
+            runs[algo] = out
+        return runs[algo]
+    return run_of
 
 
 @pytest.mark.slow
@@ -72,7 +77,7 @@ def test_killed_run_resumes_exactly(algo, moment, reference, tmp_path, hopper_np
     resumed = subprocess.run([sys.executable, "-m", "odt.cli", "run", "--resume", str(out)], capture_output=True,
                              text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    ref = reference[algo]
+    ref = reference(algo)
     assert (out / "metrics.jsonl").read_text() == (ref / "metrics.jsonl").read_text()
     summary = (out / "summary.json").read_text()
     assert '"online_steps": 400' in summary  # the budget, exactly

@@ -179,7 +179,7 @@ def test_multitask_pads_spaces_mixes_batches_and_evaluates_per_task(tmp_path, ho
     assert main(["run", "--preset", "cpu-small", "--tasks", f"Hopper-v5={hopper_npz}",
                  f"InvertedPendulum-v5={pend}:1000:2000", "--out", str(out), "--no-progress", "--embed-dim", "32",
                  "--pretrain-updates", "30", "--online-steps", "300", "--updates-per-round", "5",
-                 "--eval-episodes", "2", "--eval-every", "3", "--buffer-size", "40"]) == 0
+                 "--eval-episodes", "2", "--eval-every", "3", "--buffer-size", "40", "--threads", "1"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     ev = [r for r in rows if r.get("event") == "eval"][-1]
     assert ev["eval_episodes"] == 4 and ev["g_eval_invertedpendulum_v5"] == 1000.0

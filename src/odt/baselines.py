@@ -98,6 +98,7 @@ def train_sac(run: BaselineRun, device: str) -> dict:
     evaluates at the run's points."""
     from stable_baselines3 import SAC
     from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.logger import Logger
 
     cfg, start = run.cfg, time.time()
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
@@ -105,6 +106,10 @@ def train_sac(run: BaselineRun, device: str) -> dict:
     model = SAC("MlpPolicy", env, learning_rate=cfg.baseline_lr, buffer_size=max(cfg.online_steps, 1),
                 learning_starts=cfg.sac_learning_starts, batch_size=cfg.baseline_batch_size, tau=cfg.tau,
                 gamma=cfg.gamma, policy_kwargs={"net_arch": [h, h]}, seed=cfg.seed, device=device, verbose=0)
+    # The run logs through run.logger. SB3's own default logger, even one that writes nothing,
+    # makes a folder <tempdir>/SB3-<date> at every learn() and leaves it there: give it one with
+    # no folder and no outputs.
+    model.set_logger(Logger(folder=None, output_formats=[]))
     low, high = env.action_space.low, env.action_space.high
 
     def mean_action(obs: np.ndarray) -> np.ndarray:  # SB3's deterministic action, back in the [-1, 1] box

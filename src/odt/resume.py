@@ -23,6 +23,8 @@ def encode(t: Trainer) -> dict:
              "generator_rng": t.torch_gen.get_state(), "summary": json.dumps(t.summary),
              "metrics_bytes": t.logger.metrics.tell(), "safety": t.safety.encode(),
              "last_eval": json.dumps(t.last_eval), "member_rngs": json.dumps(t.ensemble.rng_states())}
+    if torch.device(t.device).type == "cuda":  # dropout's masks on a GPU come from its own generator
+        state["cuda_rng"] = torch.cuda.get_rng_state(t.device)
     if t.target is not None:
         state["target"] = json.dumps(t.target.state())
     if t.buffer is not None:
@@ -37,8 +39,11 @@ def restore(t: Trainer, checkpoint: dict) -> None:
     t.online_steps, t.rounds = int(extra["online_steps"]), int(extra["rounds"])
     t.command, t.phase, t.pretrain_done = rs["command"], rs["phase"], int(rs["pretrain_done"])
     t.rng.bit_generator.state = json.loads(rs["numpy_rng"])
-    torch.set_rng_state(rs["torch_rng"])
-    t.torch_gen.set_state(rs["generator_rng"])
+    # Generator states are CPU byte tensors wherever the checkpoint was mapped (a GPU run maps there).
+    torch.set_rng_state(rs["torch_rng"].cpu())
+    t.torch_gen.set_state(rs["generator_rng"].cpu())
+    if "cuda_rng" in rs and torch.device(t.device).type == "cuda":
+        torch.cuda.set_rng_state(rs["cuda_rng"].cpu(), t.device)
     t.summary = json.loads(rs["summary"])
     # Checkpoints from before the toolbox lack its entries: their defaults are what those runs used.
     if "safety" in rs:

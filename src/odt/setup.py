@@ -149,8 +149,9 @@ def setup(cfg: Config, command: str, init_from: Path | None = None,
     run_dir = cfg.out
     logger = RunLogger(run_dir, cfg.to_dict(), echo=cfg.progress,
                        wandb={"project": cfg.wandb_project, "mode": cfg.wandb_mode} if cfg.wandb else None)
-    logger.info(f"odt {command} on {device} in {precision} ({precision_why}), {torch.get_num_threads()} torch "
-                f"threads: {shlex.join(sys.argv)}")
+    threads = torch.get_num_threads()
+    logger.info(f"odt {command} on {device} in {precision} ({precision_why}), {threads} torch "
+                f"thread{'s' if threads != 1 else ''}: {shlex.join(sys.argv)}")
     if precision_warning:
         logger.info(f"warning: {precision_warning}")
     logger.info(f"run directory {run_dir}")

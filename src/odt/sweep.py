@@ -210,8 +210,9 @@ def _state_of(p: Point, settings: dict) -> str:
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(f"cannot read {d / 'config.json'} ({e}); move {d} away or choose another --out") from e
     for key, value in settings.items():
-        # A run's config.json also records what setup filled in (reference scores, ...).
-        if key in PLUMBING or value is None or key not in saved or saved[key] == value:
+        # A run's config.json also records what setup filled in (reference scores, the precision
+        # and action head that auto chose, ...).
+        if key in PLUMBING or value in (None, "auto") or key not in saved or saved[key] == value:
             continue
         raise ConfigError(f"{d} holds a run with other settings ({key} {saved[key]!r} there, {value!r} in this "
                           "sweep); give another --out, or the settings it was made with")

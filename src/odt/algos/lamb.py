@@ -53,7 +53,9 @@ class Lamb(Optimizer):
                 torch._foreach_mul_(v, beta2)
                 torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
             else:  # the same with every rate times keep; a skipped step's gradient may be NaN
-                grads = [torch.where(keep > 0, g, 0.0) for g in grads]
+                for g in grads:
+                    torch.nan_to_num_(g, 0.0, 0.0, 0.0)
+                torch._foreach_mul_(grads, keep)
                 torch._foreach_lerp_(m, grads, [(1 - beta1) * keep] * len(m))
                 torch._foreach_mul_(v, 1 - (1 - beta2) * keep)
                 g2 = torch._foreach_mul(grads, grads)
@@ -67,11 +69,12 @@ class Lamb(Optimizer):
             wd = group["weight_decay"]
             if wd != 0:
                 torch._foreach_add_(update, params, alpha=wd)
-                w_norm = torch._foreach_norm(params)
-                u_norm = torch._foreach_norm(update)
-                ratio = [torch.where((w > 0) & (u > 0), w / u, torch.ones_like(w)) for w, u in zip(w_norm, u_norm)]
-                torch._foreach_mul_(update, ratio)
-            if keep is not None:
+                # Every tensor's trust ratio in a few ops on stacked norms (a per-tensor loop was
+                # most of a small model's update).
+                w, u = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(update))
+                ratio = torch.where((w > 0) & (u > 0), w / u, 1.0)
+                torch._foreach_mul_(update, (ratio if keep is None else ratio * keep).unbind())
+            elif keep is not None:
                 torch._foreach_mul_(update, keep)
             torch._foreach_add_(params, update, alpha=-group["lr"])
         return loss

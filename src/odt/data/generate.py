@@ -124,6 +124,7 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
     try:
         from stable_baselines3 import SAC
         from stable_baselines3.common.callbacks import BaseCallback
+        from stable_baselines3.common.logger import Logger
     except ImportError as e:  # pragma: no cover - depends on the optional extra
         raise ConfigError("training a behaviour policy needs stable-baselines3; install it with "
                           "`pip install 'odt[generate]'`") from e
@@ -131,6 +132,7 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(env_id)
     model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu")
+    model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default leaves <tempdir>/SB3-<date>
     start = time.time()
     result: dict = {}
 

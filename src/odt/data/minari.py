@@ -9,7 +9,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..config import ConfigError
-from ..envs.make import flatten_goal
+from ..envs.make import flatten_goal, private_tempdir
 from ..scores import reference_of
 from .formats import cache_dir, from_arrays, read_npz, write_npz
 from .trajectories import Episode, TrajectoryDataset, flatten_episodes
@@ -148,11 +148,12 @@ def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm:
     ref = reference or reference_of(env_id)
     v = extra.get("versions", {})
     box = gym.spaces.Box(-np.inf, np.inf, (ds.obs_dim,), np.float32)  # goal dicts arrive flattened
-    dataset = minari.create_dataset_from_buffers(
-        dataset_id, buffers, env=env_id, eval_env=env_id, observation_space=box, algorithm_name=algorithm,
-        author="odt data generate",
-        author_email="odt@localhost", code_permalink="https://pypi.org/project/odt/",
-        description=description, ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None,
-        requirements=[f"{k}=={v[k]}" for k in ("gymnasium", "mujoco") if k in v])
+    with private_tempdir():  # minari makes the environment itself, and a maze leaves its model file
+        dataset = minari.create_dataset_from_buffers(
+            dataset_id, buffers, env=env_id, eval_env=env_id, observation_space=box, algorithm_name=algorithm,
+            author="odt data generate",
+            author_email="odt@localhost", code_permalink="https://pypi.org/project/odt/",
+            description=description, ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None,
+            requirements=[f"{k}=={v[k]}" for k in ("gymnasium", "mujoco") if k in v])
     dataset.storage.update_metadata({"odt": extra})
     return dataset

@@ -4,6 +4,9 @@ and a flat observation), the horizon check, vector environments, and the one pla
 cross between the environment's units and the [-1, 1] box the policy acts in."""
 from __future__ import annotations
 
+import tempfile
+from contextlib import contextmanager
+
 import gymnasium as gym
 import numpy as np
 
@@ -77,6 +80,23 @@ class GoalObservation(gym.ObservationWrapper):
         return flatten_goal(obs["observation"], obs["desired_goal"])
 
 
+@contextmanager
+def private_tempdir():
+    """Run a construction with ``tempfile``'s directory set to a new one of its own, removed after.
+
+    Why: Gymnasium-Robotics' mazes (PointMaze, AntMaze) write their MuJoCo model, the agent with
+    the maze's walls, to <tempdir>/ant_maze<time>.xml and never remove it, not even at close; MuJoCo
+    has read it by the time the constructor returns. Environments are made in one thread, so the
+    global setting is safe for the moment it lasts."""
+    before = tempfile.tempdir
+    with tempfile.TemporaryDirectory(prefix="odt-env-") as d:
+        tempfile.tempdir = d
+        try:
+            yield
+        finally:
+            tempfile.tempdir = before
+
+
 def flatten_goal(observation: np.ndarray, desired_goal: np.ndarray) -> np.ndarray:
     """The layout ``GoalObservation`` and the dataset readers share."""
     return np.concatenate([observation, desired_goal], axis=-1).astype(np.float32)
@@ -92,7 +112,8 @@ def make_env(env_id: str, evaluation: bool = True, **kwargs) -> gym.Env:
             raise ConfigError(f"{env_id} is a Gymnasium-Robotics environment; install it with "
                               "`pip install 'odt[robotics]'`") from e
         gym.register_envs(gymnasium_robotics)
-    env = gym.make(env_id, **{**(evaluation_kwargs(env_id) if evaluation else {}), **kwargs})
+    with private_tempdir():
+        env = gym.make(env_id, **{**(evaluation_kwargs(env_id) if evaluation else {}), **kwargs})
     if isinstance(env.observation_space, gym.spaces.Dict):
         env = GoalObservation(env)
     return env
