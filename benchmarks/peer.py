@@ -1,6 +1,7 @@
 """odt's training update against TorchRL's, against this machine's GEMM floor, and TD3's against ODT's.
 
     python benchmarks/peer.py [--threads 1] [--reps 15] [--size small|paper] [--precision fp32|bf16]
+                              [--breakdown]
 
 Equal settings on both sides: Hopper's dimensions, K 20, batch 64 (paper: 256), embed 128 / 3 layers
 / 1 head (paper: 512 / 4 / 4), MLP 4x with ReLU, dropout 0.1 everywhere, a tanh-Gaussian policy
@@ -150,6 +151,34 @@ def gemm_floor(update, reps: int) -> tuple[float, float, int]:
     return statistics.median(times), float(flops), len(args)
 
 
+KINDS = [  # (kind, ATen ops): the first that matches names an op's self time
+    ("matrix multiplies", {"aten::mm", "aten::addmm", "aten::bmm", "aten::_scaled_dot_product_flash_attention_for_cpu"}),
+    ("ReLU forward and backward", {"aten::clamp_min", "aten::threshold_backward"}),
+    ("dropout masks (random bits, compare)", {"aten::random_", "aten::ge"}),
+    ("LayerNorm forward and backward", {"aten::native_layer_norm", "aten::native_layer_norm_backward"}),
+    ("attention softmax and mask", {"aten::_softmax", "aten::_softmax_backward_data", "aten::masked_fill_"}),
+    ("copies: addmm's bias into its output, token interleaving", {"aten::copy_", "aten::cat"}),
+    ("multiplies, adds (dropout, loss, LAMB, clipping)", {"aten::mul", "aten::mul_", "aten::add", "aten::add_",
+                                                         "aten::div", "aten::div_", "aten::lerp_", "aten::sqrt"}),
+]
+
+
+def breakdown(update, median: float) -> list[tuple[str, float]]:
+    """Milliseconds of one update by kind of op: the profiler's self times over 10 updates,
+    scaled to the unprofiled median (the profiler adds its own overhead)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(10):
+            update()
+    kinds: dict[str, float] = {}
+    for e in prof.events():
+        kind = next((k for k, ops in KINDS if e.name in ops), "everything else (autograd, small ops)")
+        kinds[kind] = kinds.get(kind, 0.0) + e.self_cpu_time_total
+    scale = median * 1e3 / (sum(kinds.values()) / 10 / 1e3)
+    return sorted(((k, v / 10 / 1e3 * scale) for k, v in kinds.items()), key=lambda kv: -kv[1])
+
+
 def alternate(fns: dict, reps: int, warmup: int = 3) -> dict[str, float]:
     for fn in fns.values():
         for _ in range(warmup):
@@ -170,6 +199,8 @@ def main() -> None:
     ap.add_argument("--size", choices=list(SIZES), default="small")
     ap.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     ap.add_argument("--no-torchrl", action="store_true", help="skip the peer (torchrl and transformers not installed)")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also: an ODT update's milliseconds by kind of op, and a TD3 update's parts")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     B = SIZES[args.size][3]
@@ -196,6 +227,20 @@ def main() -> None:
         rows.append((f"{a} actor update (2 critic + 1 actor)", t[a], f"{t[a] / t['odt']:.2f}x ODT (target <= 1.5)"))
     for name, sec, note in rows:
         print(f"{name:<46}{sec * 1e3:>9.1f} ms  {note}")
+    if args.breakdown:
+        print("\nan ODT update by kind of op (profiler self time, scaled to the median):")
+        for kind, ms in breakdown(fns["odt"], t["odt"]):
+            print(f"  {kind:<58}{ms:>7.1f} ms {100 * ms / (t['odt'] * 1e3):>4.0f}%")
+        vidt, b = learners["vidt"], td3_batch
+
+        def target_forward():
+            with torch.no_grad():
+                vidt.actor_target(b.next_rtg, b.next_states, b.next_actions, b.timesteps)
+        parts = alternate({"critic step": lambda: vidt._critic_step(b), "of which the target actor's forward":
+                           target_forward, "actor step": lambda: vidt._actor_step(b)}, args.reps)
+        print("a vidt actor update's parts (two critic steps and one actor step):")
+        for name, sec in parts.items():
+            print(f"  {name:<58}{sec * 1e3:>7.1f} ms")
 
 
 if __name__ == "__main__":
