@@ -39,6 +39,35 @@ def _read(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(metrics, values))
 
 
+def temperature_step(log_lambda: torch.Tensor, optimizer: torch.optim.Optimizer, entropy: torch.Tensor,
+                     target_entropy: float, found_inf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """ODT's dual step on lambda (eq. 7), skipped on the device with the actor's (``found_inf``);
+    a non-finite result keeps the old lambda. Returns (finite, lambda)."""
+    before = log_lambda.detach().clone()
+    optimizer.zero_grad(set_to_none=True)
+    temperature_loss(log_lambda, entropy, target_entropy).backward()
+    optimizer.found_inf = found_inf
+    optimizer.step()
+    finite = torch.isfinite(log_lambda.detach())
+    with torch.no_grad():
+        log_lambda.copy_(torch.where(finite, log_lambda, before))
+    return finite, log_lambda.detach().exp()
+
+
+def critic_target(target_actor: DecisionTransformer, target_critic: TwinCritic, batch: Batch,
+                  td3: TD3Settings) -> torch.Tensor:
+    """TD3's y = r + gamma (1 - terminated) min(Q1', Q2'): the target actor acts on the window shifted
+    by one step, and its action at s_{t+1}, smoothed by clipped noise, is what the target critics
+    judge. The critics themselves run in fp32 (autocast leaves them alone: see the cast)."""
+    ts = (batch.timesteps + 1).clamp(max=target_actor.spec.max_ep_len - 1)
+    pred = target_actor(batch.next_rtg, batch.next_states, batch.next_actions, ts)
+    a = (pred if isinstance(pred, torch.Tensor) else pred.mode()).float()
+    noise = (torch.randn_like(a) * td3.target_noise).clamp(-td3.noise_clip, td3.noise_clip)
+    with torch.autocast(a.device.type, enabled=False):
+        q1_next, q2_next = target_critic(batch.next_states, (a + noise).clamp(-1, 1))
+    return td3_target(batch.rewards + td3.td_reward_shift, batch.terminals, q1_next, q2_next, td3.gamma)
+
+
 class Learner:
     def __init__(self, model: DecisionTransformer, loss: str, settings: LearnerSettings | None = None,
                  td3: TD3Settings | None = None, snapshot_every: int = 100, **fields):
@@ -181,16 +210,8 @@ class Learner:
         self.optimizer.step()
         metrics.update(loss=loss, grad_norm=grad_norm, ok=ok)
         if entropy is not None:
-            before = self.log_lambda.detach().clone()
-            lambda_loss = temperature_loss(self.log_lambda, entropy, self.target_entropy)
-            self.lambda_optimizer.zero_grad(set_to_none=True)
-            lambda_loss.backward()
-            self.lambda_optimizer.found_inf = self.optimizer.found_inf
-            self.lambda_optimizer.step()
-            lambda_ok = torch.isfinite(self.log_lambda.detach())
-            with torch.no_grad():
-                self.log_lambda.copy_(torch.where(lambda_ok, self.log_lambda, before))
-            metrics.update(lambda_ok=lambda_ok, lambda_value=self.log_lambda.detach().exp())
+            metrics["lambda_ok"], metrics["lambda_value"] = temperature_step(
+                self.log_lambda, self.lambda_optimizer, entropy, self.target_entropy, self.optimizer.found_inf)
         return metrics
 
     def _actor_step(self, batch: Batch) -> dict[str, float]:
@@ -214,18 +235,10 @@ class Learner:
         return out
 
     def _critic_update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """TD3 on the device: the target actor acts on the window shifted by one step; its action
-        at s_{t+1}, smoothed by clipped noise, gives y = r + gamma (1 - terminated) min(Q1', Q2').
-        A non-finite loss leaves the critics as they were (``found_inf``)."""
-        td3 = self.td3
-        with torch.no_grad():
-            ts = (batch.timesteps + 1).clamp(max=self.model.spec.max_ep_len - 1)
-            with self._autocast():
-                pred = self.actor_target(batch.next_rtg, batch.next_states, batch.next_actions, ts)
-            a = (pred if isinstance(pred, torch.Tensor) else pred.mode()).float()
-            noise = (torch.randn_like(a) * td3.target_noise).clamp(-td3.noise_clip, td3.noise_clip)
-            q1_next, q2_next = self.critic_target(batch.next_states, (a + noise).clamp(-1, 1))
-            y = td3_target(batch.rewards + td3.td_reward_shift, batch.terminals, q1_next, q2_next, td3.gamma)
+        """TD3's critic step on the device (the target: ``critic_target``). A non-finite loss
+        leaves the critics as they were (``found_inf``)."""
+        with torch.no_grad(), self._autocast():
+            y = critic_target(self.actor_target, self.critic_target, batch, self.td3)
         q1, q2 = self.critic(batch.states, batch.actions)
         loss = critic_loss(q1, q2, y, batch.critic_mask)
         self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left
