@@ -65,9 +65,9 @@ class RunSettings:
     """torch.set_num_threads for the run; 0 keeps torch's default."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """bf16: run the transformer under bfloat16 autocast (the head and losses stay fp32). auto: bf16
-    where the device multiplies bf16 in hardware (a CUDA GPU of compute capability 8+, a CPU with
-    AVX512_BF16 or AMX), fp32 elsewhere, where bf16 is emulated and several times slower; the run
-    directory records the choice."""
+    where the hardware makes it faster (a CUDA GPU of compute capability 8+, a CPU with AMX), fp32
+    elsewhere, where bf16 is slower (12x on AVX2, 1.5x with AVX512_BF16 alone); config.json and
+    run.log's first line record the choice and why."""
     preset: Optional[str] = None
     """Named preset the defaults came from (paper tables C.1-C.4 or cpu-small); flags override it."""
 

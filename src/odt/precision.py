@@ -4,8 +4,8 @@ faster than fp32 (GPUs of compute capability 8+, CPUs with AMX), fp32 everywhere
 Why a capability query and not a timing: the answer must not change between two runs on the same
 machine (a busy core would flip a timing, and with it every metric of a seeded run). Why these
 capabilities: elsewhere bf16 autocast is slower than fp32, emulated on AVX2 (a matrix multiply
-9.6x slower) and, on AVX512_BF16 without AMX, costing more in conversions than its dot products
-save (an update 1.3x slower); benchmarks/RESULTS.md, "Precision". ``--precision bf16`` stays
+9.3x slower) and, on AVX512_BF16 without AMX, costing more in conversions than its dot products
+save (an update 1.5x slower); benchmarks/RESULTS.md, "Precision". ``--precision bf16`` stays
 available where a user measures otherwise.
 """
 from __future__ import annotations
@@ -24,8 +24,8 @@ _ONEDNN_AMX_ISAS = ("AVX512_CORE_AMX", "AVX10_1_512_AMX", "AVX10_2_512_AMX", "AL
 def cpu_bf16() -> tuple[bool, str]:
     """Whether torch on this CPU runs a bf16 update faster than fp32, and why: with AMX's tile
     units, yes; with AVX512_BF16 alone, no (its dot-product instruction does not pay for the
-    conversions autocast adds: an update measured 1.3x slower than fp32, benchmarks/RESULTS.md);
-    with neither, bf16 is emulated (AVX2: 9.6x slower for one matrix multiply)."""
+    conversions autocast adds: an update measured 1.5x slower than fp32, benchmarks/RESULTS.md);
+    with neither, bf16 is emulated (AVX2: 9.3x slower for one matrix multiply, 12.7x for an update)."""
     amx, avx512_bf16 = torch.cpu._is_amx_tile_supported(), torch.cpu._is_avx512_bf16_supported()
     if not amx:
         has = "AVX512_BF16 but no AMX" if avx512_bf16 else \
