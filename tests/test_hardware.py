@@ -45,6 +45,7 @@ def test_a_capped_onednn_emulates_bf16(monkeypatch):
 
 
 def test_auto_precision_on_gpus(monkeypatch):
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d=None: "GPU")
     for capability, expected in (((9, 0), "bf16"), ((8, 0), "bf16"), ((7, 5), "fp32")):
         monkeypatch.setattr(torch.cuda, "get_device_capability", lambda d=None, c=capability: c)
@@ -53,6 +54,7 @@ def test_auto_precision_on_gpus(monkeypatch):
 
 def test_bf16_asked_of_hardware_without_it_runs_with_a_measured_warning(monkeypatch):
     _cpu(False, False, monkeypatch)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.setattr(precision, "bf16_slowdown", lambda device: 9.6)
     chosen, _, warning = precision.resolve_precision("bf16", "cpu")
     assert chosen == "bf16" and "\n" not in warning
