@@ -1,5 +1,6 @@
 """What the hardware decides: the precision a run computes in, a training step that never waits
 on the host (so that a GPU can run it ahead or capture it), and the CPU's cheaper dropout."""
+import copy
 import json
 import math
 
@@ -140,6 +141,58 @@ def test_a_training_step_never_reads_a_tensor_on_the_host(algo, kw):
     learner.update(batch)
 
 
+@pytest.mark.parametrize("algo,kw", [("odt", {}), ("vidt", {}), ("odt-td3", {"rl_normalize": True})])
+def test_compile_takes_each_part_of_the_step_whole_and_never_recompiles(algo, kw, monkeypatch):
+    """--compile: the forward with its loss, and clipping with the optimizer step, are each one
+    graph (fullgraph: a break raises), and the warmup's changing rate, the step count and a skipped
+    step change tensors, not the graphs: no recompile. aot_eager traces forward and backward as
+    inductor would, without its code generation."""
+    import torch._dynamo
+    monkeypatch.setattr(Learner, "compile_backend", "aot_eager")
+    torch._dynamo.reset()
+    eager, batch = _learner(algo, **kw)
+    compiled, _ = _learner(algo, **kw)
+    compiled.compile = "default"
+    compiled.load_state_dict(copy.deepcopy(eager.state_dict()))
+    compiled.scheduler = type(eager.scheduler)(compiled.optimizer, eager.scheduler.lr_lambdas[0])
+    eager.scheduler = type(eager.scheduler)(eager.optimizer, eager.scheduler.lr_lambdas[0])
+    for learner in (eager, compiled):  # dropout off: eager's CPU mask and the graph's draw differ
+        learner.model.eval().train = lambda mode=True, m=learner.model: m
+        learner.set_lr_scale(1.0)
+    bad = type(batch)(**{**batch.__dict__, "actions": batch.actions.clone()})
+    bad.actions[0, 0, 0] = math.nan
+    for b in (batch, batch, bad, batch, batch):
+        torch.manual_seed(1)
+        a = eager.update(b)
+        torch.manual_seed(1)
+        with torch._dynamo.config.patch(error_on_recompile=True):
+            c = compiled.update(b)
+        assert a.keys() == c.keys() and all(a[k] == pytest.approx(c[k], rel=1e-4, abs=1e-6) for k in a)
+    for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert len(compiled._compiled_fns) == (3 if compiled.td3 is not None else 2)
+
+
+def test_lamb_loads_a_checkpoint_with_a_host_step_and_rate():
+    """Checkpoints written before the step count and rate moved to the device (an int and a float
+    in the group) load, and the next step is the one the old optimizer would have taken."""
+    torch.manual_seed(0)
+    params = [torch.randn(4, 3, requires_grad=True)]
+    opt = Lamb(params, lr=1e-2, weight_decay=1e-3)
+    params[0].grad = torch.randn(4, 3)
+    opt.step()
+    old = copy.deepcopy(opt.state_dict())
+    old["param_groups"][0].update(step=1, lr=1e-2)
+    restored = [params[0].detach().clone().requires_grad_()]
+    again = Lamb(restored, lr=5.0)
+    again.load_state_dict(old)
+    group = again.param_groups[0]
+    assert torch.is_tensor(group["step"]) and group["step"] == 1 and group["lr"] == pytest.approx(1e-2)
+    params[0].grad = restored[0].grad = torch.ones(4, 3)
+    opt.step(), again.step()
+    torch.testing.assert_close(params[0], restored[0], rtol=0, atol=0)
+
+
 def test_the_host_read_detector_sees_what_would_creep_in(monkeypatch):
     learner, batch = _learner("odt")
     real = learner.loss_fn
@@ -185,8 +238,7 @@ def test_lamb_found_inf_is_a_skip_and_zero_is_the_plain_step():
         for p in guarded:
             p.grad.fill_(math.nan)
         opt_guarded.found_inf = torch.tensor(1.0)
-        opt_guarded.step()  # skipped: weights and moments unchanged, then the count goes back
-        opt_guarded.undo_step_count()
+        opt_guarded.step()  # skipped: weights, moments and the step count unchanged, on the device
         assert all(torch.equal(a, b) for a, b in zip(before, guarded))
         assert all(torch.equal(a, s[k]) for a, (s, k) in
                    zip(moments, [(s, k) for s in opt_guarded.state.values() for k in ("exp_avg", "exp_avg_sq")]))

@@ -68,6 +68,10 @@ class RunSettings:
     where the hardware makes it faster (a CUDA GPU of compute capability 8+, a CPU with AMX), fp32
     elsewhere, where bf16 is slower (12x on AVX2, 1.5x with AVX512_BF16 alone); config.json and
     run.log's first line record the choice and why."""
+    compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
+    """torch.compile the learner's step (inductor, with this mode; reduce-overhead adds CUDA graphs
+    on a GPU): the forward with its loss, and the clipping with the optimizer step, each one graph
+    with no break. Off by default: on a CPU it measured slower, after a minute of compiling."""
     preset: Optional[str] = None
     """Named preset the defaults came from (paper tables C.1-C.4 or cpu-small); flags override it."""
 

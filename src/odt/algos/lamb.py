@@ -19,15 +19,36 @@ from torch.optim import Optimizer
 
 
 class Lamb(Optimizer):
+    """The step count and the learning rate of each group live on the parameters' device as 0-d
+    tensors (Adam's ``capturable``): a skipped step, the warmup and every schedule change them there,
+    so one captured step (CUDA graphs, ``torch.compile``) serves the whole run. Checkpoints written
+    with a Python int step and float rate load and convert."""
+
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        # Moments made now, not at the first step: a captured step then finds the state it keeps.
+        for group in self.param_groups:
+            for p in group["params"]:
+                self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
+        self._as_device_tensors()
+        self.register_load_state_dict_post_hook(lambda opt: opt._as_device_tensors())
+
+    def _as_device_tensors(self) -> None:
+        for group in self.param_groups:
+            device = group["params"][0].device
+            # float64 where the device has it: 1 - 0.999^t in float32 is off by 1e-4 at t = 1.
+            dtype = torch.float32 if device.type == "mps" else torch.float64
+            for key, default in (("step", 0.0), ("lr", None)):
+                value = group.get(key, default)
+                if not (torch.is_tensor(value) and value.device == device and value.dtype == dtype):
+                    group[key] = torch.as_tensor(float(value), dtype=dtype).to(device)
 
     @torch.no_grad()
     def step(self, closure=None):
         """One LAMB step. Where ``self.found_inf`` is a tensor (torch's convention for optimizers that
-        skip on the device, as GradScaler sets it), a value of 1 leaves the weights and moments as
-        they were, without reading the flag on the host; the caller then takes back the step count."""
+        skip on the device, as GradScaler sets it), a value of 1 leaves the weights, moments and step
+        count as they were, without reading the flag on the host."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -39,13 +60,11 @@ class Lamb(Optimizer):
             if not params:
                 continue
             beta1, beta2 = group["betas"]
-            group["step"] = int(group.get("step", 0)) + 1
-            t = group["step"]
+            # The count this step would make: a skipped one computes with it (finite) and keeps the old.
+            t = group["step"] + 1
+            group["step"].add_(1 if keep is None else keep.to(t.dtype))
             grads = [p.grad for p in params]
             states = [self.state[p] for p in params]
-            for p, s in zip(params, states):
-                if "exp_avg" not in s:
-                    s["exp_avg"], s["exp_avg_sq"] = torch.zeros_like(p), torch.zeros_like(p)
             m = [s["exp_avg"] for s in states]
             v = [s["exp_avg_sq"] for s in states]
             if keep is None:
@@ -61,26 +80,22 @@ class Lamb(Optimizer):
                 g2 = torch._foreach_mul(grads, grads)
                 torch._foreach_mul_(g2, (1 - beta2) * keep)
                 torch._foreach_add_(v, g2)
+            dtype = m[0].dtype
             denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, (1 - beta2 ** t) ** 0.5)
+            torch._foreach_div_(denom, torch.sqrt(1 - beta2 ** t).to(dtype))
             torch._foreach_add_(denom, group["eps"])
             update = torch._foreach_div(m, denom)
-            torch._foreach_div_(update, 1 - beta1 ** t)
+            torch._foreach_div_(update, (1 - beta1 ** t).to(dtype))
+            step_size = group["lr"].to(dtype)
             wd = group["weight_decay"]
             if wd != 0:
                 torch._foreach_add_(update, params, alpha=wd)
                 # Every tensor's trust ratio in a few ops on stacked norms (a per-tensor loop was
                 # most of a small model's update).
                 w, u = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(update))
-                ratio = torch.where((w > 0) & (u > 0), w / u, 1.0)
+                ratio = torch.where((w > 0) & (u > 0), w / u, 1.0) * step_size
                 torch._foreach_mul_(update, (ratio if keep is None else ratio * keep).unbind())
-            elif keep is not None:
-                torch._foreach_mul_(update, keep)
-            torch._foreach_add_(params, update, alpha=-group["lr"])
+            else:
+                torch._foreach_mul_(update, step_size if keep is None else step_size * keep)
+            torch._foreach_sub_(params, update)
         return loss
-
-    def undo_step_count(self) -> None:
-        """After a step that ``found_inf`` skipped: its count goes back, as if never taken."""
-        for group in self.param_groups:
-            if group.get("step"):
-                group["step"] -= 1

@@ -31,6 +31,7 @@ class LearnerSettings:
     entropy_samples: int = 1
     precision: str = "fp32"
     max_bad_updates: int = 10
+    compile: str = "off"
 
 
 def _read(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -68,7 +69,59 @@ def critic_target(target_actor: DecisionTransformer, target_critic: TwinCritic, 
     return td3_target(batch.rewards + td3.td_reward_shift, batch.terminals, q1_next, q2_next, td3.gamma)
 
 
-class Learner:
+class _CriticSteps:
+    """TD3's half of the Learner (vidt, odt-td3): the critics' step and the targets' Polyak update."""
+
+    def _critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD3's critic loss against ``critic_target``'s bootstrapped target, and Q1."""
+        with torch.no_grad(), self._autocast():
+            y = critic_target(self.actor_target, self.critic_target, batch, self.td3)
+        q1, q2 = self.critic(batch.states, batch.actions)
+        return critic_loss(q1, q2, y, batch.critic_mask), q1.detach()
+
+    def _critic_update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """TD3's critic step on the device. A non-finite loss leaves the critics as they were
+        (``found_inf``)."""
+        loss, q1 = _compiled(self, "_critic_loss")(batch)
+        self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left
+        loss.backward()
+        loss = loss.detach()
+        # Left to eager: fused Adam is one kernel already, and dynamo drops the ``found_inf`` it reads.
+        self.critic_optimizer.found_inf = (~torch.isfinite(loss)).float()
+        self.critic_optimizer.step()
+        return {"critic_loss": loss, "q_mean": masked_mean(q1, batch.critic_mask)}
+
+    def _critic_step(self, batch: Batch) -> dict[str, float]:
+        out = _read(self._critic_update(batch))
+        self.critic_updates += 1  # a skipped step counts too: it keeps the policy delay's rhythm
+        if not math.isfinite(out["critic_loss"]):
+            return self._skip("critic", "loss", out["critic_loss"])
+        return out
+
+    @torch.no_grad()
+    def _soft_update(self) -> None:
+        for target, source in ((self.critic_target, self.critic), (self.actor_target, self.model)):
+            torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), self.td3.tau)
+
+
+def _compiled(learner: "Learner", name: str):
+    """The learner's method ``name`` (a part of a device half), through torch.compile where asked:
+    one graph with no break allowed (``fullgraph``), so that a GPU can replay it whole."""
+    fn = getattr(learner, name)
+    if learner.compile == "off":
+        return fn
+    cache = learner.__dict__.setdefault("_compiled_fns", {})
+    if name not in cache:
+        inductor = learner.compile_backend == "inductor"
+        cache[name] = torch.compile(fn, fullgraph=True, dynamic=False,
+                                    backend=learner.compile_backend,
+                                    mode=None if learner.compile == "default" or not inductor else learner.compile)
+    return cache[name]
+
+
+class Learner(_CriticSteps):
+    compile_backend = "inductor"  # tests check graph capture with aot_eager, which skips code generation
+
     def __init__(self, model: DecisionTransformer, loss: str, settings: LearnerSettings | None = None,
                  td3: TD3Settings | None = None, snapshot_every: int = 100, **fields):
         """``loss``: the supervised part of the actor loss (dt or odt); ``fields`` override
@@ -79,6 +132,7 @@ class Learner:
         self.model, self.loss_name = model, loss
         self.loss_fn = LOSSES[loss]
         self.grad_clip, self.entropy_samples, self.precision = s.grad_clip, s.entropy_samples, s.precision
+        self.compile = s.compile
         device = next(model.parameters()).device
         # The official LAMB: L2 decay folded into the Adam step before the trust ratio (lamb.py).
         self.optimizer = Lamb(model.parameters(), lr=lr, weight_decay=weight_decay, eps=1e-8)
@@ -86,6 +140,7 @@ class Learner:
         self.lr_scale = 1.0
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min((step + 1) / max(warmup_steps, 1), 1.0) * self.lr_scale)
+        self.scheduler.base_lrs = [float(lr)]  # a float: the schedule then fills LAMB's rate tensor, no read
         # Forgetting prevention: weight of the L2 penalty toward ``anchor``, the pretrained weights.
         self.reg_weight, self.anchor = 0.0, None
         self.target_entropy = -float(model.spec.act_dim) if target_entropy is None else float(target_entropy)
@@ -124,7 +179,7 @@ class Learner:
         self.lr_scale = float(scale)
         base, factor = self.scheduler.base_lrs, self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
         for group, lr in zip(self.optimizer.param_groups, base):
-            group["lr"] = lr * factor
+            group["lr"].fill_(lr * factor)
 
     def set_hyperparameters(self, lr: float, weight_decay: float, lambda_lr: float,
                             critic_lr: float | None = None) -> None:
@@ -182,10 +237,8 @@ class Learner:
     # never waits on the host (no .item(), float() or branch on a tensor's value), so that a GPU
     # can run it ahead or capture it whole; then one read of its metrics, and the bookkeeping.
 
-    def _actor_update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """The actor's gradient step on the device. A non-finite loss or gradient norm leaves the
-        weights and moments unchanged (``found_inf``); a non-finite lambda keeps the old one."""
-        self.model.train()
+    def _actor_loss(self, batch: Batch):
+        """The actor's loss, its entropy (odt) and metrics: the forward half."""
         with self._autocast():
             hidden = self.model.hidden(batch.rtg, batch.states, batch.actions, batch.timesteps)
         # The head and the loss run in fp32: log-probabilities are sensitive to rounding.
@@ -201,23 +254,38 @@ class Learner:
             reg = self.reg_loss()
             loss = loss + self.reg_weight * reg
             metrics["reg_loss"] = reg.detach()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        return loss, entropy, metrics
+
+    def _actor_apply(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clipping and LAMB's step on the gradients of ``loss``, skipped on the device where the
+        loss or the gradient norm is not finite. Returns (gradient norm, finite)."""
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
-        loss = loss.detach()
         ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
         self.optimizer.found_inf = (~ok).float()
-        self.optimizer.step()
+        # LAMB's own step: the scheduler wraps ``step`` (to warn on misuse) in a file dynamo will
+        # not trace; ``_actor_step`` sets the flag that wrapper would.
+        type(self.optimizer).step(self.optimizer)
+        return grad_norm, ok
+
+    def _actor_update(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The actor's gradient step on the device. A non-finite loss or gradient norm leaves the
+        weights and moments unchanged (``found_inf``); a non-finite lambda keeps the old one."""
+        self.model.train()
+        loss, entropy, metrics = _compiled(self, "_actor_loss")(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        loss = loss.detach()
+        grad_norm, ok = _compiled(self, "_actor_apply")(loss)
         metrics.update(loss=loss, grad_norm=grad_norm, ok=ok)
         if entropy is not None:
             metrics["lambda_ok"], metrics["lambda_value"] = temperature_step(
-                self.log_lambda, self.lambda_optimizer, entropy, self.target_entropy, self.optimizer.found_inf)
+                self.log_lambda, self.lambda_optimizer, entropy, self.target_entropy, (~ok).float())
         return metrics
 
     def _actor_step(self, batch: Batch) -> dict[str, float]:
         out = _read(self._actor_update(batch))
+        self.optimizer._opt_called = True
         if not out.pop("ok"):
-            self.optimizer.undo_step_count()
             if not math.isfinite(out["loss"]):
                 return self._skip("actor", "loss", out["loss"])
             return self._skip("actor", "gradient norm", out["grad_norm"])
@@ -229,30 +297,9 @@ class Learner:
         self._bad = 0
         if self.updates % self.snapshot_every == 0:
             self._snapshot = copy.deepcopy(self.state_dict())
-        out["lr"] = self.scheduler.get_last_lr()[0]
+        out["lr"] = float(self.scheduler.get_last_lr()[0])
         if lam is not None:
             out["lambda"] = lam
-        return out
-
-    def _critic_update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """TD3's critic step on the device (the target: ``critic_target``). A non-finite loss
-        leaves the critics as they were (``found_inf``)."""
-        with torch.no_grad(), self._autocast():
-            y = critic_target(self.actor_target, self.critic_target, batch, self.td3)
-        q1, q2 = self.critic(batch.states, batch.actions)
-        loss = critic_loss(q1, q2, y, batch.critic_mask)
-        self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left
-        loss.backward()
-        loss = loss.detach()
-        self.critic_optimizer.found_inf = (~torch.isfinite(loss)).float()
-        self.critic_optimizer.step()
-        return {"critic_loss": loss, "q_mean": masked_mean(q1.detach(), batch.critic_mask)}
-
-    def _critic_step(self, batch: Batch) -> dict[str, float]:
-        out = _read(self._critic_update(batch))
-        self.critic_updates += 1  # a skipped step counts too: it keeps the policy delay's rhythm
-        if not math.isfinite(out["critic_loss"]):
-            return self._skip("critic", "loss", out["critic_loss"])
         return out
 
     def _skip(self, part: str, what: str, value: float) -> dict[str, float]:
@@ -267,11 +314,6 @@ class Learner:
                             "to_updates": self.updates})
         self._bad = 0
         return {"skipped": 1.0, "rollback": 1.0}
-
-    @torch.no_grad()
-    def _soft_update(self) -> None:
-        for target, source in ((self.critic_target, self.critic), (self.actor_target, self.model)):
-            torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), self.td3.tau)
 
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),

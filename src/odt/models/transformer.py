@@ -39,7 +39,7 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     two elements per 32-bit draw and a multiply cost less than half (benchmarks/RESULTS.md)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":  # GPUs fuse dropout into one kernel already
+    if x.device.type != "cpu" or torch.compiler.is_compiling():  # fused there already
         return F.dropout(x, p, True)
     threshold = round(p * 65536)
     n = x.numel()
