@@ -51,6 +51,22 @@ def test_buffer_keeps_next_states_and_termination_apart_from_truncation():
     assert b.critic_mask is not None and bool((b.critic_mask <= b.mask).all())
 
 
+def test_mc_returns_are_the_critics_discounted_rewards_to_the_end_by_hand():
+    """The critic's horizon metric: what Q(s_t, a_t) of the data's own policy is, with the critics'
+    gamma and reward shift, cut at the episode's end (no bootstrap, truncated or not)."""
+    e = make_episode(3, obs_dim=2, act_dim=1, seed=1)
+    e.terminated = True
+    cut = make_episode(2, obs_dim=2, act_dim=1, seed=2)
+    buf = ReplayBuffer(10, np.zeros(2, np.float32), np.ones(2, np.float32), rtg_scale=2.0, keep_next=True,
+                       gamma=0.5, reward_shift=-1.0)
+    buf.add(e), buf.add(cut)
+    r, c = e.rewards.astype(np.float64) - 1.0, cut.rewards.astype(np.float64) - 1.0
+    expected = [r[0] + 0.5 * r[1] + 0.25 * r[2], r[1] + 0.5 * r[2], r[2], c[0] + 0.5 * c[1], c[1]]
+    np.testing.assert_allclose(buf._pack()["mc_returns"], expected, rtol=1e-6)
+    b = buf.sample(32, 3, np.random.default_rng(0))
+    assert bool((b.mc_returns * (1 - b.mask) == 0).all())  # padding is 0, like every other field
+
+
 def _learner(td3: TD3Settings, algo="dt", head="deterministic"):
     torch.manual_seed(0)
     spec = ModelSpec(obs_dim=1, act_dim=1, embed_dim=16, n_layer=1, n_head=1, dropout=0.0, context_len=1,
@@ -143,9 +159,10 @@ def test_td3_algorithms_log_critic_metrics(algo, tmp_path, capsys):
     assert cfg["algo"] == algo and cfg["rl_alpha"] == 0.1 and cfg["policy_delay"] == 2
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     rounds = [r for r in rows if r.get("event") == "round"]
-    assert rounds and all({"q_mean", "critic_loss", "rl_loss"} <= r.keys() for r in rounds)
+    assert rounds and all({"q_mean", "mc_return_mean", "critic_loss", "rl_loss"} <= r.keys() for r in rounds)
     pre = [r for r in rows if r["phase"] == "pretrain" and "loss" in r]
     assert pre and all("critic_loss" in r and "rl_loss" not in r for r in pre)  # RL term off in pretraining
+    assert all("mc_return_mean" in r for r in pre)
     assert rounds[-1]["updates"] == 4 + 2 * len(rounds)  # actor updates; the critic made twice as many
 
 

@@ -89,7 +89,9 @@ class _CriticSteps:
         # Left to eager: fused Adam is one kernel already, and dynamo drops the ``found_inf`` it reads.
         self.critic_optimizer.found_inf = (~torch.isfinite(loss)).float()
         self.critic_optimizer.step()
-        return {"critic_loss": loss, "q_mean": masked_mean(q1, batch.critic_mask)}
+        # q_mean against mc_return_mean over the same steps: how far ahead the critic sees.
+        return {"critic_loss": loss, "q_mean": masked_mean(q1, batch.critic_mask),
+                "mc_return_mean": masked_mean(batch.mc_returns, batch.critic_mask)}
 
     def _critic_step(self, batch: Batch) -> dict[str, float]:
         out = _read(self._critic_update(batch))

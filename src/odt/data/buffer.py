@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from .trajectories import Episode, flatten_episodes, returns_to_go, split_episodes
+from .trajectories import Episode, discounted_returns, flatten_episodes, returns_to_go, split_episodes
 
 
 @dataclass
@@ -28,6 +28,10 @@ class Batch:
     next_rtg: torch.Tensor | None = None  # (B, K, 1): g_{t+1} = g_t - r_t, hindsight
     terminals: torch.Tensor | None = None  # (B, K) float: 1 where step t ended the task
     critic_mask: torch.Tensor | None = None  # (B, K) float: mask, less steps with no known s_{t+1}
+    # What Q(s_t, a_t) would be with a perfect critic of the data's own policy: sum_k gamma^k
+    # (r_{t+k} + reward shift) to the episode's end, bootstrapped nowhere (a truncated episode's
+    # last steps read low). Only a metric: it tells how far ahead the critic sees.
+    mc_returns: torch.Tensor | None = None  # (B, K)
 
     def to(self, device) -> "Batch":
         return Batch(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
@@ -57,11 +61,13 @@ class ReplayBuffer:
     """
 
     def __init__(self, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray, rtg_scale: float,
-                 keep_next: bool = False, priority_alpha: float | None = None, hindsight: bool = True):
+                 keep_next: bool = False, priority_alpha: float | None = None, hindsight: bool = True,
+                 gamma: float = 0.99, reward_shift: float = 0.0):
         if capacity <= 0:
             raise ValueError("buffer capacity must be positive")
         self.capacity, self.keep_next = capacity, keep_next
         self.priority_alpha, self.hindsight = priority_alpha, hindsight
+        self.gamma, self.reward_shift = gamma, reward_shift  # the critics' (TD3), for ``mc_returns``
         self.obs_mean, self.obs_std, self.rtg_scale = obs_mean, obs_std, rtg_scale
         self.episodes: deque[Episode] = deque()
         self._packed: dict[str, np.ndarray] | None = None
@@ -69,7 +75,8 @@ class ReplayBuffer:
     @classmethod
     def for_config(cls, cfg: Config, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray) -> "ReplayBuffer":
         return cls(capacity, obs_mean, obs_std, cfg.rtg_scale, keep_next=cfg.td3,
-                   priority_alpha=cfg.priority_alpha if cfg.sampling == "return" else None, hindsight=cfg.hindsight)
+                   priority_alpha=cfg.priority_alpha if cfg.sampling == "return" else None, hindsight=cfg.hindsight,
+                   gamma=cfg.gamma, reward_shift=cfg.td_reward_shift)
 
     # --- contents -------------------------------------------------------------------
     def fill(self, offline: list[Episode], n: int | None = None, rng: np.random.Generator | None = None) -> None:
@@ -185,8 +192,9 @@ class ReplayBuffer:
         """Per step t: s_{t+1} (the episode's final observation after its last step), a_{t+1},
         g_{t+1}, whether t terminated, and whether a TD target exists (not after the last step of a
         truncated episode whose final observation is unknown)."""
-        nxt, nxt_act, nxt_rtg, term, ok = [], [], [], [], []
+        nxt, nxt_act, nxt_rtg, term, ok, mc = [], [], [], [], [], []
         for e in eps:
+            mc.append(discounted_returns(e.rewards + np.float32(self.reward_shift), self.gamma))
             T = len(e)
             last = e.final_observation if e.final_observation is not None else e.observations[-1]
             nxt.append(np.concatenate([e.observations[1:], np.asarray(last, np.float32)[None]]))
@@ -199,7 +207,8 @@ class ReplayBuffer:
                 "next_actions": np.concatenate(nxt_act).astype(np.float32),
                 "next_rtg": np.concatenate(nxt_rtg) / np.float32(self.rtg_scale),
                 "terminals": np.concatenate(term).astype(np.float32),
-                "bootstrap": np.concatenate(ok).astype(np.float32)}
+                "bootstrap": np.concatenate(ok).astype(np.float32),
+                "mc_returns": np.concatenate(mc).astype(np.float32)}
 
     def sample(self, batch_size: int, K: int, rng: np.random.Generator) -> Batch:
         """Algorithm 3 in one draw: a uniform step over all stored steps picks a trajectory with
@@ -227,4 +236,5 @@ class ReplayBuffer:
             batch.next_states, batch.next_actions = take("next_states"), take("next_actions")
             batch.next_rtg, batch.terminals = take("next_rtg").unsqueeze(-1), take("terminals")
             batch.critic_mask = mask_t * take("bootstrap")
+            batch.mc_returns = take("mc_returns")
         return batch
