@@ -22,9 +22,14 @@ def data(tmp_path_factory):
 
 @pytest.mark.parametrize("algo", ["dt", "odt"])
 def test_policy_earns_the_return_it_is_asked_for(algo, data, tmp_path):
-    out = tmp_path / algo
-    assert main(["pretrain", "--preset", "reward-hill", "--dataset", str(data), "--algo", algo,
-                 "--rtg-scale", "0.1", "--pretrain-updates", "1500", "--out", str(out), "--no-progress"]) == 0
-    earned = hill_reward(probe(out, TARGETS, checkpoint="pretrained"))
-    assert np.abs(earned - TARGETS).max() < 0.08, dict(zip(TARGETS, earned.round(3)))
-    assert np.all(np.diff(earned) > 0)  # a higher target, a higher return
+    """Over three seeds: one seed's policy is one draw (a change of rounding alone moved odt's seed
+    0 from 0.95 to 0.99 at target 0.9, while seeds 0-3 ranged 0.85-0.99 either way)."""
+    earned = []
+    for seed in (0, 1, 2):
+        out = tmp_path / f"{algo}{seed}"
+        assert main(["pretrain", "--preset", "reward-hill", "--dataset", str(data), "--algo", algo, "--seed", str(seed),
+                     "--rtg-scale", "0.1", "--pretrain-updates", "1500", "--out", str(out), "--no-progress"]) == 0
+        earned.append(hill_reward(probe(out, TARGETS, checkpoint="pretrained")))
+        assert np.all(np.diff(earned[-1]) > 0)  # a higher target, a higher return, for every seed
+    mean = np.mean(earned, axis=0)
+    assert np.abs(mean - TARGETS).max() < 0.05, dict(zip(TARGETS, np.round(earned, 3).T.tolist()))
