@@ -17,6 +17,7 @@ TINY = ["--preset", "cpu-small", "--embed-dim", "32", "--n-layer", "1", "--batch
 @pytest.fixture
 def no_wandb_login(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
     monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
@@ -59,6 +60,50 @@ def test_online_wandb_without_a_login_fails_before_loading_data(tmp_path, capsys
                  "--wandb"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "wandb login" in err and not (tmp_path / "run").exists()
+
+
+def test_wandb_mode_follows_WANDB_MODE_unless_the_flag_is_given(monkeypatch):
+    from odt.config import ConfigError
+    from odt.logging import wandb_mode
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    assert wandb_mode(None) == "online"
+    for env, mode in [("offline", "offline"), ("disabled", "disabled"), ("online", "online"), ("dryrun", "offline"),
+                      ("OFFLINE", "offline")]:
+        monkeypatch.setenv("WANDB_MODE", env)
+        assert wandb_mode(None) == mode
+        assert wandb_mode("online") == "online" and wandb_mode("offline") == "offline"  # the flag wins
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(ConfigError, match="WANDB_MODE=sometimes"):
+        wandb_mode(None)
+
+
+@pytest.mark.parametrize("mode", ["offline", "disabled"])
+def test_WANDB_MODE_alone_sets_the_mode_and_the_config_records_it(mode, hopper_npz, tmp_path, monkeypatch,
+                                                                 no_wandb_login):
+    monkeypatch.setenv("WANDB_MODE", mode)
+    out = tmp_path / "run"
+    assert main(["run", *TINY, "--dataset", str(hopper_npz), "--out", str(out), "--wandb"]) == 0
+    assert json.loads((out / "config.json").read_text())["wandb_mode"] == mode
+    assert len(list(out.glob("wandb/offline-run-*/run-*.wandb"))) == (mode == "offline")
+
+
+def test_the_flag_wins_over_WANDB_MODE(tmp_path, capsys, monkeypatch, no_wandb_login):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert main(["run", *TINY, "--dataset", str(tmp_path / "missing.npz"), "--out", str(tmp_path / "run"),
+                 "--wandb", "--wandb-mode", "online"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "wandb login" in err and not (tmp_path / "run").exists()
+    # With a login the online flag passes, though wandb.login alone gives up under WANDB_MODE=offline.
+    from odt.logging import check_wandb, wandb_mode
+
+    import wandb
+
+    monkeypatch.setenv("WANDB_API_KEY", "a" * 40)
+    try:
+        check_wandb(wandb_mode("online"))
+    finally:
+        wandb.teardown()  # the process's W&B session keeps the key: later tests must find no login
 
 
 @pytest.mark.slow

@@ -5,6 +5,7 @@ from .config import Config, preset
 from .data.sources import load_dataset
 from .policy import Policy
 from .scores import normalized_score
+from .api import Trained, train  # noqa: E402  (last: it imports the training loop)
 
-__all__ = ["Config", "preset", "load_dataset", "Policy", "normalized_score"]
+__all__ = ["Config", "preset", "load_dataset", "Policy", "normalized_score", "train", "Trained"]
 __version__ = "0.1.0"

@@ -8,9 +8,10 @@ import sys
 
 from .config import ConfigError, preset_description, preset_names
 from .data.commands import data_command
-from .evaluation import EvalArgs, eval_command
 from .export import ExportArgs, export_command
 from .flags import COMMANDS, parse, parse_config
+from .hf import finetune_init
+from .hf_eval import EvalArgs, eval_command
 from .report import ReportArgs, report_command
 from .setup import resume_run, run_command
 from .sweep import SweepArgs, sweep_command
@@ -65,9 +66,12 @@ def main(argv: list[str] | None = None) -> int:
             resume_run(cfg.resume)
             return 0
         if command == "finetune" and cfg.init is None:
-            raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` (or use `odt run`)")
-        run_command(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),
-                    init_from=cfg.init if command == "finetune" else None)
+            raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` or a Hugging Face "
+                              "DecisionTransformerModel directory (or use `odt run`)")
+        # A Hugging Face model directory comes in as an odt checkpoint (odt.hf); an odt run as it is.
+        with finetune_init(cfg, cfg.init if command == "finetune" else None, args) as init_from:
+            run_command(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),
+                        init_from=init_from)
         return 0
     except ConfigError as e:
         print(f"odt: error: {e}", file=sys.stderr)

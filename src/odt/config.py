@@ -319,8 +319,12 @@ class OutputSettings:
     TensorBoard logs either way."""
     wandb_project: str = "odt"
     """W&B project of --wandb."""
-    wandb_mode: Literal["online", "offline"] = "online"
-    """W&B mode of --wandb: offline writes RUN_DIR/wandb/ without a network (`wandb sync` uploads it)."""
+    wandb_mode: Optional[Literal["online", "offline", "disabled"]] = None
+    """W&B mode of --wandb: offline writes RUN_DIR/wandb/ without a network (`wandb sync` uploads it),
+    disabled logs nothing to W&B. Default: $WANDB_MODE, else online; config.json records the mode used."""
+    capture_video: bool = False
+    """Record the first episode of every evaluation as RUN_DIR/videos/*.mp4 (at most 1000 frames;
+    extra odt[video], off-screen MuJoCo rendering), also to TensorBoard and W&B."""
     init: Optional[Path] = None
     """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
     restart_optimizers: bool = False
@@ -465,6 +469,8 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
                 raise ConfigError(f"--offline-ratio values are fractions in [0, 1], got {self.offline_ratio}")
         if self.critic_lr <= 0:
             raise ConfigError(f"--critic-lr must be positive, got {self.critic_lr}")
+        if self.capture_video and self.tasks:
+            raise ConfigError("--capture-video records single-task runs; drop it or --tasks")
         if self.baseline:
             self._validate_baseline()
         return self

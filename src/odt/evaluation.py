@@ -15,11 +15,13 @@ from .config import Config, ConfigError
 from .data.trajectories import TrajectoryDataset
 from .envs.make import make_env_checked, make_vector_env
 from .envs.pool import EnvPool
+from .following import check_curve_args, curve_command, data_returns, evaluate_target
 from .logging import RunLogger, fmt_return, fmt_time
 from .policy import EnsemblePolicy, Policy, load_policy
 from .rollout import RolloutResult, rollout
 from .schedules import ReturnTarget
 from .scores import return_stats
+from .video import MAX_FRAMES, check_video, recorders, recording_vector_env
 
 
 class Evaluator:
@@ -32,13 +34,23 @@ class Evaluator:
                  online_steps: int) -> dict:
         t = time.time()
         cfg = self.cfg
-        res = rollout(policy, self.envs.get(cfg.eval_episodes), g_eval, seed=1_000_000 + cfg.seed * 1000)
+        # --capture-video: the same seeds in environments of their own, the first one recorded
+        envs = self.envs.get(cfg.eval_episodes, recorded=1 if cfg.capture_video else 0)
+        name = Path("videos") / f"{phase}-updates{updates:07d}-steps{online_steps:08d}.mp4"
+        if cfg.capture_video:
+            (self.logger.run_dir / "videos").mkdir(exist_ok=True)
+            recorders(envs)[0].arm(self.logger.run_dir / name, thumbnails=self.logger.tb is not None)
+        res = rollout(policy, envs, g_eval, seed=1_000_000 + cfg.seed * 1000)
+        video = recorders(envs)[0].finish() if cfg.capture_video else None
         row = {"phase": phase, "event": "eval", "updates": updates, "online_steps": online_steps,
                **(self._task_stats(res) if self.envs.tasks else
                   {"g_eval": g_eval, **{f"eval_{k}": v for k, v in
                                         return_stats(cfg.env, res.returns, cfg.reference()).items()}}),
-               "eval_length_mean": float(res.lengths.mean()), "eval_episodes": len(res.returns)}
+               "eval_length_mean": float(res.lengths.mean()), "eval_episodes": len(res.returns),
+               **({"video": str(name)} if video else {})}
         self.logger.log(row)
+        if video:
+            self.logger.video(row, video)
         norm_txt = f"  normalized {row['eval_normalized_mean']:.1f}" if "eval_normalized_mean" in row else ""
         self.logger.info(f"[{phase}] eval after {updates} updates, {online_steps} online steps: "
                          f"return {fmt_return(row['eval_return_mean'])} +- {fmt_return(row['eval_return_std'])}"
@@ -114,9 +126,21 @@ class EvalArgs:
     checkpoint: str = "final"
     """Checkpoint name in the run's checkpoints/ (final, latest, pretrained) or a file path."""
     episodes: int = 10
-    """Episodes, run together in one vector environment."""
+    """Episodes (per target with --targets), run together in one vector environment."""
     target: Optional[float] = None
     """Return-to-go target; default the run's g_eval."""
+    targets: Optional[str] = None
+    """The return-following curve: targets 900,1800,2700,3600, or auto (over the data's returns and beyond)."""
+    out: Optional[Path] = None
+    """--targets: the JSON file (must not exist); default RUN_DIR/return_following.json, else -2, -3, ..."""
+    plot: Optional[Path] = None
+    """--targets: a PNG of achieved return (mean, standard error) against target (must not exist)."""
+    video: Optional[Path] = None
+    """A new or empty directory for MP4s of the first --video-episodes episodes (of each target)."""
+    video_episodes: int = 1
+    """--video: episodes recorded (of each target); rendering costs about 0.1 s a frame on a CPU."""
+    video_frames: int = MAX_FRAMES
+    """--video: frames per video at most, one per step (the episode goes on unrendered past them)."""
     seed: int = 0
     """Seed of the evaluation environments."""
     sample: bool = False
@@ -129,11 +153,13 @@ class EvalArgs:
     """Print one JSON object instead of text."""
 
 
-
 def eval_command(a: EvalArgs) -> int:
-    """`odt eval RUN`: a run's policy over fresh episodes."""
+    """`odt eval RUN`: a run's policy over fresh episodes, at one target or (--targets) several."""
     if a.episodes <= 0 or a.threads < 0:
         raise ConfigError(f"--episodes must be positive and --threads >= 0, got {a.episodes} and {a.threads}")
+    if a.video_episodes <= 0 or a.video_frames <= 0:
+        raise ConfigError(f"--video-episodes and --video-frames must be positive, got {a.video_episodes} and "
+                          f"{a.video_frames}")
     cfg = Config.load(a.run / "config.json") if (a.run / "config.json").is_file() else None
     if cfg is None:
         raise ConfigError(f"{a.run} is not a run directory (no config.json); give the --out of an odt run")
@@ -143,20 +169,39 @@ def eval_command(a: EvalArgs) -> int:
     if cfg.tasks:
         raise ConfigError(f"{a.run} is a multi-task run; its per-task evaluations are the eval_<task>_* entries "
                           "of its metrics.jsonl (odt eval takes single-task runs)")
+    targets = check_curve_args(a)
+    if a.video is not None:  # before any rollout: the directory, PyAV and off-screen rendering
+        if a.video.exists() and (not a.video.is_dir() or any(a.video.iterdir())):
+            raise ConfigError(f"--video {a.video} exists and is not an empty directory; give a new or empty one "
+                              "(odt eval overwrites nothing)")
+        check_video(cfg.env, "--video")
+    data = data_returns(cfg, a.run, needed=targets == "auto") if targets is not None else None
     if a.threads:
         torch.set_num_threads(a.threads)
     policy = load_policy(a.run, a.checkpoint, device=a.device, deterministic=not a.sample)
     make_env_checked(cfg.env).close()
-    envs = make_vector_env(cfg.env, a.episodes)
-    target = cfg.g_eval if a.target is None else a.target
-    res = rollout(policy, envs, target, seed=a.seed)
-    envs.close()
+    if a.video is not None:  # every check passed: now something is written
+        a.video.mkdir(parents=True, exist_ok=True)
+    recorded = min(a.video_episodes, a.episodes) if a.video is not None else 0
+    envs = (recording_vector_env(cfg.env, a.episodes, recorded, a.video_frames) if recorded
+            else make_vector_env(cfg.env, a.episodes))
+    try:
+        if targets is not None:
+            return curve_command(a, cfg, policy, envs, targets, data)
+        target = cfg.g_eval if a.target is None else a.target
+        res, videos = evaluate_target(policy, envs, target, a.seed, a.video)
+    finally:
+        envs.close()
     out = {"run": str(a.run), "env": cfg.env, "target": target, "episodes": a.episodes,
-           **return_stats(cfg.env, res.returns, cfg.reference()), "length_mean": float(res.lengths.mean())}
+           **return_stats(cfg.env, res.returns, cfg.reference()), "length_mean": float(res.lengths.mean()),
+           "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
+           **({"videos": [str(v.path) for v in videos]} if a.video is not None else {})}
     if a.json:
         print(json.dumps(out))
     else:
         norm = f", normalized {out['normalized_mean']:.1f} +- {out['normalized_std']:.1f}" if "normalized_mean" in out else ""
         print(f"{cfg.env} at target {target:g} over {a.episodes} episodes: return "
               f"{fmt_return(out['return_mean'])} +- {fmt_return(out['return_std'])}{norm}")
+        if videos:
+            print(f"videos: {', '.join(str(v.path) for v in videos)}")
     return 0

@@ -1,4 +1,5 @@
-"""`odt export`: a run's policy as one file that runs without odt (TorchScript or ONNX).
+"""`odt export`: a run's policy as one file that runs without odt (TorchScript or ONNX), or as a
+Hugging Face DecisionTransformerModel directory (``--format hf``, odt.hf).
 
 The exported graph is a pure function of one control step, so that ONNX (which has no mutable
 state) and TorchScript share it and a user's loop owns the state:
@@ -30,6 +31,7 @@ import torch
 import tyro
 from torch import nn
 
+from . import hf
 from .config import Config, ConfigError
 from .envs.make import scale_actions_from_unit
 from .policy import load_models
@@ -81,9 +83,10 @@ class ExportArgs:
     run: Annotated[Path, tyro.conf.Positional]
     """Run directory whose policy to export."""
     out: Path
-    """File to write (.pt for TorchScript, .onnx for ONNX by convention)."""
-    format: Literal["torchscript", "onnx"] = "torchscript"
-    """torchscript (torch.jit.load, needs only torch) or onnx (onnxruntime, needs no torch)."""
+    """File to write (.pt for TorchScript, .onnx for ONNX by convention); a directory for hf."""
+    format: Literal["torchscript", "onnx", "hf"] = "torchscript"
+    """torchscript (torch.jit.load, needs only torch), onnx (onnxruntime, needs no torch) or hf (a
+    transformers DecisionTransformerModel directory with a model card: docs/huggingface.md)."""
     checkpoint: str = "final"
     """Checkpoint name in the run's checkpoints/ (final, best, pretrained) or a file path."""
     overwrite: bool = False
@@ -109,6 +112,9 @@ def example_inputs(meta: dict, n: int = 1) -> tuple[torch.Tensor, ...]:
 
 
 def export_command(a: ExportArgs) -> int:
+    if hf.is_model_dir(a.run):
+        raise ConfigError(f"{a.run} is a Hugging Face model directory, not an odt run; odt eval --run, Policy.load and "
+                          "odt finetune --init take it as it is")
     if not (a.run / "config.json").is_file():
         raise ConfigError(f"{a.run} is not a run directory (no config.json); give the --out of an odt run")
     if a.out.exists() and not a.overwrite:
@@ -119,6 +125,8 @@ def export_command(a: ExportArgs) -> int:
     if cfg.tasks or cfg.baseline:
         raise ConfigError(f"{a.run} is a {'multi-task' if cfg.tasks else cfg.algo + ' baseline'} run; odt export "
                           "takes single-task transformer runs")
+    if a.format == "hf":
+        return hf.export_run(a.run, cfg, *load_models(a.run, a.checkpoint, "cpu"), a.out)
     if a.format == "onnx":
         try:
             import onnx  # noqa: F401

@@ -23,7 +23,7 @@ COMMANDS = {
     "toy": "The reward hill of the ViDT paper: `odt toy reward-hill [--algo odt vidt] [--seeds 0 1] [--json]`.",
     "data": "Datasets: `odt data inspect SOURCE [--json]`, `odt data list`, `odt data generate --env --quality --out`.",
     "sweep": "A grid of runs (presets/datasets x --set overrides x --seeds) on Ray; other flags go to every `odt run`.",
-    "export": "A run's policy as one file that runs without odt: `odt export RUN --format torchscript|onnx --out FILE`.",
+    "export": "A run's policy as one file that runs without odt: `odt export RUN --format torchscript|onnx --out FILE`, or a transformers DecisionTransformerModel directory with `--format hf --out DIR`.",
     "report": "Aggregate runs: per-task table (offline, online, delta), IQM and optimality gap with CIs, plots.",
 }
 

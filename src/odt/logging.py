@@ -1,8 +1,10 @@
 """What a run leaves behind and shows: metrics.jsonl, TensorBoard events, run.log, progress lines."""
 from __future__ import annotations
 
+import io
 import json
 import math
+import os
 import time
 import uuid
 from pathlib import Path
@@ -49,6 +51,12 @@ class WandbTracker:
         self.run.log({f"{phase}/{k}": v for k, v in row.items()
                       if isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None})
 
+    def video(self, phase: str, steps: dict, path: Path) -> None:
+        import wandb
+
+        self.run.log({f"{phase}/eval_video": wandb.Video(str(path), format="mp4"),
+                      **{f"{phase}/{k}": v for k, v in steps.items()}})
+
     def summary(self, summary: dict) -> None:
         for k, v in summary.items():
             self.run.summary[k] = v
@@ -57,15 +65,41 @@ class WandbTracker:
         self.run.finish()
 
 
+WANDB_MODES = ("online", "offline", "disabled")
+
+
+def wandb_mode(flag: str | None) -> str:
+    """--wandb-mode, else W&B's own WANDB_MODE variable (dryrun, its old name for offline, too),
+    else online."""
+    if flag is not None:
+        return flag
+    env = os.environ.get("WANDB_MODE", "").strip().lower()
+    if not env:
+        return "online"
+    mode = "offline" if env == "dryrun" else env
+    if mode not in WANDB_MODES:
+        raise ConfigError(f"WANDB_MODE={env} is not a W&B mode odt knows; set it to one of {', '.join(WANDB_MODES)} "
+                          "or pass --wandb-mode")
+    return mode
+
+
 def check_wandb(mode: str) -> None:
-    """Before any data is loaded: the extra installed, and a login for online mode."""
+    """Before any data is loaded: the extra installed, and a login for online mode (disabled
+    needs neither: nothing goes to W&B)."""
+    if mode == "disabled":
+        return
     try:
         import wandb
     except ImportError:
         raise ConfigError("--wandb needs the optional extra: pip install 'odt[wandb]'") from None
-    if mode == "online" and not wandb.login(prompt=False, verify=False):
+    if mode != "online":
+        return
+    # W&B's process-wide settings follow WANDB_MODE, and under offline or disabled wandb.login
+    # answers False whatever the login: the flag wins over the variable there too.
+    wandb.setup(wandb.Settings(mode="online"))
+    if not wandb.login(prompt=False, verify=False):
         raise ConfigError("--wandb-mode online needs a W&B login: run `wandb login`, or pass --wandb-mode offline "
-                          "(then `wandb sync RUN_DIR/wandb/offline-run-*` uploads it later)")
+                          "or set WANDB_MODE=offline (then `wandb sync RUN_DIR/wandb/offline-run-*` uploads it later)")
 
 
 class RunLogger:
@@ -74,7 +108,7 @@ class RunLogger:
         self.echo = echo
         self.metrics = open(run_dir / "metrics.jsonl", "a", buffering=1)
         self.tracker = None
-        if wandb:
+        if wandb and wandb["mode"] != "disabled":
             kept = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
             self.tracker = WandbTracker(run_dir, config, **wandb, replay=kept)
         self.text = open(run_dir / "run.log", "a", buffering=1)
@@ -102,6 +136,16 @@ class RunLogger:
         if self.tracker is not None:
             self.tracker.log(row)
 
+    def video(self, row: dict, video) -> None:
+        """An evaluation episode's video (odt.video.Video) beside the row's numbers: TensorBoard gets
+        the thumbnails as an animated GIF, W&B the MP4."""
+        phase = row.get("phase", "run")
+        if self.tb is not None and video.thumbnails:
+            step = row.get("online_steps", 0) if phase == "online" else row.get("updates", 0)
+            self.tb._get_file_writer().add_summary(_gif_summary(f"{phase}/eval_video", video), step)
+        if self.tracker is not None:
+            self.tracker.video(phase, {k: row[k] for k in ("updates", "online_steps") if k in row}, video.path)
+
     def summary(self, summary: dict) -> None:
         if self.tracker is not None:
             self.tracker.summary(summary)
@@ -118,6 +162,21 @@ class RunLogger:
             self.tb.close()
         if self.tracker is not None:
             self.tracker.close()
+
+
+def _gif_summary(tag: str, video):
+    """What SummaryWriter.add_video writes (an image summary holding an animated GIF), made with
+    Pillow: add_video itself needs moviepy.editor, which moviepy 2 no longer has."""
+    from PIL import Image
+    from torch.utils.tensorboard.summary import Summary
+
+    frames = [Image.fromarray(f) for f in video.thumbnails]
+    buf = io.BytesIO()  # GIF delays count hundredths of a second: 20 fps and slower play at their rate
+    frames[0].save(buf, format="GIF", save_all=True, append_images=frames[1:], loop=0,
+                   duration=round(1000 * video.thumbnail_every / video.fps))
+    h, w, c = video.thumbnails[0].shape
+    return Summary(value=[Summary.Value(tag=tag, image=Summary.Image(height=h, width=w, colorspace=c,
+                                                                     encoded_image_string=buf.getvalue()))])
 
 
 def fmt_return(x: float) -> str:

@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from . import hf
 from .checkpoint import build_model, load_from_run
-from .config import Config
+from .config import Config, ConfigError
 from .envs.make import flatten_goal, scale_actions_from_unit
 from .models.transformer import DecisionTransformer
 
@@ -41,8 +42,10 @@ class Policy:
 
     @classmethod
     def load(cls, run_dir: str | Path, checkpoint: str = "final", device: str = "cpu",
-             deterministic: bool = True) -> "Policy":
-        return load_policy(Path(run_dir), checkpoint, device=device, deterministic=deterministic)
+             deterministic: bool = True, **hf_settings) -> "Policy":
+        """A run directory's policy, or a Hugging Face DecisionTransformerModel directory's (odt.hf:
+        ``rtg_scale=`` and ``context=`` give what its config.json lacks)."""
+        return load_policy(Path(run_dir), checkpoint, device=device, deterministic=deterministic, **hf_settings)
 
     def reset(self, target_return: float | np.ndarray, n: int = 1) -> None:
         spec, dev, C = self.model.spec, self.device, self.context
@@ -179,7 +182,12 @@ def load_models(run_dir: Path, checkpoint: str = "final",
 
 
 def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu",
-                deterministic: bool = True) -> Policy | EnsemblePolicy:
+                deterministic: bool = True, **hf_settings) -> Policy | EnsemblePolicy:
+    if hf.is_model_dir(run_dir):  # a Hugging Face model directory: its weights and config.json's settings
+        return Policy(*hf.policy_parts(run_dir, device, **hf_settings), deterministic=deterministic)
+    if hf_settings:
+        raise ConfigError(f"{', '.join(hf_settings)}: for a Hugging Face model directory; the run {run_dir} has "
+                          "its own in its config.json")
     models, state, _ = load_models(run_dir, checkpoint, device)
     cfg = Config.load(Path(run_dir) / "config.json")
     return make_policy(models, cfg, *(state[k].cpu().numpy() for k in ("obs_mean", "obs_std", "act_low", "act_high")),

@@ -23,14 +23,16 @@ from .checkpoint import build_model, load_from_run
 from .config import Config, ConfigError, TD3Settings, check_out_dir
 from .data.generate import collect
 from .data.sources import check_matches_env, load_dataset
+from .data.trajectories import TrajectoryDataset
 from .envs.make import make_env_with_horizon, scale_actions_to_unit
 from .envs.multitask import load_tasks
 from .envs.pool import EnvPool
-from .logging import RunLogger, check_wandb
+from .logging import RunLogger, check_wandb, wandb_mode
 from .models.transformer import ModelSpec
 from .precision import resolve_precision
 from .scores import reference_of
 from .train import Trainer, execute
+from .video import check_video
 
 
 def resolve_device(name: str) -> str:
@@ -64,9 +66,10 @@ def _from_checkpoint(cfg: Config, state: dict) -> dict:
     return resolved
 
 
-def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None):
-    """The dataset (multi-task: every task's, padded), the action bounds, the tasks, and what the
-    environment resolves (the reference returns of normalized scores)."""
+def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None, given: TrajectoryDataset | None = None):
+    """The dataset (multi-task: every task's, padded; ``given``: one held in memory, odt.train), the
+    action bounds, the tasks, and what the environment resolves (the reference returns of
+    normalized scores)."""
     resolved: dict = {}
     if cfg.tasks:  # normalized and padded per task: the run itself sees a [-1, 1] box and unit statistics
         dataset, tasks = load_tasks(list(cfg.tasks), cfg, lambda env_id: make_env_with_horizon(env_id, cfg.max_ep_len))
@@ -75,7 +78,9 @@ def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None):
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
     if init_state is not None:  # before the dataset: it may take minutes
         _check_dims(init_state, init_from, cfg.env, env.observation_space.shape[0], env.action_space.shape[0])
-    if cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
+    if given is not None:
+        dataset = given
+    elif cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
         dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,
                           log=lambda line: None, episodes_wanted=cfg.random_episodes, horizon=cfg.max_ep_len)
     else:
@@ -103,8 +108,8 @@ def make_run_dir(cfg: Config) -> Path:
     return out
 
 
-def setup(cfg: Config, command: str, init_from: Path | None = None,
-          checkpoint: dict | None = None) -> Trainer | Callable[[], dict]:
+def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: dict | None = None,
+          dataset: TrajectoryDataset | None = None) -> Trainer | Callable[[], dict]:
     """Validate everything that can fail before anything is written, then create the run directory
     (or, given the ``checkpoint`` of a killed run, reopen its directory where it stopped). A
     baseline's run comes back as the call that runs it."""
@@ -117,8 +122,11 @@ def setup(cfg: Config, command: str, init_from: Path | None = None,
         torch.set_num_threads(cfg.threads)
     # Cheap checks first: a wrong run directory or checkpoint must answer at once, not after a
     # dataset was generated (minutes on an empty cache) or downloaded.
+    mode = wandb_mode(cfg.wandb_mode) if cfg.wandb else cfg.wandb_mode
     if cfg.wandb:
-        check_wandb(cfg.wandb_mode)
+        check_wandb(mode)
+    if cfg.capture_video:
+        check_video(cfg.env, "--capture-video")
     if cfg.baseline:
         check_baseline(cfg, command)
     init_state = checkpoint
@@ -127,7 +135,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None,
     if checkpoint is None and cfg.out is not None:
         check_out_dir(cfg.out, cfg.overwrite, "run")
     dataset, act_low, act_high, tasks, resolved = _load_data(cfg, init_state if checkpoint is None else None,
-                                                              init_from)
+                                                              init_from, dataset)
     if checkpoint is None and init_from is not None:
         _check_dims(init_state, init_from, cfg.env, dataset.obs_dim, dataset.act_dim)
         resolved.update(_from_checkpoint(cfg, init_state))
@@ -135,6 +143,7 @@ def setup(cfg: Config, command: str, init_from: Path | None = None,
         for e in dataset.episodes:
             e.actions = scale_actions_to_unit(e.actions, act_low, act_high)
     resolved["precision"] = precision
+    resolved["wandb_mode"] = mode
     if checkpoint is None:  # the directory's default name uses the resolved algorithm
         resolved["out"] = make_run_dir(dataclasses.replace(cfg, **resolved))
     # The one place where the config changes after validation: it records what was resolved.

@@ -31,10 +31,11 @@ from .safety import SafetyNets
 from .schedules import ReturnTarget, decay, linear, noise_std
 
 
-def _critic_view(m: dict) -> dict:
-    """A TD3 run's Q against the Monte Carlo return of the same steps, for the progress line: a
-    critic that sees far ahead has q near mc."""
-    return {"q": m["q_mean"], "mc": m["mc_return_mean"]} if "mc_return_mean" in m else {}
+def _critic_view(m: dict, first: str) -> dict:
+    """The progress line's metrics: ``first`` where there, then a TD3 run's Q against the Monte
+    Carlo return of the same steps (a critic that sees far ahead has q near mc)."""
+    view = {first: m[first]} if first in m else {}
+    return {**view, "q": m["q_mean"], "mc": m["mc_return_mean"]} if "mc_return_mean" in m else view
 
 
 @dataclass
@@ -170,8 +171,7 @@ class Trainer:
             "rollout_return_mean": float(res.returns.mean()), "rollout_length_mean": float(res.lengths.mean()),
             "buffer_trajectories": len(buffer), "buffer_steps": buffer.n_transitions, **m})
         progress.update(self.online_steps, round=self.rounds, episodes=self.rounds * self.cfg.episodes_per_round,
-                        ret=float(res.returns.mean()), **_critic_view(m),
-                        **({"lambda": m["lambda"]} if "lambda" in m else {}))
+                        ret=float(res.returns.mean()), **_critic_view(m, "lambda"))
 
     def _evaluate_round(self) -> str | None:
         """Evaluate, then let the safety nets judge: "rolled_back", "stop" or None."""
@@ -236,8 +236,7 @@ class Trainer:
                 sums[k] += v
                 counts[k] += 1
             if progress is not None and "loss" in metrics:
-                progress.update(progress.done + 1, loss=sums["loss"] / counts["loss"],
-                                **_critic_view({k: sums[k] / counts[k] for k in sums}))
+                progress.update(progress.done + 1, **_critic_view({k: sums[k] / counts[k] for k in sums}, "loss"))
         return {k: v / counts[k] for k, v in sums.items()}
 
     def _batch(self, buffer: ReplayBuffer, rng: np.random.Generator, offline_ratio: float | None) -> Batch:

@@ -1,0 +1,115 @@
+"""Training from Python: ``odt.train`` runs the loop `odt run` runs, on an environment or offline
+data the user holds in memory, and hands back the run's summary and its policy."""
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from .config import Config, ConfigError, preset
+from .data.trajectories import Episode, TrajectoryDataset
+from .policy import Policy, load_policy
+from .setup import setup
+from .train import execute
+
+_registered = itertools.count()
+
+
+@dataclass
+class Trained:
+    """What ``train`` returns: summary.json's content, the final policy (None for the sac and iql
+    baselines, which keep no transformer) and the run directory."""
+
+    summary: dict
+    policy: Policy | None
+    run_dir: Path
+
+
+def train(config: Config | Mapping | str | None = None, *, env: str | Callable[[], gym.Env] | None = None,
+          dataset: TrajectoryDataset | Iterable[Mapping] | str | None = None, pretrain: bool = True,
+          finetune: bool = True, **settings) -> Trained:
+    """Pretrain on ``dataset``, then finetune online in ``env``, writing the run directory `odt run`
+    writes.
+
+    ``config``: a ``Config``, a preset's name, or a mapping of settings (``{"preset": "cpu-small",
+    "online_steps": 5000}``); ``settings`` override it by name (``lr=1e-4``), as flags do.
+    ``env``: a Gymnasium id, or a callable that makes a ``gymnasium.Env`` (registered here under a
+    fresh id, which config.json records; give episodes a ``TimeLimit`` or set ``max_ep_len``).
+    ``dataset``: a source name or path (as ``--dataset``), a ``TrajectoryDataset``, or episodes as
+    dicts of arrays: ``observations`` (T rows, or T + 1 with the final one, as Minari stores
+    them), ``actions``, ``rewards``, and optionally ``terminations`` (or ``terminals``, a flag or an
+    array whose last entry counts). ``pretrain``/``finetune``: which phases run (both: `odt run`)."""
+    cfg = _config(config, settings)
+    data = None
+    if env is not None and not isinstance(env, str):
+        cfg.env = register_env(env, cfg.max_ep_len)
+    elif env is not None:
+        cfg.env = env
+    if isinstance(dataset, str):
+        cfg.dataset = dataset
+    elif dataset is not None:
+        data = as_dataset(dataset, cfg.env)
+        cfg.dataset = f"in-memory: {data.name}"
+    job = setup(cfg, "run" if pretrain and finetune else "pretrain" if pretrain else "finetune", dataset=data)
+    summary = job() if cfg.baseline else execute(job, pretrain, finetune)
+    policy = None if cfg.baseline else load_policy(cfg.out)
+    return Trained(summary, policy, Path(cfg.out))
+
+
+def _config(config, settings: dict) -> Config:
+    if isinstance(config, Config):
+        cfg = dataclasses.replace(config)
+    elif isinstance(config, str):
+        cfg = preset(config)
+    else:
+        values = dict(config or {})
+        name = values.pop("preset", None)
+        cfg = Config.from_dict({**(preset(name).to_dict() if name else {}), "preset": name, **values})
+    unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(Config)})
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see `odt run --help` (flags as names: lr=...)")
+    return Config.from_dict({**cfg.to_dict(), **settings})
+
+
+def register_env(make: Callable[[], gym.Env], max_ep_len: int) -> str:
+    """Register ``make`` with Gymnasium so that every part of odt (vector environments, evaluation,
+    the horizon check) makes it as it makes any other; returns the new id. The horizon is the one
+    its own ``TimeLimit`` sets, else ``max_ep_len``."""
+    probe = make()
+    name = type(probe.unwrapped).__name__
+    horizon = probe.spec.max_episode_steps if probe.spec is not None else None
+    probe.close()
+    env_id = f"odt-python/{name}{next(_registered)}-v0"
+    gym.register(env_id, entry_point=lambda **kwargs: make(), max_episode_steps=horizon or max_ep_len)
+    return env_id
+
+
+def as_dataset(data: TrajectoryDataset | Iterable[Mapping], env_id: str) -> TrajectoryDataset:
+    if isinstance(data, TrajectoryDataset):  # copies: the run rescales actions in place
+        return dataclasses.replace(data, episodes=[dataclasses.replace(e) for e in data.episodes])
+    episodes = [_episode(e, i) for i, e in enumerate(data)]
+    if not episodes:
+        raise ConfigError("dataset: no episodes given; pass a TrajectoryDataset or a list of dicts of arrays")
+    return TrajectoryDataset(episodes, env_id=env_id, name=f"{len(episodes)} episodes from Python")
+
+
+def _episode(e: Mapping, i: int) -> Episode:
+    missing = [k for k in ("observations", "actions", "rewards") if k not in e]
+    if missing:
+        raise ConfigError(f"dataset episode {i} lacks {', '.join(missing)}; each needs observations, actions, rewards")
+    obs = np.asarray(e["observations"], np.float32)
+    actions = np.asarray(e["actions"], np.float32).reshape(len(e["actions"]), -1)
+    rewards = np.asarray(e["rewards"], np.float32).reshape(-1)
+    T = len(rewards)
+    if len(actions) != T or len(obs) not in (T, T + 1):
+        raise ConfigError(f"dataset episode {i}: {len(obs)} observations, {len(actions)} actions, {T} rewards; "
+                          "give T of each (or T + 1 observations, the last one final)")
+    term = e.get("terminations", e.get("terminals", False))
+    terminated = bool(np.asarray(term).reshape(-1)[-1]) if np.size(term) else False
+    return Episode(obs[:T], actions, rewards, terminated=terminated, truncated=not terminated,
+                   final_observation=obs[T] if len(obs) == T + 1 else None)

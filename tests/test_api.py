@@ -1,0 +1,102 @@
+"""odt.train: the loop of `odt run`, from Python, on an environment registered nowhere and
+episodes held in memory."""
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import odt
+from odt.config import ConfigError
+
+
+class Reach(gym.Env):
+    """A point on a line that should reach x = 0.5; its actions live in [-2, 2], so that the run's
+    rescaling to the policy's [-1, 1] box is exercised."""
+
+    observation_space = gym.spaces.Box(-5, 5, (2,), np.float32)
+    action_space = gym.spaces.Box(-2, 2, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.x = float(self.np_random.uniform(-1, 1))
+        return self._obs(), {}
+
+    def _obs(self):
+        return np.array([self.x, 0.5 - self.x], np.float32)
+
+    def step(self, action):
+        self.x = float(np.clip(self.x + 0.1 * float(action[0]), -5, 5))
+        return self._obs(), -abs(self.x - 0.5), False, False, {}
+
+
+def make_reach():
+    return gym.wrappers.TimeLimit(Reach(), max_episode_steps=20)
+
+
+def episodes(n=30, seed=0):
+    """Minari's layout: T + 1 observations (the last one final), no termination."""
+    env, rng, out = make_reach(), np.random.default_rng(seed), []
+    for i in range(n):
+        obs, _ = env.reset(seed=seed + i)
+        ep = {"observations": [obs], "actions": [], "rewards": []}
+        for _ in range(20):
+            a = rng.uniform(-2, 2, 1).astype(np.float32)
+            obs, r, *_ = env.step(a)
+            ep["observations"].append(obs), ep["actions"].append(a), ep["rewards"].append(r)
+        out.append({k: np.array(v) for k, v in ep.items()} | {"terminations": np.zeros(20, bool)})
+    return out
+
+
+SMALL = dict(embed_dim=16, n_layer=1, n_head=1, context_len=5, eval_context=5, max_ep_len=20, batch_size=16,
+             pretrain_updates=10, online_steps=80, episodes_per_round=2, updates_per_round=2, eval_every=1,
+             eval_episodes=2, buffer_size=30, rtg_scale=10.0, g_online=0.0, g_eval=0.0, warmup_steps=5,
+             threads=1, progress=False)
+
+
+def test_train_runs_the_loop_on_an_unregistered_env_and_in_memory_episodes(tmp_path):
+    data = episodes()
+    result = odt.train({"preset": "reward-hill"}, env=make_reach, dataset=data, out=tmp_path / "run", **SMALL)
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert cfg["env"].startswith("odt-python/Reach") and cfg["dataset"] == "in-memory: 30 episodes from Python"
+    assert cfg["embed_dim"] == 16 and cfg["algo"] == "odt"  # the settings given, over the preset's
+    assert result.run_dir == tmp_path / "run" and (result.run_dir / "summary.json").is_file()
+    assert result.summary == json.loads((result.run_dir / "summary.json").read_text())
+    assert result.summary["online_steps"] >= 80
+    rows = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any(r.get("event") == "round" for r in rows)
+    # The policy handed back acts in the environment's own units, as a loaded one does.
+    env = make_reach()
+    obs, _ = env.reset(seed=0)
+    result.policy.reset(target_return=0.0)
+    loaded = odt.Policy.load(result.run_dir)
+    loaded.reset(target_return=0.0)
+    a, b = result.policy.act(obs), loaded.act(obs)
+    assert a.shape == (1,) and -2 <= a[0] <= 2 and np.allclose(a, b)
+    assert data[0]["actions"].max() > 1  # the caller's episodes were not rescaled in place
+
+
+def test_train_takes_a_trajectory_dataset_and_a_config(tmp_path):
+    from odt.api import as_dataset
+    dataset = as_dataset(episodes(10), "unused")
+    before = dataset.episodes[0].actions.copy()
+    cfg = odt.preset("reward-hill")
+    result = odt.train(cfg, env=make_reach, dataset=dataset, finetune=False, out=tmp_path / "pre", **SMALL)
+    assert "offline" in result.summary and result.summary["online_steps"] == 0
+    np.testing.assert_array_equal(dataset.episodes[0].actions, before)
+
+
+@pytest.mark.parametrize("episode,message", [
+    ({"observations": np.zeros((3, 2)), "actions": np.zeros((3, 1))}, "lacks rewards"),
+    ({"observations": np.zeros((5, 2)), "actions": np.zeros((3, 1)), "rewards": np.zeros(3)}, "5 observations"),
+])
+def test_bad_episodes_are_refused_in_one_line(episode, message, tmp_path):
+    with pytest.raises(ConfigError, match=message) as e:
+        odt.train("reward-hill", env=make_reach, dataset=[episode], out=tmp_path / "bad", **SMALL)
+    assert "\n" not in str(e.value) and not (tmp_path / "bad").exists()
+
+
+def test_unknown_settings_are_refused_before_anything_runs(tmp_path):
+    with pytest.raises(ConfigError, match="unknown setting.*learning_rate"):
+        odt.train("reward-hill", env=make_reach, dataset=episodes(2), learning_rate=1.0, out=tmp_path / "x")
+    assert not (tmp_path / "x").exists()
