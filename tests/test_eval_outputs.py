@@ -78,11 +78,20 @@ def test_return_following_curve(run, tmp_path, hopper_npz, capsys):
     assert [r["target"] for r in auto["targets"]] == auto_targets(data.min(), data.max())
     assert len(auto["targets"]) == 8 and auto["targets"][5]["target"] == pytest.approx(data.max(), rel=1e-3)
 
+    # --compare: an earlier curve (here the first) on the same axes as this one.
+    both = tmp_path / "both.png"
+    assert main(["eval", "--run", str(run), "--targets", "0,3600", "--episodes", "1", "--threads", "1",
+                 "--plot", str(both), "--compare", str(run / "return_following.json"),
+                 "--out", str(tmp_path / "final.json")]) == 0
+    assert both.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and both.stat().st_size > plot.stat().st_size / 2
+
 
 @pytest.mark.parametrize("args,needle", [
     (["--targets", "900,abc"], "--targets takes comma-separated returns"),
     (["--targets", "900", "--target", "900"], "not both"),
     (["--plot", "x.png"], "add --targets"),
+    (["--targets", "900", "--compare", "c.json"], "add --plot"),
+    (["--targets", "900", "--plot", "new.png", "--compare", "missing.json"], "not a return-following JSON"),
     (["--video-frames", "0"], "--video-frames must be positive"),
 ])
 def test_bad_eval_flags_give_one_line(run, args, needle, capsys):

@@ -135,6 +135,8 @@ class EvalArgs:
     """--targets: the JSON file (must not exist); default RUN_DIR/return_following.json, else -2, -3, ..."""
     plot: Optional[Path] = None
     """--targets: a PNG of achieved return (mean, standard error) against target (must not exist)."""
+    compare: tuple[Path, ...] = ()
+    """--plot: earlier --targets JSON files drawn on the same axes (e.g. the pretrained checkpoint's)."""
     video: Optional[Path] = None
     """A new or empty directory for MP4s of the first --video-episodes episodes (of each target)."""
     video_episodes: int = 1

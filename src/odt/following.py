@@ -54,6 +54,10 @@ def check_curve_args(a: EvalArgs) -> list[float] | str | None:
         return None
     if a.target is not None:
         raise ConfigError("give --target (one target) or --targets (the return-following curve), not both")
+    if a.compare and a.plot is None:
+        raise ConfigError("--compare draws earlier curves beside this one on --plot; add --plot FILE.png")
+    for path in a.compare:
+        read_curve(path)
     for flag, path in (("--out", a.out), ("--plot", a.plot)):
         if path is not None and path.exists():
             raise ConfigError(f"{flag} {path} exists; odt eval overwrites nothing: choose another name")
@@ -115,13 +119,23 @@ def curve_command(a: EvalArgs, cfg: Config, policy, envs, targets: list[float] |
     out.write_text(json.dumps(curve, indent=2) + "\n")
     if a.plot is not None:
         a.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_curve(curve, a.plot)
+        plot_curve([*(read_curve(p) for p in a.compare), curve], a.plot)
     if a.json:
         print(json.dumps(curve))
     else:
         print(curve_table(curve))
         print(f"wrote {out}" + (f" and {a.plot}" if a.plot is not None else ""))
     return 0
+
+
+def read_curve(path: Path) -> dict:
+    try:
+        curve = json.loads(Path(path).read_text())
+        if isinstance(curve, dict) and curve.get("targets") and "return_mean" in curve["targets"][0]:
+            return curve
+    except (OSError, ValueError):
+        pass
+    raise ConfigError(f"--compare {path}: not a return-following JSON file; give one `odt eval --targets` wrote")
 
 
 def free_path(path: Path) -> Path:
@@ -148,28 +162,30 @@ def curve_table(curve: dict) -> str:
     return "\n".join(lines)
 
 
-def plot_curve(curve: dict, path: Path) -> None:
-    """Achieved return (mean and standard error) against the target, the identity line, and the
-    offline data's range of returns shaded on the target axis (where targets are in-distribution)."""
+def plot_curve(curves: list[dict], path: Path) -> None:
+    """Achieved return (mean and standard error) against the target, one line per curve (the last
+    is this evaluation's), the identity line, and the offline data's range of returns shaded on
+    the target axis (where targets are in-distribution)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # slow to import: only when a plot is drawn
 
-    rows = curve["targets"]
-    t = np.array([r["target"] for r in rows])
-    m, se = np.array([r["return_mean"] for r in rows]), np.array([r["return_stderr"] for r in rows])
+    curve = curves[-1]
     fig, ax = plt.subplots(figsize=(6, 4.5))
     data = curve["data_returns"]
     if data:
         ax.axvspan(data["min"], data["max"], color="grey", alpha=0.15, label="offline data's returns")
-    lo, hi = min(t.min(), (m - se).min()), max(t.max(), (m + se).max())
-    ax.plot([lo, hi], [lo, hi], ls="--", lw=1, color="black", label="achieved = target")
-    ax.errorbar(t, m, yerr=se, marker="o", capsize=3, color="tab:blue",
-                label=f"achieved (mean ± s.e., {curve['episodes']} episodes)")
-    ax.set(xlabel="target return", ylabel="achieved return",
-           title=f"{curve['env']}: {Path(curve['run']).name} ({curve['checkpoint']})")
-    ax.legend(loc="upper left", fontsize=8)
+    ends = []
+    for c in curves:
+        t = np.array([r["target"] for r in c["targets"]])
+        m, se = np.array([r["return_mean"] for r in c["targets"]]), np.array([r["return_stderr"] for r in c["targets"]])
+        ends += [t.min(), t.max(), (m - se).min(), (m + se).max()]
+        ax.errorbar(t, m, yerr=se, marker="o", capsize=3,
+                    label=f"{Path(c['run']).name} ({c['checkpoint']}): mean ± s.e., {c['episodes']} episodes")
+    ax.plot([min(ends), max(ends)], [min(ends), max(ends)], ls="--", lw=1, color="black", label="achieved = target")
+    ax.set(xlabel="target return", ylabel="achieved return", title=f"{curve['env']}: return following")
+    ax.legend(loc="upper left", fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
