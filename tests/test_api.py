@@ -58,7 +58,7 @@ def test_train_runs_the_loop_on_an_unregistered_env_and_in_memory_episodes(tmp_p
     data = episodes()
     result = odt.train({"preset": "reward-hill"}, env=make_reach, dataset=data, out=tmp_path / "run", **SMALL)
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert cfg["env"].startswith("odt-python/Reach") and cfg["dataset"] == "in-memory: 30 episodes from Python"
+    assert cfg["env"] == "odt-python/Reach-v0" and cfg["dataset"] == "in-memory: 30 episodes from Python"
     assert cfg["embed_dim"] == 16 and cfg["algo"] == "odt"  # the settings given, over the preset's
     assert result.run_dir == tmp_path / "run" and (result.run_dir / "summary.json").is_file()
     assert result.summary == json.loads((result.run_dir / "summary.json").read_text())
@@ -94,6 +94,29 @@ def test_bad_episodes_are_refused_in_one_line(episode, message, tmp_path):
     with pytest.raises(ConfigError, match=message) as e:
         odt.train("reward-hill", env=make_reach, dataset=[episode], out=tmp_path / "bad", **SMALL)
     assert "\n" not in str(e.value) and not (tmp_path / "bad").exists()
+
+
+def test_register_env_keeps_the_envs_own_time_limit():
+    from odt.api import register_env
+    env_id = register_env(make_reach, max_ep_len=1000)
+    assert env_id == "odt-python/Reach-v0" and gym.spec(env_id).max_episode_steps == 20
+    assert register_env(lambda: Reach(), max_ep_len=50) == env_id and gym.spec(env_id).max_episode_steps == 50
+
+
+def test_nothing_to_run_and_finetuning_without_init_are_refused(tmp_path):
+    with pytest.raises(ConfigError, match="nothing to run"):
+        odt.train("reward-hill", env=make_reach, pretrain=False, finetune=False, out=tmp_path / "a")
+    with pytest.raises(ConfigError, match="needs init="):
+        odt.train("reward-hill", env=make_reach, pretrain=False, out=tmp_path / "b")
+    assert not any(tmp_path.iterdir())
+
+
+def test_finetuning_from_python_starts_from_the_pretrained_run(tmp_path):
+    pre = odt.train("reward-hill", env=make_reach, dataset=episodes(10), finetune=False, out=tmp_path / "pre", **SMALL)
+    fine = odt.train("reward-hill", env=make_reach, dataset=episodes(10), pretrain=False, init=pre.run_dir,
+                     out=tmp_path / "fine", **SMALL)
+    assert fine.summary["offline"] == pre.summary["offline"]  # the same weights, evaluated on the same seeds
+    assert fine.summary["online_steps"] >= 80
 
 
 def test_unknown_settings_are_refused_before_anything_runs(tmp_path):

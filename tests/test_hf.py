@@ -144,6 +144,11 @@ def test_missing_keys_come_from_flags_or_are_named(tmp_path, capsys):
     assert main(["eval", "--run", str(tmp_path / "full"), "--episodes", "2", "--threads", "1", "--json",
                  "--seed", "7"]) == 0
     assert json.loads(capsys.readouterr().out)["return_mean"] == res["return_mean"]
+    # An environment of other dimensions: one line, no rollout.
+    assert main(["eval", "--run", str(path), "--env", "MountainCarContinuous-v0", "--rtg-scale", "1000",
+                 "--eval-context", str(C)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "state/action dimensions" in err and "\n" not in err
     edit_config(path, state_std=None)
     with pytest.raises(ConfigError, match="no state_std"):
         Policy.load(path, rtg_scale=1000.0, context=C)
@@ -221,6 +226,13 @@ def test_export_loads_in_transformers_and_back_in_odt(run_dir, tmp_path):
     assert not mine["embed_timestep.weight"].any()  # no timestep embedding: zeros, exactly
     a, b = episode_both(back, model.eval())[0], ours
     np.testing.assert_array_equal(a, b)
+    # The training window travels too (context_length is the acting one): a finetuning of the export
+    # trains on the run's window, not on its acting window.
+    assert json.loads((out / "config.json").read_text())["odt_context_len"] == run_cfg.context_len != c.context_length
+    from odt import hf
+    cfg = Config.load(run_dir / "config.json")
+    with hf.finetune_init(cfg, out, []) as init:
+        assert init is not None and cfg.context_len == run_cfg.context_len and cfg.eval_context == c.context_length
 
     card = (out / "README.md").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())

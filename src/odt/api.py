@@ -3,7 +3,6 @@ data the user holds in memory, and hands back the run's summary and its policy."
 from __future__ import annotations
 
 import dataclasses
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +12,10 @@ import numpy as np
 
 from .config import Config, ConfigError, preset
 from .data.trajectories import Episode, TrajectoryDataset
+from .hf import finetune_init
 from .policy import Policy, load_policy
 from .setup import setup
 from .train import execute
-
-_registered = itertools.count()
-
 
 @dataclass
 class Trained:
@@ -38,13 +35,20 @@ def train(config: Config | Mapping | str | None = None, *, env: str | Callable[[
 
     ``config``: a ``Config``, a preset's name, or a mapping of settings (``{"preset": "cpu-small",
     "online_steps": 5000}``); ``settings`` override it by name (``lr=1e-4``), as flags do.
-    ``env``: a Gymnasium id, or a callable that makes a ``gymnasium.Env`` (registered here under a
-    fresh id, which config.json records; give episodes a ``TimeLimit`` or set ``max_ep_len``).
+    ``env``: a Gymnasium id, or a callable that makes a ``gymnasium.Env`` (registered here as
+    odt-python/CLASS-v0, which config.json records; give episodes a ``TimeLimit`` or set
+    ``max_ep_len``; `odt eval` and `--resume` of such a run need it registered again: call
+    ``odt.api.register_env`` first).
     ``dataset``: a source name or path (as ``--dataset``), a ``TrajectoryDataset``, or episodes as
     dicts of arrays: ``observations`` (T rows, or T + 1 with the final one, as Minari stores
     them), ``actions``, ``rewards``, and optionally ``terminations`` (or ``terminals``, a flag or an
     array whose last entry counts). ``pretrain``/``finetune``: which phases run (both: `odt run`)."""
     cfg = _config(config, settings)
+    if not (pretrain or finetune):
+        raise ConfigError("odt.train: pretrain=False and finetune=False leave nothing to run")
+    if not pretrain and cfg.init is None:
+        raise ConfigError("odt.train(finetune only) needs init=RUN_DIR, a pretrained run or a Hugging Face model "
+                          "directory (or pretrain=True)")
     data = None
     if env is not None and not isinstance(env, str):
         cfg.env = register_env(env, cfg.max_ep_len)
@@ -55,8 +59,11 @@ def train(config: Config | Mapping | str | None = None, *, env: str | Callable[[
     elif dataset is not None:
         data = as_dataset(dataset, cfg.env)
         cfg.dataset = f"in-memory: {data.name}"
-    job = setup(cfg, "run" if pretrain and finetune else "pretrain" if pretrain else "finetune", dataset=data)
-    summary = job() if cfg.baseline else execute(job, pretrain, finetune)
+    command = "run" if pretrain and finetune else "pretrain" if pretrain else "finetune"
+    given = [f"--{name.replace('_', '-')}" for name in settings]  # what hf.finetune_init counts as flags
+    with finetune_init(cfg, cfg.init if command == "finetune" else None, given) as init_from:
+        job = setup(cfg, command, init_from, dataset=data)
+        summary = job() if cfg.baseline else execute(job, pretrain, finetune)
     policy = None if cfg.baseline else load_policy(cfg.out)
     return Trained(summary, policy, Path(cfg.out))
 
@@ -78,13 +85,17 @@ def _config(config, settings: dict) -> Config:
 
 def register_env(make: Callable[[], gym.Env], max_ep_len: int) -> str:
     """Register ``make`` with Gymnasium so that every part of odt (vector environments, evaluation,
-    the horizon check) makes it as it makes any other; returns the new id. The horizon is the one
-    its own ``TimeLimit`` sets, else ``max_ep_len``."""
+    the horizon check) makes it as it makes any other; returns its id, odt-python/CLASS-v0 (the
+    same for every run of one class, so that reports group them). The horizon is the one its own
+    ``TimeLimit`` sets, else ``max_ep_len``."""
     probe = make()
-    name = type(probe.unwrapped).__name__
-    horizon = probe.spec.max_episode_steps if probe.spec is not None else None
+    name, horizon, env = type(probe.unwrapped).__name__, None, probe
+    while isinstance(env, gym.Wrapper) and horizon is None:
+        horizon = getattr(env, "_max_episode_steps", None) if isinstance(env, gym.wrappers.TimeLimit) else None
+        env = env.env
     probe.close()
-    env_id = f"odt-python/{name}{next(_registered)}-v0"
+    env_id = f"odt-python/{name}-v0"
+    gym.registry.pop(env_id, None)  # this call's factory replaces an earlier one of the same class
     gym.register(env_id, entry_point=lambda **kwargs: make(), max_episode_steps=horizon or max_ep_len)
     return env_id
 

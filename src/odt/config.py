@@ -467,6 +467,9 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
             ratio = self.offline_ratios()
             if not all(0 <= r <= 1 for r in ratio):
                 raise ConfigError(f"--offline-ratio values are fractions in [0, 1], got {self.offline_ratio}")
+        if self.compile != "off" and self.ensemble > 8:  # each member's optimizer is one more compiled graph
+            raise ConfigError(f"--compile takes ensembles of up to 8 (torch.compile's recompile limit), got "
+                              f"--ensemble {self.ensemble}; drop --compile or use fewer members")
         if self.critic_lr <= 0:
             raise ConfigError(f"--critic-lr must be positive, got {self.critic_lr}")
         if self.capture_video and self.tasks:

@@ -114,12 +114,12 @@ def curve_command(a: EvalArgs, cfg: Config, policy, envs, targets: list[float] |
         rows.append(target_row(cfg, target, res, videos))
     curve = {"run": str(a.run), "env": cfg.env, "checkpoint": a.checkpoint, "episodes": a.episodes, "seed": a.seed,
              "sample": a.sample, "data_returns": data, "targets": rows}
+    if a.plot is not None:  # first: a plot that fails leaves no JSON behind to block the rerun
+        a.plot.parent.mkdir(parents=True, exist_ok=True)
+        plot_curve([*(read_curve(p) for p in a.compare), curve], a.plot)
     out = a.out or free_path(a.run / f"{DEFAULT_NAME}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(curve, indent=2) + "\n")
-    if a.plot is not None:
-        a.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_curve([*(read_curve(p) for p in a.compare), curve], a.plot)
     if a.json:
         print(json.dumps(curve))
     else:
@@ -131,9 +131,11 @@ def curve_command(a: EvalArgs, cfg: Config, policy, envs, targets: list[float] |
 def read_curve(path: Path) -> dict:
     try:
         curve = json.loads(Path(path).read_text())
-        if isinstance(curve, dict) and curve.get("targets") and "return_mean" in curve["targets"][0]:
+        rows = curve["targets"]
+        if (all(isinstance(curve[k], (str, int)) for k in ("run", "checkpoint", "episodes", "env")) and rows
+                and all(isinstance(r[k], (int, float)) for r in rows for k in ("target", "return_mean", "return_stderr"))):
             return curve
-    except (OSError, ValueError):
+    except (OSError, ValueError, TypeError, KeyError):
         pass
     raise ConfigError(f"--compare {path}: not a return-following JSON file; give one `odt eval --targets` wrote")
 

@@ -228,7 +228,7 @@ def _checked(m: HFModel, key: str, value):
         ok = isinstance(value, list) and len(value) == c["state_dim"] and all(
             isinstance(v, (int, float)) and math.isfinite(v) and (key == "state_mean" or v > 0) for v in value)
         need = f"a list of state_dim = {c['state_dim']} {'positive ' if key == 'state_std' else ''}numbers"
-    elif key == "context_length":
+    elif key in ("context_length", "odt_context_len"):
         ok, need = isinstance(value, int) and not isinstance(value, bool) and value > 0, "a positive integer"
     elif key == "env_id":
         ok, need = isinstance(value, str) and bool(value), "a Gymnasium environment id"
@@ -259,6 +259,21 @@ def policy_parts(path, device: str = "cpu", rtg_scale: float | None = None, cont
     return model, mean, std, -ones, ones, float(rtg_scale), int(context)
 
 
+def check_env(m: HFModel, env_id: str) -> None:
+    """The environment the model is to act in: its dimensions, and actions in [-1, 1] (the model's
+    tanh acts in the environment's own units)."""
+    env = make_env_checked(env_id)
+    low, high = env.action_space.low, env.action_space.high
+    dims = (env.observation_space.shape[0], env.action_space.shape[0])
+    env.close()
+    if dims != (m.config["state_dim"], m.config["act_dim"]):
+        raise ConfigError(f"{m.path} is a model for state/action dimensions {m.config['state_dim']}/"
+                          f"{m.config['act_dim']}, but {env_id} has {dims[0]}/{dims[1]}")
+    if not (np.allclose(low, -1) and np.allclose(high, 1)):
+        raise ConfigError(f"{m.path} acts in [-1, 1] (tanh) in the environment's own units, but {env_id}'s action "
+                          "bounds are not [-1, 1]; odt cannot map its actions")
+
+
 def _given(args: list[str], name: str) -> bool:
     flag = "--" + name.replace("_", "-")
     return any(a == flag or a.startswith(flag + "=") for a in args)
@@ -279,23 +294,16 @@ def finetune_init(cfg: Config, init: Path | None, args: list[str]):
                             ("target_return", "g_eval", "--g-eval")):
         setattr(cfg, name, setting(m, key, getattr(cfg, name) if _given(args, name) else None, flag))
     obs_mean, obs_std = normalizer(m)
-    # The training window: what the model was trained with where config.json says, else --context-len.
-    trained = m.config.get("context_length")
-    context_len = cfg.context_len if trained is None else _checked(m, "context_length", trained)
+    # The training window: --context-len where given; else what the model was trained with (odt's
+    # export records it as odt_context_len; HF's own models train with context_length); else the preset's.
+    key = "odt_context_len" if "odt_context_len" in m.config else "context_length"
+    trained = None if _given(args, "context_len") else m.config.get(key)
+    context_len = cfg.context_len if trained is None else _checked(m, key, trained)
     model = build(m, cfg.resolved_action_head(), context_len, cfg.seed, cfg.log_std_min, cfg.log_std_max)
     spec = dataclasses.asdict(model.spec)
     for name in ("embed_dim", "n_layer", "n_head", "context_len", "timestep_embedding", "max_ep_len"):
         setattr(cfg, name, spec[name])  # before setup validates the config, as the checkpoint fixes them
-    env = make_env_checked(cfg.env)
-    low, high = env.action_space.low, env.action_space.high
-    dims = (env.observation_space.shape[0], env.action_space.shape[0])
-    env.close()
-    if dims != (spec["obs_dim"], spec["act_dim"]):
-        raise ConfigError(f"{init} is a model for state/action dimensions {spec['obs_dim']}/{spec['act_dim']}, but "
-                          f"{cfg.env} has {dims[0]}/{dims[1]}")
-    if not (np.allclose(low, -1) and np.allclose(high, 1)):
-        raise ConfigError(f"{init} acts in [-1, 1] (tanh) in the environment's own units, but {cfg.env}'s action "
-                          "bounds are not [-1, 1]; odt cannot map its actions")
+    check_env(m, cfg.env)
     cfg.restart_optimizers = True
     ones = torch.ones(spec["act_dim"])
     state = {"learner": {"model": model.state_dict(), "log_lambda": torch.tensor(math.log(cfg.init_lambda)),
@@ -334,7 +342,7 @@ def to_hf(model: DecisionTransformer, obs_mean, obs_std, rtg_scale: float, conte
               "vocab_size": 1, "bos_token_id": None, "eos_token_id": None, "use_cache": False, "dtype": "float32",
               "state_mean": [float(v) for v in obs_mean], "state_std": [float(v) for v in obs_std],
               "return_scale": float(rtg_scale), "context_length": int(context), "target_return": float(target_return),
-              "env_id": env_id}
+              "env_id": env_id, "odt_context_len": spec.context_len}  # the acting window above, the training one here
     return config, {k: v.detach().float().contiguous().clone() for k, v in w.items()}
 
 

@@ -13,7 +13,7 @@ import torch
 
 from . import evaluation, hf
 from .config import ConfigError
-from .envs.make import make_env_checked, make_vector_env
+from .envs.make import make_vector_env
 from .logging import fmt_return
 from .policy import load_policy
 from .rollout import rollout
@@ -62,8 +62,8 @@ def eval_command(a: EvalArgs) -> int:
     context = hf.setting(m, "context_length", a.eval_context, "--eval-context")
     if a.threads:
         torch.set_num_threads(a.threads)
+    hf.check_env(m, env_id)
     policy = load_policy(a.run, device=a.device, deterministic=not a.sample, rtg_scale=rtg_scale, context=context)
-    make_env_checked(env_id).close()
     envs = make_vector_env(env_id, a.episodes)
     res = rollout(policy, envs, target, seed=a.seed)
     envs.close()

@@ -27,15 +27,16 @@ class Lamb(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        # Moments made now, not at the first step: a captured step then finds the state it keeps.
-        for group in self.param_groups:
-            for p in group["params"]:
-                self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
         self._as_device_tensors()
         self.register_load_state_dict_post_hook(lambda opt: opt._as_device_tensors())
 
     def _as_device_tensors(self) -> None:
         for group in self.param_groups:
+            # Moments made now, not at the first step (nor missing from a state saved before one):
+            # a captured step then finds the state it keeps.
+            for p in group["params"]:
+                if "exp_avg" not in self.state[p]:
+                    self.state[p].update(exp_avg=torch.zeros_like(p), exp_avg_sq=torch.zeros_like(p))
             device = group["params"][0].device
             # float64 where the device has it: 1 - 0.999^t in float32 is off by 1e-4 at t = 1.
             dtype = torch.float32 if device.type == "mps" else torch.float64

@@ -299,7 +299,7 @@ class Learner(_CriticSteps):
         self._bad = 0
         if self.updates % self.snapshot_every == 0:
             self._snapshot = copy.deepcopy(self.state_dict())
-        out["lr"] = float(self.scheduler.get_last_lr()[0])
+        out["lr"] = self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)  # no read
         if lam is not None:
             out["lambda"] = lam
         return out

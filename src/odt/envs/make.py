@@ -138,6 +138,9 @@ def make_env_checked(env_id: str) -> gym.Env:
     try:
         return make_env(env_id)
     except gym.error.Error as e:
+        if env_id.startswith("odt-python/"):
+            raise ConfigError(f"{env_id} was registered by odt.train in another process; from Python, register it "
+                              "again with odt.api.register_env(make_env, max_ep_len) first") from e
         raise ConfigError(f"unknown environment {env_id!r} ({str(e).splitlines()[0]}); "
                           "give a Gymnasium id such as Hopper-v5") from e
 
