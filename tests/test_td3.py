@@ -166,6 +166,20 @@ def test_td3_algorithms_log_critic_metrics(algo, tmp_path, capsys):
     assert rounds[-1]["updates"] == 4 + 2 * len(rounds)  # actor updates; the critic made twice as many
 
 
+def test_critic_pretraining_trains_the_critics_alone_before_the_first_round(tmp_path):
+    out = tmp_path / "warm"
+    assert main(["run", "--preset", "reward-hill", "--algo", "vidt", "--pretrain-updates", "4", "--online-steps", "20",
+                 "--updates-per-round", "2", "--critic-pretrain-updates", "6", "--out", str(out), "--no-progress"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    warm = [r for r in rows if r.get("event") == "critic_pretrained"]
+    assert len(warm) == 1 and warm[0]["critic_updates"] == 4 * 2 + 6 and warm[0]["updates"] == 4  # actor held
+    assert {"critic_loss", "q_mean", "mc_return_mean"} <= warm[0].keys()
+    first_round = next(i for i, r in enumerate(rows) if r.get("event") == "round")
+    assert rows.index(warm[0]) < first_round
+    assert main(["run", "--preset", "reward-hill", "--algo", "vidt", "--critic-pretrain-updates", "-1",
+                 "--out", str(tmp_path / "bad")]) == 2
+
+
 @pytest.mark.slow
 def test_reward_hill_vidt_finds_the_peak_odt_does_worse(tmp_path, capsys):
     seeds = ["0", "1", "2", "3", "4"]

@@ -38,6 +38,28 @@ def _critic_view(m: dict, first: str) -> dict:
     return {**view, "q": m["q_mean"], "mc": m["mc_return_mean"]} if "mc_return_mean" in m else view
 
 
+def critic_pretrain(trainer: "Trainer") -> None:
+    """--critic-pretrain-updates: the critics alone on the whole offline dataset, every learner of
+    the ensemble with its own batches, before the first online round."""
+    cfg, n = trainer.cfg, trainer.cfg.critic_pretrain_updates
+    if not (cfg.td3 and n):
+        return
+    data = ReplayBuffer.for_config(cfg, len(trainer.dataset.episodes), trainer.obs_mean, trainer.obs_std)
+    data.fill(trainer.dataset.episodes)
+    progress = Progress(trainer.logger, "critic", n, "updates")
+    sums: dict[str, float] = defaultdict(float)
+    for i in range(n):
+        for learner, rng in zip(trainer.ensemble, trainer.ensemble.rngs):
+            m = learner.critic_only_update(trainer._batch(data, rng, None))
+            if learner is trainer.learner:
+                for k, v in m.items():
+                    sums[k] += v
+        progress.update(i + 1, force=i + 1 == n, **_critic_view(m, "critic_loss"))
+    trainer.logger.log({"phase": "online", "event": "critic_pretrained", "updates": trainer.learner.updates,
+                        "online_steps": 0, "critic_updates": trainer.learner.critic_updates,
+                        **{k: v / n for k, v in sums.items()}})
+
+
 @dataclass
 class Exploration:
     """What a round's rollouts were made with, and what they gave."""
@@ -210,6 +232,7 @@ class Trainer:
             self.phase = "online"
             for learner in self.ensemble:  # the pretrained weights, before any finetuning step
                 learner.set_anchor(cfg.reg_weight)
+            critic_pretrain(self)
             self._after_eval({f"eval_{k}": v for k, v in self.summary["offline"].items()})
             self.save("latest")  # a run killed before its first round resumes here
 

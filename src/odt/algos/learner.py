@@ -100,6 +100,14 @@ class _CriticSteps:
             return self._skip("critic", "loss", out["critic_loss"])
         return out
 
+    def critic_only_update(self, batch: Batch) -> dict[str, float]:
+        """A critic step with the actor held (--critic-pretrain-updates); the targets' Polyak step
+        every policy_delay critic steps, as TD3 takes it with each actor step."""
+        out = self._critic_step(batch)
+        if self.critic_updates % self.td3.policy_delay == 0:
+            self._soft_update()
+        return out
+
     @torch.no_grad()
     def _soft_update(self) -> None:
         for target, source in ((self.critic_target, self.critic), (self.actor_target, self.model)):
