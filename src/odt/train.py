@@ -38,23 +38,30 @@ def _critic_view(m: dict, first: str) -> dict:
     return {**view, "q": m["q_mean"], "mc": m["mc_return_mean"]} if "mc_return_mean" in m else view
 
 
+def whole_dataset(trainer: "Trainer") -> ReplayBuffer:
+    """Every offline trajectory in one buffer: pretraining's, replay mixing's and the critics' warm-up's."""
+    buffer = ReplayBuffer.for_config(trainer.cfg, len(trainer.dataset.episodes), trainer.obs_mean, trainer.obs_std)
+    buffer.fill(trainer.dataset.episodes)
+    return buffer
+
+
 def critic_pretrain(trainer: "Trainer") -> None:
     """--critic-pretrain-updates: the critics alone on the whole offline dataset, every learner of
     the ensemble with its own batches, before the first online round."""
     cfg, n = trainer.cfg, trainer.cfg.critic_pretrain_updates
     if not (cfg.td3 and n):
         return
-    data = ReplayBuffer.for_config(cfg, len(trainer.dataset.episodes), trainer.obs_mean, trainer.obs_std)
-    data.fill(trainer.dataset.episodes)
+    data = whole_dataset(trainer)
     progress = Progress(trainer.logger, "critic", n, "updates")
     sums: dict[str, float] = defaultdict(float)
     for i in range(n):
         for learner, rng in zip(trainer.ensemble, trainer.ensemble.rngs):
             m = learner.critic_only_update(trainer._batch(data, rng, None))
             if learner is trainer.learner:
+                lead = m
                 for k, v in m.items():
                     sums[k] += v
-        progress.update(i + 1, force=i + 1 == n, **_critic_view(m, "critic_loss"))
+        progress.update(i + 1, force=i + 1 == n, **_critic_view(lead, "critic_loss"))
     trainer.logger.log({"phase": "online", "event": "critic_pretrained", "updates": trainer.learner.updates,
                         "online_steps": 0, "critic_updates": trainer.learner.critic_updates,
                         **{k: v / n for k, v in sums.items()}})
@@ -111,8 +118,7 @@ class Trainer:
     # --- the loop ---------------------------------------------------------------------
     def pretrain(self) -> dict:
         cfg = self.cfg
-        buffer = ReplayBuffer.for_config(self.cfg, len(self.dataset.episodes), self.obs_mean, self.obs_std)
-        buffer.fill(self.dataset.episodes)
+        buffer = whole_dataset(self)
         self.learner.rl_active = cfg.rl_in_pretrain  # the critic still learns from the offline data
         self.logger.info(f"[pretrain] {cfg.pretrain_updates} updates on {len(buffer)} trajectories "
                          f"({buffer.n_transitions} steps), batch {cfg.batch_size}, K {cfg.context_len}")
@@ -212,8 +218,7 @@ class Trainer:
             learner.rl_active = True
         mixing = cfg.offline_ratio is not None
         if mixing:
-            self._offline = ReplayBuffer.for_config(self.cfg, len(self.dataset.episodes), self.obs_mean, self.obs_std)
-            self._offline.fill(self.dataset.episodes)
+            self._offline = whole_dataset(self)
         if self.buffer is None:
             self.buffer = ReplayBuffer.for_config(self.cfg, cfg.buffer_size, self.obs_mean, self.obs_std)
             if mixing:
