@@ -126,6 +126,17 @@ def test_presets_hold_the_paper_tables():
         preset(n).validate()
 
 
+def test_cpu_vidt_keeps_the_official_critic_horizon_on_cpu_small_s_transformer():
+    small, vidt = preset("cpu-small"), preset("cpu-vidt")
+    differs = {k for k, v in vidt.to_dict().items() if small.to_dict()[k] != v}
+    # only what the TD3 critics see, plus the dataset and budget: ODT and DT under cpu-vidt are cpu-small's
+    assert differs == {"dataset", "algo", "online_steps", "tau", "critic_pretrain_updates"}, differs
+    # Polyak steps before the first online round: one per actor update in pretraining, one per
+    # policy_delay critic-only updates after it (the official code: 0.005 x 5000 = 25)
+    target_updates = vidt.pretrain_updates + vidt.critic_pretrain_updates // vidt.policy_delay
+    assert vidt.tau * target_updates >= 25 > small.tau * small.pretrain_updates
+
+
 def test_flags_override_presets():
     from odt.cli import parse_config
 
