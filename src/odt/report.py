@@ -268,11 +268,17 @@ def plot_curves(curve_rows: list[dict], path: Path) -> None:
     panels = defaultdict(list)
     for c in curve_rows:
         panels[_task_name(c["task"]) if c["task"] else "IQM over tasks and runs"].append(c)
-    colors = {s: f"C{i % 10}" for i, s in enumerate(sorted({c["setting"] for c in curve_rows}))}
+    settings = sorted({c["setting"] for c in curve_rows})
+    # More settings than tab10 has colors (an arms report) take tab20's, and one legend under the
+    # panels, so that no two settings share a look and no legend hides a curve.
+    order = list(range(0, 20, 2)) + list(range(1, 20, 2))  # tab20's ten dark colors, then their light pairs
+    colors = {s: plt.get_cmap("tab10")(i) if len(settings) <= 10 else plt.get_cmap("tab20")(order[i % 20])
+              for i, s in enumerate(settings)}
     n = max(len(panels), 1)
     cols = min(3, n)
     rows = math.ceil(n / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(max(5 * cols, 7), 3.6 * rows + 0.4), squeeze=False)
+    legend_h = 0.16 * len(settings) + 0.1
+    fig, axes = plt.subplots(rows, cols, figsize=(max(5 * cols, 7), 3.6 * rows + 0.4 + legend_h), squeeze=False)
     for ax, (title, cs) in zip(axes.flat, panels.items()):
         for c in cs:
             y = c.get("mean", c.get("iqm"))
@@ -282,14 +288,19 @@ def plot_curves(curve_rows: list[dict], path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("online samples (environment steps)")
         ax.set_ylabel("normalized score" if cs[0]["unit"] == "normalized" else "return (no normalized reference)")
-        ax.legend(fontsize=7)
     for ax in list(axes.flat)[len(panels):]:
         ax.axis("off")
     if not panels:
         axes.flat[0].text(0.5, 0.5, "no online evaluations to plot", ha="center", va="center")
+    labels = {}
+    for ax in axes.flat:
+        for h, lab in zip(*ax.get_legend_handles_labels()):
+            labels.setdefault(lab, h)
+    if labels:
+        fig.legend(list(labels.values()), list(labels), loc="lower center", fontsize=7, frameon=False)
     fig.suptitle("evaluations during finetuning: mean over seeds (IQM over tasks x runs), 95% bootstrap band",
                  fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, legend_h / fig.get_figheight(), 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
