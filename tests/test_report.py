@@ -212,3 +212,39 @@ def test_runs_of_an_older_version_without_a_newer_setting_compare_with_new_ones(
     (tmp_path / "s0" / "config.json").write_text(json.dumps(old))
     runs, _ = find_runs([tmp_path])
     assert label_settings(runs) == [] and {r.setting for r in runs} == {"odt"}
+
+
+def test_differences_between_settings_match_hand_computed_means_and_improvement_probabilities(report, tmp_path, capsys):
+    _, numbers = report
+    diffs = {(d["env"], d["setting"], d["minus"]): d for d in numbers["differences"]}
+    assert len(diffs) == 2  # one pair per normalized task; the hill has one setting
+    for task in (HOPPER, WALKER):
+        hi, lo = (np.array([on for _, on in SCORES[(task, lr)].values()]) for lr in (1e-3, 1e-4))
+        d = diffs[(task[0], "odt lr=0.001", "odt lr=0.0001")]  # ordered so that the difference is positive
+        assert d["online_difference"] == pytest.approx(hi.mean() - lo.mean())
+        assert d["probability_of_improvement"] == 1.0  # every seed of one beats every seed of the other
+        assert 0 < d["online_difference_ci"][0] <= d["online_difference"] <= d["online_difference_ci"][1]
+        # every resample's means lie between the extremes of its seeds, and so does the interval
+        assert d["online_difference_ci"][0] >= hi.min() - lo.max() - 1e-9
+        assert d["online_difference_ci"][1] <= hi.max() - lo.min() + 1e-9
+
+    # Overlapping settings: x = [1, 2, 3] against y = [2, 2, 0]. P(X > Y) counts a tie as half:
+    # x=1 beats 0; x=2 beats 0 and ties twice; x=3 beats all three: (1 + 2 + 3) / 9.
+    for lr, online in ((1e-3, (1.0, 2.0, 3.0)), (1e-4, (2.0, 2.0, 0.0))):
+        for seed, on in enumerate(online):
+            write_run(tmp_path / "runs" / f"lr{lr}-s{seed}", HOPPER, seed, 0.0, on, lr=lr)
+    out = tmp_path / "r"
+    assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--reps", "500", "--online-evals", "1",
+                 "--against", "odt lr=0.0001"]) == 0
+    (d,) = json.loads((out / "report.json").read_text())["differences"]
+    assert (d["setting"], d["minus"]) == ("odt lr=0.001", "odt lr=0.0001")
+    assert d["online_difference"] == pytest.approx(2.0 - 4.0 / 3.0)
+    assert d["probability_of_improvement"] == pytest.approx(6 / 9)
+    assert d["online_difference_ci"][0] < 0 < d["online_difference_ci"][1]  # overlapping seeds: no claim
+    assert "| odt lr=0.001 | odt lr=0.0001 | normalized | 3 - 3 | 0.667 [" in (out / "report.md").read_text()
+
+    capsys.readouterr()
+    assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "r2"), "--against", "sac"]) == 2
+    err = capsys.readouterr().err
+    assert "--against 'sac' is no setting" in err and "'odt lr=0.001'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r2").exists()

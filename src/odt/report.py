@@ -3,10 +3,12 @@ dataset) and setting (the algorithm and whatever else differs between runs of a 
 the replicates): mean and std of the offline and online scores and their difference, as in the
 ODT paper's Table 5.1; across tasks and runs the interquartile mean and optimality gap with 95%
 stratified bootstrap intervals (rliable, as the ViDT paper reports them); learning curves with
-interval bands and performance profiles."""
+interval bands and performance profiles; per task, how much one setting's online score exceeds
+another's, with a 95% interval and the probability of improvement."""
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 from collections import defaultdict
@@ -24,6 +26,7 @@ SETTINGS_NOT_COMPARED = {"seed", "out", "overwrite", "progress", "resume", "init
 DEFAULTS = Config().to_dict()
 GAMMA = 100.0  # optimality gap threshold: the expert's normalized score
 CURVE_POINTS = 50
+MAX_PAIRED = 4  # settings of a task beyond which every pair would bury the table: name one with --against
 
 
 @dataclass
@@ -41,6 +44,9 @@ class ReportArgs:
     online_evals: int = 3
     """The online score of a run: the mean of its last this many online evaluations (1: the final
     evaluation alone). One snapshot of a policy finetuned at a high learning rate says little."""
+    against: str | None = None
+    """A setting (as the report labels it, e.g. "odt") to compare every other setting of a task
+    with; without it, every pair of settings on tasks with at most 4."""
 
 
 @dataclass
@@ -203,6 +209,43 @@ def aggregates(runs: list[RunRecord], reps: int, seed: int) -> tuple[list[dict],
     return out, tasks, normalized
 
 
+def differences(runs: list[RunRecord], against: str | None, reps: int, seed: int) -> list[dict]:
+    """Per task, one setting's online score minus another's: the difference of their means over
+    seeds, its 95% interval with each setting's seeds resampled independently (seeds of different
+    settings are not paired: rliable's StratifiedIndependentBootstrap), and the probability of
+    improvement P(X > Y) (rliable's Mann-Whitney estimate, as the ViDT paper reports it). Without
+    --against, each pair is ordered so that the difference is positive."""
+    from rliable import library as rly
+    from rliable import metrics
+
+    def func(x, y):
+        return np.array([x.mean() - y.mean(), metrics.probability_of_improvement(x, y)])
+
+    rows = []
+    for task in sorted({r.task for r in runs}):
+        mine = [r for r in runs if r.task == task]
+        norm = all(r.normalized for r in mine)
+        scores = {s: v for s in sorted({r.setting for r in mine})
+                  for v in [np.array([[x] for r in mine if r.setting == s for x in [r.score("online", norm)]
+                                      if x is not None])] if len(v)}
+        if against is not None:
+            pairs = [(s, against) for s in scores if s != against] if against in scores else []
+        else:
+            pairs = list(itertools.combinations(scores, 2)) if len(scores) <= MAX_PAIRED else []
+        for a, b in pairs:
+            if against is None and scores[b].mean() > scores[a].mean():
+                a, b = b, a
+            np.random.seed(seed)  # as in _bootstrap: rliable resamples with numpy's global generator
+            point, ci = rly.get_interval_estimates({"d": (scores[a], scores[b])}, func, reps=reps)
+            rows.append({"env": task[0], "dataset": task[1], "setting": a, "minus": b,
+                         "unit": "normalized" if norm else "return", "runs": len(scores[a]),
+                         "runs_minus": len(scores[b]), "online_difference": float(point["d"][0]),
+                         "online_difference_ci": ci["d"][:, 0].tolist(),
+                         "probability_of_improvement": float(point["d"][1]),
+                         "probability_of_improvement_ci": ci["d"][:, 1].tolist()})
+    return rows
+
+
 def task_table(runs: list[RunRecord]) -> list[dict]:
     """Per task and setting: offline and online mean and std over seeds, and the change (Table 5.1)."""
     rows = []
@@ -351,7 +394,8 @@ def _ci(row: dict, key: str) -> str:
 
 
 def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized: bool, runs: list[RunRecord],
-             incomplete: list[Path], setting_keys: list[str], reps: int, online_evals: int) -> str:
+             incomplete: list[Path], setting_keys: list[str], reps: int, online_evals: int,
+             diffs: list[dict], against: str | None) -> str:
     lines = ["# odt report", "",
              f"{len(runs)} complete runs on {len({r.task for r in runs})} task(s)"
              + (f"; {len(incomplete)} incomplete run(s) left out (no summary.json): "
@@ -367,6 +411,24 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
         lines.append(f"| {_task_name((r['env'], r['dataset']))} | {r['setting']} | {r['unit']} | {r['runs']} | "
                      f"{_pm(r['offline_mean'], r['offline_std'])} | {_pm(r['online_mean'], r['online_std'])} | "
                      f"{_pm(r['delta_mean'], r['delta_std'])} |")
+    many = [t for t in sorted({(r["env"], r["dataset"]) for r in table})
+            if sum((r["env"], r["dataset"]) == t for r in table) > MAX_PAIRED]
+    if diffs or (many and against is None):
+        lines += ["", "## Differences between settings (online)", "",
+                  f"Per task: the setting's online score minus the other's (difference of the means over seeds "
+                  f"[95% bootstrap interval, each setting's seeds resampled independently, {reps} resamples]) "
+                  f"and the probability of improvement P(setting > other) [95% interval] (rliable).", ""]
+        if diffs:
+            lines += ["| task | setting | minus | unit | runs | online difference | P(improvement) |",
+                      "| --- | --- | --- | --- | --- | --- | --- |"]
+            for d in diffs:
+                poi_lo, poi_hi = d["probability_of_improvement_ci"]
+                lines.append(f"| {_task_name((d['env'], d['dataset']))} | {d['setting']} | {d['minus']} | {d['unit']} | "
+                             f"{d['runs']} - {d['runs_minus']} | {_ci(d, 'online_difference')} | "
+                             f"{d['probability_of_improvement']:.2f} [{poi_lo:.2f}, {poi_hi:.2f}] |")
+        if many and against is None:
+            lines += ["", f"{', '.join(_task_name(t) for t in many)}: more than {MAX_PAIRED} settings; "
+                      "`--against SETTING` compares every setting with one."]
     if any(r["unit"] == "return" for r in table):
         lines += ["", "Tasks in raw return have no normalized reference (D4RL's random and expert returns, or a "
                   "dataset's ref_min_score / ref_max_score)."]
@@ -402,16 +464,21 @@ def report_command(a: ReportArgs) -> int:
     for r in runs:
         r.online_evals = a.online_evals
     setting_keys = label_settings(runs)
+    if a.against is not None and a.against not in {r.setting for r in runs}:
+        raise ConfigError(f"--against {a.against!r} is no setting of these runs; they are: "
+                          + ", ".join(repr(s) for s in sorted({r.setting for r in runs})))
     import matplotlib
 
     matplotlib.use("Agg")
     table = task_table(runs)
     aggs, tasks, normalized = aggregates(runs, a.reps, a.seed)
     curve_rows = curves(runs, tasks, normalized, a.reps, a.seed)
+    diffs = differences(runs, a.against, a.reps, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curve_rows, a.out / "learning_curves.png")
     profiles = plot_profiles(runs, tasks, normalized, a.reps, a.seed, a.out / "performance_profile.png")
-    text = markdown(table, aggs, tasks, normalized, runs, incomplete, setting_keys, a.reps, a.online_evals)
+    text = markdown(table, aggs, tasks, normalized, runs, incomplete, setting_keys, a.reps, a.online_evals,
+                    diffs, a.against)
     (a.out / "report.md").write_text(text)
     _write_csv(a.out / "table.csv", [_finite({k: v for k, v in r.items() if k != "seeds"}) for r in table])
     _write_csv(a.out / "aggregates.csv", [{k: (" ".join(map(str, v)) if isinstance(v, list) else v)
@@ -423,7 +490,7 @@ def report_command(a: ReportArgs) -> int:
                         for r in runs],
                "incomplete": [str(p) for p in incomplete], "setting_keys": setting_keys, "table": table,
                "aggregate_tasks": [list(t) for t in tasks], "aggregate_unit": "normalized" if normalized else "return",
-               "aggregates": aggs, "curves": curve_rows, "performance_profiles": profiles,
+               "aggregates": aggs, "differences": diffs, "curves": curve_rows, "performance_profiles": profiles,
                "online_evals": a.online_evals, "bootstrap": {"reps": a.reps, "seed": a.seed, "confidence": 0.95, "method": "percentile"}}
     (a.out / "report.json").write_text(json.dumps(_finite(numbers), indent=1, allow_nan=False) + "\n")
     print(text.split("## Plots")[0].rstrip())
