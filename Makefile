@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/odt run --preset cpu-small
+	$(VENV)/bin/odt run --preset cpu-vidt
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --timeout 900
