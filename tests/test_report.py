@@ -96,6 +96,7 @@ def test_table_matches_hand_computed_means_and_deltas(report):
     assert len(table) == 5 and float(table[0]["offline_mean"]) == pytest.approx(numbers["table"][0]["offline_mean"])
     md = (out / "report.md").read_text()
     assert "| offline | online | delta |" in md and "no normalized reference" in md
+    assert "Settings (the algorithm, lr); seeds are the replicates." in md
     assert "1 incomplete run(s) left out" in md and "killed" in md
 
 

@@ -400,7 +400,8 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
              f"{len(runs)} complete runs on {len({r.task for r in runs})} task(s)"
              + (f"; {len(incomplete)} incomplete run(s) left out (no summary.json): "
                 + ", ".join(str(p) for p in incomplete) if incomplete else "") + ".",
-             (f"Settings differ in: {', '.join(setting_keys)}" if setting_keys else "One setting per task")
+             ("Settings (the algorithm" + "".join(f", {k}" for k in setting_keys) + ")"
+              if len({r.setting for r in runs}) > 1 else "One setting")
              + "; seeds are the replicates.",
              "", "## Offline and online scores per task (Table 5.1 of the ODT paper)", "",
              f"Mean +- std over seeds; offline: the evaluation after pretraining; online: the mean of the last "
