@@ -96,7 +96,7 @@ def test_table_matches_hand_computed_means_and_deltas(report):
     assert len(table) == 5 and float(table[0]["offline_mean"]) == pytest.approx(numbers["table"][0]["offline_mean"])
     md = (out / "report.md").read_text()
     assert "| offline | online | delta |" in md and "no normalized reference" in md
-    assert "Settings (the algorithm, lr); seeds are the replicates." in md
+    assert "Settings are labelled by the algorithm and the keys that vary: lr; seeds are the replicates." in md
     assert "1 incomplete run(s) left out" in md and "killed" in md
 
 
@@ -229,20 +229,31 @@ def test_differences_between_settings_match_hand_computed_means_and_improvement_
         assert d["online_difference_ci"][0] >= hi.min() - lo.max() - 1e-9
         assert d["online_difference_ci"][1] <= hi.max() - lo.min() + 1e-9
 
-    # Overlapping settings: x = [1, 2, 3] against y = [2, 2, 0]. P(X > Y) counts a tie as half:
-    # x=1 beats 0; x=2 beats 0 and ties twice; x=3 beats all three: (1 + 2 + 3) / 9.
-    for lr, online in ((1e-3, (1.0, 2.0, 3.0)), (1e-4, (2.0, 2.0, 0.0))):
+    # Against the better setting, with unequal seed counts (which a paired bootstrap could not
+    # resample): y = [2, 0] minus x = [1, 2, 3] is 1 - 2 = -1, and P(Y > X) counts a tie as half:
+    # y=2 beats 1 and ties 2; y=0 beats nothing: 1.5 / 6. A third setting has one seed: a point, no
+    # interval. A second task lacks the --against setting: said, not compared.
+    for lr, online in ((1e-3, (1.0, 2.0, 3.0)), (1e-4, (2.0, 0.0)), (1e-5, (9.0,))):
         for seed, on in enumerate(online):
             write_run(tmp_path / "runs" / f"lr{lr}-s{seed}", HOPPER, seed, 0.0, on, lr=lr)
+    for lr in (1e-4, 1e-5):
+        write_run(tmp_path / "runs" / f"walker-lr{lr}", WALKER, 0, 0.0, 5.0, lr=lr)
     out = tmp_path / "r"
     assert main(["report", str(tmp_path / "runs"), "--out", str(out), "--reps", "500", "--online-evals", "1",
-                 "--against", "odt lr=0.0001"]) == 0
-    (d,) = json.loads((out / "report.json").read_text())["differences"]
-    assert (d["setting"], d["minus"]) == ("odt lr=0.001", "odt lr=0.0001")
-    assert d["online_difference"] == pytest.approx(2.0 - 4.0 / 3.0)
-    assert d["probability_of_improvement"] == pytest.approx(6 / 9)
-    assert d["online_difference_ci"][0] < 0 < d["online_difference_ci"][1]  # overlapping seeds: no claim
-    assert "| odt lr=0.001 | odt lr=0.0001 | normalized | 3 - 3 | 0.667 [" in (out / "report.md").read_text()
+                 "--against", "odt lr=0.001"]) == 0
+    numbers = json.loads((out / "report.json").read_text())
+    d, one = numbers["differences"]
+    assert (d["setting"], d["minus"], d["runs"], d["runs_minus"]) == ("odt lr=0.0001", "odt lr=0.001", 2, 3)
+    assert d["online_difference"] == pytest.approx(1.0 - 2.0)  # against a better setting: negative
+    assert d["probability_of_improvement"] == pytest.approx(1.5 / 6)
+    assert d["online_difference_ci"][0] < -1.0 < d["online_difference_ci"][1]
+    assert d["online_difference_ci"][0] >= 0.0 - 3.0 and d["online_difference_ci"][1] <= 2.0 - 1.0
+    assert (one["setting"], one["runs"], one["online_difference"]) == ("odt lr=1e-05", 1, pytest.approx(7.0))
+    assert one["online_difference_ci"] == [None, None]
+    md = (out / "report.md").read_text()
+    assert "| odt lr=0.0001 | odt lr=0.001 | normalized | 2 vs 3 | -1 [" in md and "| 1 vs 3 | 7 | 1.00 |" in md
+    assert "Not compared: mujoco/walker2d/medium-v0 (Walker2d-v5): no online score of odt lr=0.001." in md
+    assert numbers["differences_left_out"] == ["mujoco/walker2d/medium-v0 (Walker2d-v5): no online score of odt lr=0.001"]
 
     capsys.readouterr()
     assert main(["report", str(tmp_path / "runs"), "--out", str(tmp_path / "r2"), "--against", "sac"]) == 2

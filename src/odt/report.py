@@ -209,19 +209,20 @@ def aggregates(runs: list[RunRecord], reps: int, seed: int) -> tuple[list[dict],
     return out, tasks, normalized
 
 
-def differences(runs: list[RunRecord], against: str | None, reps: int, seed: int) -> list[dict]:
+def differences(runs: list[RunRecord], against: str | None, reps: int, seed: int) -> tuple[list[dict], list[str]]:
     """Per task, one setting's online score minus another's: the difference of their means over
     seeds, its 95% interval with each setting's seeds resampled independently (seeds of different
     settings are not paired: rliable's StratifiedIndependentBootstrap), and the probability of
     improvement P(X > Y) (rliable's Mann-Whitney estimate, as the ViDT paper reports it). Without
-    --against, each pair is ordered so that the difference is positive."""
+    --against, each pair is ordered so that the difference is positive. Returns the rows and a
+    line for each task left out, saying why."""
     from rliable import library as rly
     from rliable import metrics
 
     def func(x, y):
         return np.array([x.mean() - y.mean(), metrics.probability_of_improvement(x, y)])
 
-    rows = []
+    rows, notes = [], []
     for task in sorted({r.task for r in runs}):
         mine = [r for r in runs if r.task == task]
         norm = all(r.normalized for r in mine)
@@ -230,25 +231,33 @@ def differences(runs: list[RunRecord], against: str | None, reps: int, seed: int
                                       if x is not None])] if len(v)}
         if against is not None:
             pairs = [(s, against) for s in scores if s != against] if against in scores else []
+            if against not in scores and len(scores) > 1:
+                notes.append(f"{_task_name(task)}: no online score of {against}")
         else:
             pairs = list(itertools.combinations(scores, 2)) if len(scores) <= MAX_PAIRED else []
+            if len(scores) > MAX_PAIRED:
+                notes.append(f"{_task_name(task)}: {len(scores)} settings; `--against SETTING` compares each with one")
         for a, b in pairs:
             if against is None and scores[b].mean() > scores[a].mean():
                 a, b = b, a
-            np.random.seed(seed)  # as in _bootstrap: rliable resamples with numpy's global generator
-            point, ci = rly.get_interval_estimates({"d": (scores[a], scores[b])}, func, reps=reps)
+            if min(len(scores[a]), len(scores[b])) < 2:  # one seed resamples to itself: a point, not an interval
+                point = {"d": func(scores[a], scores[b])}
+                ci = {"d": np.full((2, 2), np.nan)}
+            else:
+                np.random.seed(seed)  # as in _bootstrap: rliable resamples with numpy's global generator
+                point, ci = rly.get_interval_estimates({"d": (scores[a], scores[b])}, func, reps=reps)
             rows.append({"env": task[0], "dataset": task[1], "setting": a, "minus": b,
                          "unit": "normalized" if norm else "return", "runs": len(scores[a]),
                          "runs_minus": len(scores[b]), "online_difference": float(point["d"][0]),
                          "online_difference_ci": ci["d"][:, 0].tolist(),
                          "probability_of_improvement": float(point["d"][1]),
                          "probability_of_improvement_ci": ci["d"][:, 1].tolist()})
-    return rows
+    return rows, notes
 
 
 def task_table(runs: list[RunRecord]) -> list[dict]:
     """Per task and setting: offline and online mean and std over seeds, and the change (Table 5.1)."""
-    rows = []
+    rows, notes = [], []
     for task in sorted({r.task for r in runs}):
         for setting in sorted({r.setting for r in runs if r.task == task}):
             mine = [r for r in runs if r.task == task and r.setting == setting]
@@ -395,13 +404,14 @@ def _ci(row: dict, key: str) -> str:
 
 def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized: bool, runs: list[RunRecord],
              incomplete: list[Path], setting_keys: list[str], reps: int, online_evals: int,
-             diffs: list[dict], against: str | None) -> str:
+             diffs: list[dict], diff_notes: list[str]) -> str:
     lines = ["# odt report", "",
              f"{len(runs)} complete runs on {len({r.task for r in runs})} task(s)"
              + (f"; {len(incomplete)} incomplete run(s) left out (no summary.json): "
                 + ", ".join(str(p) for p in incomplete) if incomplete else "") + ".",
-             ("Settings (the algorithm" + "".join(f", {k}" for k in setting_keys) + ")"
-              if len({r.setting for r in runs}) > 1 else "One setting")
+             ("One setting" if len({r.setting for r in runs}) == 1 else
+              "Settings are labelled by the algorithm" + (f" and the keys that vary: {', '.join(setting_keys)}"
+                                                          if setting_keys else ""))
              + "; seeds are the replicates.",
              "", "## Offline and online scores per task (Table 5.1 of the ODT paper)", "",
              f"Mean +- std over seeds; offline: the evaluation after pretraining; online: the mean of the last "
@@ -412,24 +422,24 @@ def markdown(table: list[dict], aggs: list[dict], tasks: list[tuple], normalized
         lines.append(f"| {_task_name((r['env'], r['dataset']))} | {r['setting']} | {r['unit']} | {r['runs']} | "
                      f"{_pm(r['offline_mean'], r['offline_std'])} | {_pm(r['online_mean'], r['online_std'])} | "
                      f"{_pm(r['delta_mean'], r['delta_std'])} |")
-    many = [t for t in sorted({(r["env"], r["dataset"]) for r in table})
-            if sum((r["env"], r["dataset"]) == t for r in table) > MAX_PAIRED]
-    if diffs or (many and against is None):
+    if diffs or diff_notes:
         lines += ["", "## Differences between settings (online)", "",
                   f"Per task: the setting's online score minus the other's (difference of the means over seeds "
                   f"[95% bootstrap interval, each setting's seeds resampled independently, {reps} resamples]) "
-                  f"and the probability of improvement P(setting > other) [95% interval] (rliable).", ""]
+                  f"and the probability of improvement P(setting > other) [95% interval] (rliable). A setting "
+                  f"with one seed gives no interval.", ""]
         if diffs:
             lines += ["| task | setting | minus | unit | runs | online difference | P(improvement) |",
                       "| --- | --- | --- | --- | --- | --- | --- |"]
             for d in diffs:
                 poi_lo, poi_hi = d["probability_of_improvement_ci"]
+                one = math.isnan(poi_lo)
                 lines.append(f"| {_task_name((d['env'], d['dataset']))} | {d['setting']} | {d['minus']} | {d['unit']} | "
-                             f"{d['runs']} - {d['runs_minus']} | {_ci(d, 'online_difference')} | "
-                             f"{d['probability_of_improvement']:.2f} [{poi_lo:.2f}, {poi_hi:.2f}] |")
-        if many and against is None:
-            lines += ["", f"{', '.join(_task_name(t) for t in many)}: more than {MAX_PAIRED} settings; "
-                      "`--against SETTING` compares every setting with one."]
+                             f"{d['runs']} vs {d['runs_minus']} | "
+                             + (f"{_f(d['online_difference'])} | {d['probability_of_improvement']:.2f} |" if one else
+                                f"{_ci(d, 'online_difference')} | "
+                                f"{d['probability_of_improvement']:.2f} [{poi_lo:.2f}, {poi_hi:.2f}] |"))
+        lines += [""] * bool(diff_notes) + [f"Not compared: {n}." for n in diff_notes]
     if any(r["unit"] == "return" for r in table):
         lines += ["", "Tasks in raw return have no normalized reference (D4RL's random and expert returns, or a "
                   "dataset's ref_min_score / ref_max_score)."]
@@ -474,12 +484,12 @@ def report_command(a: ReportArgs) -> int:
     table = task_table(runs)
     aggs, tasks, normalized = aggregates(runs, a.reps, a.seed)
     curve_rows = curves(runs, tasks, normalized, a.reps, a.seed)
-    diffs = differences(runs, a.against, a.reps, a.seed)
+    diffs, diff_notes = differences(runs, a.against, a.reps, a.seed)
     a.out.mkdir(parents=True, exist_ok=True)
     plot_curves(curve_rows, a.out / "learning_curves.png")
     profiles = plot_profiles(runs, tasks, normalized, a.reps, a.seed, a.out / "performance_profile.png")
     text = markdown(table, aggs, tasks, normalized, runs, incomplete, setting_keys, a.reps, a.online_evals,
-                    diffs, a.against)
+                    diffs, diff_notes)
     (a.out / "report.md").write_text(text)
     _write_csv(a.out / "table.csv", [_finite({k: v for k, v in r.items() if k != "seeds"}) for r in table])
     _write_csv(a.out / "aggregates.csv", [{k: (" ".join(map(str, v)) if isinstance(v, list) else v)
@@ -491,7 +501,7 @@ def report_command(a: ReportArgs) -> int:
                         for r in runs],
                "incomplete": [str(p) for p in incomplete], "setting_keys": setting_keys, "table": table,
                "aggregate_tasks": [list(t) for t in tasks], "aggregate_unit": "normalized" if normalized else "return",
-               "aggregates": aggs, "differences": diffs, "curves": curve_rows, "performance_profiles": profiles,
+               "aggregates": aggs, "differences": diffs, "differences_left_out": diff_notes, "curves": curve_rows, "performance_profiles": profiles,
                "online_evals": a.online_evals, "bootstrap": {"reps": a.reps, "seed": a.seed, "confidence": 0.95, "method": "percentile"}}
     (a.out / "report.json").write_text(json.dumps(_finite(numbers), indent=1, allow_nan=False) + "\n")
     print(text.split("## Plots")[0].rstrip())
