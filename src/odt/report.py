@@ -156,13 +156,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return (float(np.mean(values)), float(np.std(values))) if values else (math.nan, math.nan)
 
 
-def _bootstrap(matrix: np.ndarray, func, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _bootstrap(scores: np.ndarray | tuple[np.ndarray, ...], func, reps: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """func's point estimate and 95% interval over resamples of a (runs x tasks) matrix, or of a
+    tuple of them, each resampled independently (rliable's StratifiedIndependentBootstrap)."""
     from rliable import library as rly
 
-    # rliable's StratifiedBootstrap draws from numpy's global generator; seeding it each call keeps
-    # every interval reproducible.
+    # rliable's bootstraps draw from numpy's global generator; seeding it each call keeps every
+    # interval reproducible.
     np.random.seed(seed)
-    point, ci = rly.get_interval_estimates({"x": matrix}, func, reps=reps)
+    point, ci = rly.get_interval_estimates({"x": scores}, func, reps=reps)
     return point["x"], ci["x"]
 
 
@@ -216,7 +218,6 @@ def differences(runs: list[RunRecord], against: str | None, reps: int, seed: int
     improvement P(X > Y) (rliable's Mann-Whitney estimate, as the ViDT paper reports it). Without
     --against, each pair is ordered so that the difference is positive. Returns the rows and a
     line for each task left out, saying why."""
-    from rliable import library as rly
     from rliable import metrics
 
     def func(x, y):
@@ -226,9 +227,11 @@ def differences(runs: list[RunRecord], against: str | None, reps: int, seed: int
     for task in sorted({r.task for r in runs}):
         mine = [r for r in runs if r.task == task]
         norm = all(r.normalized for r in mine)
-        scores = {s: v for s in sorted({r.setting for r in mine})
-                  for v in [np.array([[x] for r in mine if r.setting == s for x in [r.score("online", norm)]
-                                      if x is not None])] if len(v)}
+        scores = {}  # setting -> (seeds x 1) online scores, as rliable takes them
+        for setting in sorted({r.setting for r in mine}):
+            online = [[x] for r in mine if r.setting == setting for x in [r.score("online", norm)] if x is not None]
+            if online:
+                scores[setting] = np.array(online)
         if against is not None:
             pairs = [(s, against) for s in scores if s != against] if against in scores else []
             if against not in scores and len(scores) > 1:
@@ -241,23 +244,21 @@ def differences(runs: list[RunRecord], against: str | None, reps: int, seed: int
             if against is None and scores[b].mean() > scores[a].mean():
                 a, b = b, a
             if min(len(scores[a]), len(scores[b])) < 2:  # one seed resamples to itself: a point, not an interval
-                point = {"d": func(scores[a], scores[b])}
-                ci = {"d": np.full((2, 2), np.nan)}
+                point, ci = func(scores[a], scores[b]), np.full((2, 2), np.nan)
             else:
-                np.random.seed(seed)  # as in _bootstrap: rliable resamples with numpy's global generator
-                point, ci = rly.get_interval_estimates({"d": (scores[a], scores[b])}, func, reps=reps)
+                point, ci = _bootstrap((scores[a], scores[b]), func, reps, seed)
             rows.append({"env": task[0], "dataset": task[1], "setting": a, "minus": b,
                          "unit": "normalized" if norm else "return", "runs": len(scores[a]),
-                         "runs_minus": len(scores[b]), "online_difference": float(point["d"][0]),
-                         "online_difference_ci": ci["d"][:, 0].tolist(),
-                         "probability_of_improvement": float(point["d"][1]),
-                         "probability_of_improvement_ci": ci["d"][:, 1].tolist()})
+                         "runs_minus": len(scores[b]), "online_difference": float(point[0]),
+                         "online_difference_ci": ci[:, 0].tolist(),
+                         "probability_of_improvement": float(point[1]),
+                         "probability_of_improvement_ci": ci[:, 1].tolist()})
     return rows, notes
 
 
 def task_table(runs: list[RunRecord]) -> list[dict]:
     """Per task and setting: offline and online mean and std over seeds, and the change (Table 5.1)."""
-    rows, notes = [], []
+    rows = []
     for task in sorted({r.task for r in runs}):
         for setting in sorted({r.setting for r in runs if r.task == task}):
             mine = [r for r in runs if r.task == task and r.setting == setting]
@@ -501,7 +502,8 @@ def report_command(a: ReportArgs) -> int:
                         for r in runs],
                "incomplete": [str(p) for p in incomplete], "setting_keys": setting_keys, "table": table,
                "aggregate_tasks": [list(t) for t in tasks], "aggregate_unit": "normalized" if normalized else "return",
-               "aggregates": aggs, "differences": diffs, "differences_left_out": diff_notes, "curves": curve_rows, "performance_profiles": profiles,
+               "aggregates": aggs, "differences": diffs, "differences_left_out": diff_notes, "curves": curve_rows,
+               "performance_profiles": profiles,
                "online_evals": a.online_evals, "bootstrap": {"reps": a.reps, "seed": a.seed, "confidence": 0.95, "method": "percentile"}}
     (a.out / "report.json").write_text(json.dumps(_finite(numbers), indent=1, allow_nan=False) + "\n")
     print(text.split("## Plots")[0].rstrip())
