@@ -215,6 +215,18 @@ def test_runs_of_an_older_version_without_a_newer_setting_compare_with_new_ones(
     assert label_settings(runs) == [] and {r.setting for r in runs} == {"odt"}
 
 
+def test_a_head_left_to_auto_and_the_same_head_named_are_one_setting(tmp_path):
+    from odt.report import find_runs, label_settings
+
+    for seed, head in ((0, "auto"), (1, "tanh_gaussian"), (2, "gaussian")):
+        write_run(tmp_path / f"s{seed}", HOPPER, seed, 50.0, 60.0)
+        cfg = json.loads((tmp_path / f"s{seed}" / "config.json").read_text())
+        (tmp_path / f"s{seed}" / "config.json").write_text(json.dumps({**cfg, "action_head": head}))
+    runs, _ = find_runs([tmp_path])
+    assert label_settings(runs) == ["action_head"]
+    assert [r.setting for r in runs] == ["odt action_head=tanh_gaussian"] * 2 + ["odt action_head=gaussian"]
+
+
 def test_differences_between_settings_match_hand_computed_means_and_improvement_probabilities(report, tmp_path, capsys):
     _, numbers = report
     diffs = {(d["env"], d["setting"], d["minus"]): d for d in numbers["differences"]}

@@ -125,6 +125,10 @@ def find_runs(paths: list[Path]) -> tuple[list[RunRecord], list[Path]]:
             raise ConfigError(f"cannot read {d / 'metrics.jsonl'}: {e}; leave that run out") from e
         # A setting added since a run was made has its default there: runs of older versions compare.
         config = {**DEFAULTS, **_read_json(d / "config.json")}
+        if config.get("action_head") == "auto":
+            # `odt finetune --init` records the head it took from the checkpoint, `odt run` records
+            # auto: the same head must label one setting.
+            config["action_head"] = Config(algo=config.get("algo", "odt")).resolved_action_head()
         runs.append(RunRecord(d, config, _read_json(d / "summary.json"), [r for r in rows if r.get("event") == "eval"]))
     if not runs:
         where = ", ".join(map(str, paths))
