@@ -137,6 +137,18 @@ def test_cpu_vidt_keeps_the_official_critic_horizon_on_cpu_small_s_transformer()
     assert vidt.tau * target_updates >= 25 > small.tau * small.pretrain_updates
 
 
+def test_cpu_pointmaze_vidt_is_cpu_pointmaze_in_the_official_maze2d_shape_with_cpu_vidt_s_horizon():
+    base, vidt, hopper = preset("cpu-pointmaze"), preset("cpu-pointmaze-vidt"), preset("cpu-vidt")
+    differs = {k for k, v in vidt.to_dict().items() if base.to_dict()[k] != v}
+    assert differs == {"algo", "context_len", "eval_context", "policy_delay", "critic_lr", "updates_per_round",
+                       "tau", "critic_pretrain_updates"}, differs
+    # the official maze2d-umaze-v1 command: --K 1 --eval_context_length 1 --num_actor_update_interval 1
+    # --critic_learning_rate 0.0002; 300 updates per round of 4 x 300 steps, near its 0.3 per step
+    assert (vidt.context_len, vidt.eval_context, vidt.policy_delay, vidt.critic_lr) == (1, 1, 1, 2e-4)
+    assert 0.2 <= vidt.updates_per_round / (vidt.episodes_per_round * vidt.max_ep_len) <= 0.3
+    assert (vidt.tau, vidt.critic_pretrain_updates) == (hopper.tau, hopper.critic_pretrain_updates)
+
+
 def test_flags_override_presets():
     from odt.cli import parse_config
 
