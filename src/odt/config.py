@@ -537,14 +537,25 @@ def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
 
 
-def preset(name: str) -> Config:
-    """The named preset as a Config (paper tables C.1-C.4, or a machine-sized one)."""
+def _preset_values(name: str, within: tuple[str, ...] = ()) -> dict:
+    """A preset file's settings over those of the preset it names as `base`, so that a variant
+    states only what it changes."""
     path = PRESET_DIR / f"{name}.toml"
     if not path.is_file():
         raise ConfigError(f"unknown preset {name!r}; choose one of: {', '.join(preset_names())}")
     values = tomllib.loads(path.read_text())
     values.pop("description", None)
-    return Config.from_dict(values)
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if base in within + (name,):
+        raise ConfigError(f"preset {name!r} takes its base from itself through {' -> '.join(within + (name, base))}")
+    return {**_preset_values(base, within + (name,)), **values}
+
+
+def preset(name: str) -> Config:
+    """The named preset as a Config (paper tables C.1-C.4, or a machine-sized one)."""
+    return Config.from_dict(_preset_values(name))
 
 
 def preset_description(name: str) -> str:
