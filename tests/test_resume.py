@@ -1,5 +1,6 @@
 """A run killed with SIGKILL at any moment continues with --resume as if it had never stopped:
 the same metrics.jsonl, the whole budget, and the same replay buffer (nothing doubled, nothing lost)."""
+import json
 import os
 import signal
 import subprocess
@@ -97,3 +98,66 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     (tmp_path / "summary.json").write_text("{}")
     assert main(["finetune", "--resume", str(tmp_path)]) == 2
     assert "is complete" in capsys.readouterr().err
+
+
+def test_extend_continues_a_complete_run_in_a_copy(tmp_path, hopper_npz):
+    """--extend: the original stays byte for byte; the copy carries its metrics, buffer and offline
+    score on to the larger budget, counting rounds and steps on from where the run ended."""
+    short = tmp_path / "short"
+    run = subprocess.run([sys.executable, "-m", "odt.cli", "run", *ARGS, "--online-steps", "200", "--algo", "vidt",
+                          "--dataset", str(hopper_npz), "--out", str(short)], capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert run.returncode == 0, run.stderr
+    before = {p: p.read_bytes() for p in short.rglob("*") if p.is_file()}
+    long = tmp_path / "long"
+    ext = subprocess.run([sys.executable, "-m", "odt.cli", "finetune", "--extend", str(short), "--online-steps", "500",
+                          "--out", str(long)], capture_output=True, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS="1"), timeout=600)
+    assert ext.returncode == 0, ext.stderr
+    assert {p: p.read_bytes() for p in short.rglob("*") if p.is_file()} == before
+    old_rows = (short / "metrics.jsonl").read_text()
+    rows = (long / "metrics.jsonl").read_text()
+    assert rows.startswith(old_rows) and len(rows) > len(old_rows)
+    new = [json.loads(r) for r in rows[len(old_rows):].splitlines()]
+    rounds = [r for r in new if r.get("event") == "round"]
+    last_old = max(json.loads(r)["round"] for r in old_rows.splitlines() if '"event": "round"' in r)
+    assert [r["round"] for r in rounds] == list(range(last_old + 1, last_old + 1 + len(rounds)))
+    assert rounds[0]["online_steps"] > 200 and new[-1]["online_steps"] == 500
+    assert all("q_mean" in r for r in rounds)  # the critics came along
+    s_old, s_new = (json.loads((d / "summary.json").read_text()) for d in (short, long))
+    assert s_new["offline"] == s_old["offline"] and s_new["online_steps"] == 500
+    assert s_new["extended_from"]["run"] == str(short) and s_new["extended_from"]["online_steps"] == 200
+    assert json.loads((long / "config.json").read_text())["online_steps"] == 500
+    order, _ = _buffer(long)
+    old_order, _ = _buffer(short)
+    assert len(set(order)) == len(order) and len(order) >= len(old_order)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--online-steps", "300"], "give --out NEW"),
+    (["--online-steps", "100", "--out", "NEW"], "not beyond the 200 steps"),
+    (["--out", "NEW"], "needs the new total budget"),
+])
+def test_extend_refuses_before_copying(args, needle, tmp_path, capsys):
+    from odt.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"online_steps": 200}))
+    (run / "summary.json").write_text(json.dumps({"online_steps": 200}))
+    args = [str(tmp_path / "new") if a == "NEW" else a for a in args]
+    assert main(["finetune", "--extend", str(run), *args]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+
+
+def test_extend_refuses_budget_schedules(tmp_path, capsys):
+    from odt.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"online_steps": 200, "noise_schedule": "linear"}))
+    (run / "summary.json").write_text(json.dumps({"online_steps": 200}))
+    assert main(["finetune", "--extend", str(run), "--online-steps", "400", "--out", str(tmp_path / "new")]) == 2
+    assert "--noise-schedule on a schedule over its budget" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()

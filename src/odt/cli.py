@@ -13,7 +13,7 @@ from .flags import COMMANDS, parse, parse_config
 from .hf import finetune_init
 from .hf_eval import EvalArgs, eval_command
 from .report import ReportArgs, report_command
-from .setup import resume_run, run_command
+from .setup import extend_run, resume_run, run_command
 from .sweep import SweepArgs, sweep_command
 from .toy import ToyArgs, toy_command
 
@@ -64,6 +64,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = parse_config(command, args)
         if cfg.resume is not None:
             resume_run(cfg.resume)
+            return 0
+        if cfg.extend is not None:
+            if not any(a == "--online-steps" or a.startswith("--online-steps=") for a in args):
+                raise ConfigError("--extend needs the new total budget: --online-steps N")
+            extend_run(cfg.extend, cfg.online_steps, cfg.out)
             return 0
         if command == "finetune" and cfg.init is None:
             raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` or a Hugging Face "

@@ -337,6 +337,9 @@ class OutputSettings:
     resume: Optional[Path] = None
     """Continue the killed run in this directory from its last checkpoint, with its own config.json
     (other flags are ignored)."""
+    extend: Optional[Path] = None
+    """Continue this complete run to a larger --online-steps (the total budget), in a copy at --out:
+    the same run with a longer budget, from its final checkpoint (other flags are ignored)."""
 
 
 # The groups are the sections of `odt run --help`; Config holds all their fields, flat (base
@@ -498,7 +501,7 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["tasks"] = list(self.tasks)
-        for k in ("out", "init", "resume"):
+        for k in ("out", "init", "resume", "extend"):
             d[k] = str(d[k]) if d[k] is not None else None
         return d
 
@@ -512,7 +515,7 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
         if "explore_noise" in d:  # config.json of runs made before the noise schedules
             noise = d.pop("explore_noise")
             d.setdefault("noise_std", noise if d.get("algo") in ("dt", "vidt") else None)
-        for k in ("out", "init", "resume"):
+        for k in ("out", "init", "resume", "extend"):
             if d.get(k) is not None:
                 d[k] = Path(d[k])
         d["tasks"] = tuple(d.get("tasks", ()))

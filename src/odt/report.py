@@ -21,7 +21,7 @@ import tyro
 from .config import Config, ConfigError, check_out_dir
 
 # Config keys that never make two runs different settings: replicates, paths, machine details.
-SETTINGS_NOT_COMPARED = {"seed", "out", "overwrite", "progress", "resume", "init", "device", "threads", "download", "preset",
+SETTINGS_NOT_COMPARED = {"seed", "out", "overwrite", "progress", "resume", "extend", "init", "device", "threads", "download", "preset",
                          "wandb", "wandb_project", "wandb_mode", "capture_video"}
 DEFAULTS = Config().to_dict()
 GAMMA = 100.0  # optimality gap threshold: the expert's normalized score

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import shlex
+import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -244,3 +246,46 @@ def resume_run(run_dir: Path) -> dict:
     original = rs["command"]
     return execute(setup(cfg, original, checkpoint=state), pretrain=original in ("run", "pretrain"),
                    finetune=original in ("run", "finetune"))
+
+
+def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
+    """``--extend RUN_DIR --online-steps N --out NEW``: a complete run continued to a budget of N
+    online steps, in a copy, so that RUN_DIR stays as it was. The copy starts from RUN_DIR's final
+    checkpoint (learner, critics, buffer, random generators, metrics so far) and writes the
+    metrics.jsonl and summary.json of one N-step run. Its one difference from a run that had N from
+    the start: RUN_DIR's last round was cut at its budget, and its closing evaluation stays in the
+    metrics. Only budget-free schedules continue the same way, so the others are refused."""
+    if out is None:
+        raise ConfigError("--extend writes a new run directory and leaves the original as it is; give --out NEW")
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json); give the --out of an odt run")
+    if not (run_dir / "summary.json").is_file():
+        raise ConfigError(f"run {run_dir} is not complete (no summary.json); continue it with --resume first")
+    check_out_dir(out, False, "run")
+    cfg = Config.load(run_dir / "config.json")
+    done = json.loads((run_dir / "summary.json").read_text())
+    if cfg.baseline or cfg.online_steps == 0:
+        raise ConfigError(f"{run_dir} has no online phase to continue ({cfg.algo}, --online-steps "
+                          f"{cfg.online_steps}); finetune it with `odt finetune --init {run_dir}`")
+    if online_steps <= int(done.get("online_steps", cfg.online_steps)):
+        raise ConfigError(f"--online-steps {online_steps} is not beyond the {done.get('online_steps')} steps "
+                          f"{run_dir} has done; give the larger total budget")
+    budget_bound = {"--noise-schedule": cfg.noise_schedule != "constant", "--lr-decay": cfg.lr_decay != "constant",
+                    "--return-target": cfg.return_target != "fixed",
+                    "--offline-ratio": cfg.offline_ratio is not None and len(set(cfg.offline_ratios())) > 1}
+    bound = [flag for flag, b in budget_bound.items() if b]
+    if bound:
+        raise ConfigError(f"{run_dir} uses {', '.join(bound)} on a schedule over its budget, which an extension "
+                          f"would stretch; run afresh with --online-steps {online_steps}")
+    state, path = load_from_run(run_dir, "final", resolve_device(cfg.device))
+    if path.stem not in ("final", "final.prev") or "resume" not in state.get("extra", {}):
+        raise ConfigError(f"{run_dir} has no final checkpoint with a resume state (found {path.name}); "
+                          "run it again with this version of odt")
+    shutil.copytree(run_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("summary.json"))
+    cfg.out, cfg.overwrite, cfg.online_steps = out, False, online_steps
+    cfg.save(out / "config.json")
+    trainer = setup(cfg, state["extra"]["resume"]["command"], checkpoint=state)
+    trainer.summary["extended_from"] = {"run": str(run_dir), "online_steps": done.get("online_steps"),
+                                        "command": done.get("command"), "wall_time_s": done.get("wall_time_s")}
+    trainer.logger.info(f"extending {run_dir} from {trainer.online_steps} to {online_steps} online steps")
+    return execute(trainer, pretrain=False, finetune=True)

@@ -26,9 +26,9 @@ from .logging import fmt_time
 GROUP_DIR = Path(__file__).parent / "sweeps"
 # Settings that say where and how a run writes or computes, not what it learns: a run directory
 # made with other values of these still belongs to the grid point (a resumed run keeps its own).
-PLUMBING = {"out", "overwrite", "progress", "resume", "threads", "device", "wandb", "wandb_project", "wandb_mode",
+PLUMBING = {"out", "overwrite", "progress", "resume", "extend", "threads", "device", "wandb", "wandb_project", "wandb_mode",
             "capture_video"}
-OWN_FLAGS = ("--out", "--resume", "--overwrite", "--progress", "--no-progress", "--init")
+OWN_FLAGS = ("--out", "--resume", "--extend", "--overwrite", "--progress", "--no-progress", "--init")
 
 
 @dataclass
