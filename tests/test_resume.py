@@ -100,6 +100,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
     assert "is complete" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_extend_continues_a_complete_run_in_a_copy(tmp_path, hopper_npz):
     """--extend: the original stays byte for byte; the copy carries its metrics, buffer and offline
     score on to the larger budget, counting rounds and steps on from where the run ended."""
