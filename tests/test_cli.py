@@ -149,6 +149,21 @@ def test_cpu_pointmaze_vidt_is_cpu_pointmaze_in_the_official_maze2d_shape_with_c
     assert (vidt.tau, vidt.critic_pretrain_updates) == (hopper.tau, hopper.critic_pretrain_updates)
 
 
+def test_a_preset_base_overrides_in_order_and_a_cycle_is_one_line(tmp_path, monkeypatch):
+    import odt.config as config
+
+    (tmp_path / "a.toml").write_text('description = "a"\nlr = 0.001\nbatch_size = 32\n')
+    (tmp_path / "b.toml").write_text('base = "a"\nlr = 0.002\n')
+    (tmp_path / "c.toml").write_text('base = "b"\nbatch_size = 8\n')
+    (tmp_path / "x.toml").write_text('base = "y"\n')
+    (tmp_path / "y.toml").write_text('base = "x"\n')
+    monkeypatch.setattr(config, "PRESET_DIR", tmp_path)
+    c = config.preset("c")
+    assert (c.lr, c.batch_size) == (0.002, 8)  # each file over its base, the nearest last
+    with pytest.raises(config.ConfigError, match="x -> y -> x"):
+        config.preset("x")
+
+
 def test_flags_override_presets():
     from odt.cli import parse_config
 
