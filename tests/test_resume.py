@@ -138,6 +138,7 @@ def test_extend_continues_a_complete_run_in_a_copy(tmp_path, hopper_npz):
     (["--online-steps", "300"], "give --out NEW"),
     (["--online-steps", "100", "--out", "NEW"], "not beyond the 200 steps"),
     (["--out", "NEW"], "needs the new total budget"),
+    (["--online-steps", "300", "--out", "TAKEN"], "choose another --out"),
 ])
 def test_extend_refuses_before_copying(args, needle, tmp_path, capsys):
     from odt.cli import main
@@ -146,10 +147,12 @@ def test_extend_refuses_before_copying(args, needle, tmp_path, capsys):
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"online_steps": 200}))
     (run / "summary.json").write_text(json.dumps({"online_steps": 200}))
-    args = [str(tmp_path / "new") if a == "NEW" else a for a in args]
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    args = [str(tmp_path / {"NEW": "new", "TAKEN": "taken"}[a]) if a in ("NEW", "TAKEN") else a for a in args]
     assert main(["finetune", "--extend", str(run), *args]) == 2
     assert needle in capsys.readouterr().err
-    assert not (tmp_path / "new").exists()
+    assert not (tmp_path / "new").exists() and (tmp_path / "taken" / "keep.txt").read_text() == "mine"
 
 
 def test_extend_refuses_budget_schedules(tmp_path, capsys):

@@ -261,7 +261,9 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
         raise ConfigError(f"{run_dir} is not a run directory (no config.json); give the --out of an odt run")
     if not (run_dir / "summary.json").is_file():
         raise ConfigError(f"run {run_dir} is not complete (no summary.json); continue it with --resume first")
-    check_out_dir(out, False, "run")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"--out {out} exists and is not an empty directory; --extend writes a new run, "
+                          "choose another --out")
     cfg = Config.load(run_dir / "config.json")
     done = json.loads((run_dir / "summary.json").read_text())
     if cfg.baseline or cfg.online_steps == 0:
