@@ -227,11 +227,15 @@ def run_command(cfg: Config, command: str, pretrain: bool, finetune: bool, init_
     return job() if cfg.baseline else execute(job, pretrain, finetune)
 
 
+def _check_run_dir(run_dir: Path) -> None:
+    if not (run_dir / "config.json").is_file():
+        raise ConfigError(f"{run_dir} is not a run directory (no config.json); give the --out of an odt run")
+
+
 def resume_run(run_dir: Path) -> dict:
     """``--resume RUN_DIR``: continue a killed run from its newest intact checkpoint, with its own
     config.json; what the original command was decides what remains to do."""
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.json); give the --out of an odt run")
+    _check_run_dir(run_dir)
     if (run_dir / "summary.json").is_file():
         raise ConfigError(f"run {run_dir} is complete (it has summary.json); there is nothing to resume")
     cfg = Config.load(run_dir / "config.json")
@@ -257,8 +261,7 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
     metrics. Only budget-free schedules continue the same way, so the others are refused."""
     if out is None:
         raise ConfigError("--extend writes a new run directory and leaves the original as it is; give --out NEW")
-    if not (run_dir / "config.json").is_file():
-        raise ConfigError(f"{run_dir} is not a run directory (no config.json); give the --out of an odt run")
+    _check_run_dir(run_dir)
     if not (run_dir / "summary.json").is_file():
         raise ConfigError(f"run {run_dir} is not complete (no summary.json); continue it with --resume first")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
@@ -269,9 +272,10 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
     if cfg.baseline or cfg.online_steps == 0:
         raise ConfigError(f"{run_dir} has no online phase to continue ({cfg.algo}, --online-steps "
                           f"{cfg.online_steps}); finetune it with `odt finetune --init {run_dir}`")
-    if online_steps <= int(done.get("online_steps", cfg.online_steps)):
-        raise ConfigError(f"--online-steps {online_steps} is not beyond the {done.get('online_steps')} steps "
-                          f"{run_dir} has done; give the larger total budget")
+    did = int(done.get("online_steps", cfg.online_steps))
+    if online_steps <= did:
+        raise ConfigError(f"--online-steps {online_steps} is not beyond the {did} steps {run_dir} has done; "
+                          "give the larger total budget")
     budget_bound = {"--noise-schedule": cfg.noise_schedule != "constant", "--lr-decay": cfg.lr_decay != "constant",
                     "--return-target": cfg.return_target != "fixed",
                     "--offline-ratio": cfg.offline_ratio is not None and len(set(cfg.offline_ratios())) > 1}
@@ -287,7 +291,7 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
     cfg.out, cfg.overwrite, cfg.online_steps = out, False, online_steps
     cfg.save(out / "config.json")
     trainer = setup(cfg, state["extra"]["resume"]["command"], checkpoint=state)
-    trainer.summary["extended_from"] = {"run": str(run_dir), "online_steps": done.get("online_steps"),
+    trainer.summary["extended_from"] = {"run": str(run_dir), "online_steps": did,
                                         "command": done.get("command"), "wall_time_s": done.get("wall_time_s")}
     trainer.logger.info(f"extending {run_dir} from {trainer.online_steps} to {online_steps} online steps")
     return execute(trainer, pretrain=False, finetune=True)
