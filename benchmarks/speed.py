@@ -1,11 +1,14 @@
 """Speed of a training step and of a batched action, against the reference implementation.
 
-    python benchmarks/speed.py [--threads 1] [--reps 20] [--device cpu|cuda] [--only small|paper|act]
+    python benchmarks/speed.py [--threads 1] [--reps 20] [--device cpu|cuda] [--only small|paper|act|tasks]
                                [--precisions fp32,bf16] [--compile [MODE]]
 
 It also says which precision ``--precision auto`` picks on this machine and why, and projects the
 wall time of the paper's hopper-medium finetuning (``odt run --preset hopper-medium``) from the
-paper-size step and the acting times measured here. The peer comparison (TorchRL) and the GEMM
+paper-size step and the acting times measured here. ``tasks`` times cpu-small's update, the batched
+action and a real MuJoCo step for Hopper (11-dimensional observations, 3 actions) against Walker2d
+and HalfCheetah (17 and 6), and the rollout's share of one of the CPU presets' rounds (4 episodes
+of up to 1000 steps in one vector environment, then 100 updates). The peer comparison (TorchRL) and the GEMM
 floor are in benchmarks/peer.py.
 
 Reference figures (the official ODT code, measured on the project's 2-core machines):
@@ -25,6 +28,7 @@ import torch
 
 from odt.algos.learner import Learner
 from odt.data.buffer import Batch
+from odt.envs.make import make_vector_env
 from odt.models.transformer import DecisionTransformer, ModelSpec
 from odt.config import preset
 from odt.policy import Policy
@@ -53,16 +57,19 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_train_step(size: str, precision: str, reps: int, device: str, compile_: str = "off") -> float:
+def time_train_step(size: str, precision: str, reps: int, device: str, compile_: str = "off",
+                    obs_dim: int = OBS, act_dim: int = ACT) -> float:
     d, n_layer, n_head, B = SIZES[size]
     torch.manual_seed(0)
-    model = DecisionTransformer(ModelSpec(OBS, ACT, d, n_layer, n_head, dropout=0.1, context_len=K)).to(device)
+    spec = ModelSpec(obs_dim, act_dim, d, n_layer, n_head, dropout=0.1, context_len=K)
+    model = DecisionTransformer(spec).to(device)
     learner = Learner(model, "odt", lr=1e-4, weight_decay=5e-4, warmup_steps=10_000, grad_clip=0.25,
                       precision=precision, compile=compile_)  # what `odt run --compile MODE` does
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(1, K + 1, (B,), generator=g)
     mask = (torch.arange(K)[None] < lengths[:, None]).float()
-    batch = Batch(states=torch.randn(B, K, OBS, generator=g), actions=torch.rand(B, K, ACT, generator=g) * 1.8 - 0.9,
+    batch = Batch(states=torch.randn(B, K, obs_dim, generator=g),
+                  actions=torch.rand(B, K, act_dim, generator=g) * 1.8 - 0.9,
                   rtg=torch.rand(B, K, 1, generator=g) * 3.6, timesteps=torch.zeros(B, K, dtype=torch.long),
                   mask=mask, rewards=torch.zeros(B, K)).to(device)
     for _ in range(2 if compile_ == "off" else 3):
@@ -77,12 +84,13 @@ def time_train_step(size: str, precision: str, reps: int, device: str, compile_:
     return statistics.median(times)
 
 
-def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5, size: str = "small") -> float:
+def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5, size: str = "small",
+             obs_dim: int = OBS, act_dim: int = ACT) -> float:
     torch.manual_seed(0)
     d, n_layer, n_head, _ = SIZES[size]
-    model = DecisionTransformer(ModelSpec(OBS, ACT, d, n_layer, n_head, context_len=K)).to(device)
-    policy = Policy(model, np.zeros(OBS), np.ones(OBS), -np.ones(ACT), np.ones(ACT), 1000.0, context)
-    obs = np.random.default_rng(0).normal(size=(n_envs, OBS)).astype(np.float32)
+    model = DecisionTransformer(ModelSpec(obs_dim, act_dim, d, n_layer, n_head, context_len=K)).to(device)
+    policy = Policy(model, np.zeros(obs_dim), np.ones(obs_dim), -np.ones(act_dim), np.ones(act_dim), 1000.0, context)
+    obs = np.random.default_rng(0).normal(size=(n_envs, obs_dim)).astype(np.float32)
     policy.reset(3600.0, n=n_envs)
     for _ in range(context + 5):  # fill the context
         policy.act(obs, np.ones(n_envs))
@@ -97,6 +105,42 @@ def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5, size: s
         _sync(device)
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+TASKS = {"Hopper-v5": (11, 3), "Walker2d-v5": (17, 6), "HalfCheetah-v5": (17, 6)}
+
+
+def time_env_step(env_id: str, n_envs: int, steps: int = 300) -> float:
+    """Median seconds of one step of ``n_envs`` real MuJoCo environments (random actions), as a
+    round's vector environment steps them."""
+    envs = make_vector_env(env_id, n_envs)
+    envs.reset(seed=0)
+    rng = np.random.default_rng(0)
+    times = []
+    for _ in range(steps):
+        a = rng.uniform(-1, 1, (n_envs, *envs.single_action_space.shape)).astype(np.float32)
+        t = time.perf_counter()
+        envs.step(a)
+        times.append(time.perf_counter() - t)
+    envs.close()
+    return statistics.median(times)
+
+
+def task_costs(reps: int, device: str) -> None:
+    """Do 17-dimensional observations change the update's cost, or the rollout's share of a round?"""
+    print(f"{'task (obs, act)':<26}{'update':>10}{'x Hopper':>10}{'act, 4 envs':>13}{'env step':>10}"
+          f"{'rollout share':>15}")
+    base = None
+    for env_id, (obs, act) in TASKS.items():
+        step = time_train_step("small", "fp32", reps, device, obs_dim=obs, act_dim=act)
+        base = base or step
+        act4 = time_act(reps, device, n_envs=4, obs_dim=obs, act_dim=act)
+        env4 = time_env_step(env_id, 4)
+        # A round: 4 episodes of up to 1000 steps stepped together (1000 batched actions and vector
+        # steps), then 100 updates.
+        rollout, updates = 1000 * (act4 + env4), 100 * step
+        print(f"{env_id + f' ({obs}, {act})':<26}{step * 1e3:>8.1f}ms{step / base:>10.2f}{act4 * 1e3:>11.2f}ms"
+              f"{env4 * 1e3:>8.2f}ms{rollout / (rollout + updates):>14.0%}", flush=True)
 
 
 def project_paper_run(step: float, act1: float, act10: float, episode_len: int) -> float:
@@ -117,14 +161,14 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reps", type=int, default=20)
     ap.add_argument("--device", default="cpu")
-    ap.add_argument("--only", choices=["small", "paper", "act"], action="append")
+    ap.add_argument("--only", choices=["small", "paper", "act", "tasks"], action="append")
     ap.add_argument("--precisions", default="fp32,bf16")
     ap.add_argument("--compile", nargs="?", const="default", default="off",
                     choices=["off", "default", "reduce-overhead", "max-autotune"],
                     help="also time the step as `odt run --compile MODE` runs it (reduce-overhead: CUDA graphs)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    which = args.only or ["small", "paper", "act"]
+    which = args.only or ["small", "paper", "act", "tasks"]
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, device {args.device}, "
           f"{cpu_name()}, medians over {args.reps} repetitions")
     auto, why, _ = resolve_precision("auto", args.device)
@@ -152,6 +196,8 @@ def main() -> None:
         ratio = t / REFERENCE["act"]
         print(f"{'act: 10 envs, context 5, small':<34}{t * 1e3:>10.2f}ms{REFERENCE['act'] * 1e3:>10.1f}ms"
               f"{ratio:>8.2f}{TARGET['act']:>8.2f}  {'yes' if ratio <= TARGET['act'] else 'NO'}")
+    if "tasks" in which:
+        task_costs(args.reps, args.device)
     if paper_step:
         act1, act10 = (time_act(args.reps, args.device, n, size="paper") for n in (1, 10))
         print(f"act at the paper's size, context 5: {act1 * 1e3:.2f} ms for 1 env, {act10 * 1e3:.2f} ms for 10")

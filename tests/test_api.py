@@ -96,6 +96,65 @@ def test_bad_episodes_are_refused_in_one_line(episode, message, tmp_path):
     assert "\n" not in str(e.value) and not (tmp_path / "bad").exists()
 
 
+def _spoil(key, value, at=(2, 0)):
+    """Episodes 0-3 of the Reach data with one entry of episode 2's ``key`` set to ``value``."""
+    data = episodes(4)
+    arr = data[at[0]][key].astype(np.float64)
+    arr[(at[1],) + (0,) * (arr.ndim - 1)] = value
+    data[at[0]][key] = arr
+    return data
+
+
+@pytest.mark.parametrize("key", ["observations", "actions", "rewards"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_non_finite_values_in_memory_are_refused_before_a_run_directory_exists(key, value, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        odt.train("reward-hill", env=make_reach, dataset=_spoil(key, value, at=(2, 3)), out=tmp_path / "bad", **SMALL)
+    msg = str(e.value)
+    assert "episode 2" in msg and f"'{key}'" in msg and "NaN or infinite" in msg and "step 3" in msg
+    assert "\n" not in msg and not (tmp_path / "bad").exists()
+
+
+def test_a_non_finite_final_observation_is_refused(tmp_path):
+    data = episodes(4)
+    data[1]["observations"][-1, 0] = np.nan  # Minari's T + 1st row: the episode's final observation
+    with pytest.raises(ConfigError, match="episode 1: 'final_observation' holds NaN"):
+        odt.train("reward-hill", env=make_reach, dataset=data, out=tmp_path / "bad", **SMALL)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("key,width,message", [
+    ("observations", 3, "episode 2: 'observations' is 3 wide but the environment's is 2"),
+    ("actions", 2, "episode 2: 'actions' is 2 wide but the environment's is 1"),
+])
+def test_widths_that_are_not_the_environments_are_refused(key, width, message, tmp_path):
+    data = episodes(4)
+    rows = len(data[2][key])
+    data[2][key] = np.zeros((rows, width), np.float32)
+    with pytest.raises(ConfigError, match=message):
+        odt.train("reward-hill", env=make_reach, dataset=data, out=tmp_path / "bad", **SMALL)
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("key,rows,message", [
+    ("observations", 19, "episode 1: 'observations' has shape \\(19, 2\\) but the episode has 20 rewards"),
+    ("actions", 21, "episode 1: 'actions' has shape \\(21, 1\\) but the episode has 20 rewards"),
+])
+def test_a_hand_built_dataset_is_checked_like_a_file(key, rows, message, tmp_path):
+    """A TrajectoryDataset built by hand skips the dict parser: its episodes get the same checks."""
+    from odt.api import as_dataset
+    dataset = as_dataset(episodes(3), "unused")
+    e = dataset.episodes[1]
+    setattr(e, key, np.zeros((rows, getattr(e, key).shape[1]), np.float32))
+    with pytest.raises(ConfigError, match=message):
+        odt.train("reward-hill", env=make_reach, dataset=dataset, out=tmp_path / "bad", **SMALL)
+    assert not (tmp_path / "bad").exists()
+    dataset.episodes[0].rewards[4] = np.nan
+    with pytest.raises(ConfigError, match="episode 0: 'rewards' holds NaN or infinite values \\(first at step 4\\)"):
+        odt.train("reward-hill", env=make_reach, dataset=dataset, out=tmp_path / "bad", **SMALL)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_register_env_keeps_the_envs_own_time_limit():
     from odt.api import register_env
     env_id = register_env(make_reach, max_ep_len=1000)

@@ -295,3 +295,47 @@ def test_mismatching_dataset_stops_a_run_before_anything_is_written(tmp_path, ca
     err = capsys.readouterr().err
     assert "observation dimension 17 but Hopper-v5 has 11" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+# --- the embedded medium datasets -------------------------------------------------------
+
+MEDIUM = ["odt/hopper-medium", "odt/walker2d-medium", "odt/halfcheetah-medium"]
+
+
+@pytest.mark.parametrize("name", MEDIUM)
+def test_medium_data_regenerates_the_same_arrays_at_a_third_of_expert(name):
+    """Recorded twice from the shipped policy, the first 20k steps are the same arrays; their
+    episodes score in a band around D4RL's 'medium', a third of the expert return (D4RL's own
+    medium-v2 data reads 44, 62 and 41 normalized)."""
+    from odt.data.embedded import ASSETS, EMBEDDED
+    from odt.data.generate import BehaviourPolicy, collect
+    from odt.scores import REFERENCE_RETURNS, normalized_score, task_of
+
+    entry = EMBEDDED[name]
+    policy = BehaviourPolicy.load(ASSETS / entry["policy"])
+    quiet = dict(log=lambda line: None, n_envs=10)
+    a = collect(entry["env_id"], 20_000, entry["seed"], policy, **quiet)
+    b = collect(entry["env_id"], 20_000, entry["seed"], policy, **quiet)
+    assert [len(e) for e in a.episodes] == [len(e) for e in b.episodes]
+    for x, y in zip(a.episodes, b.episodes):
+        for key in ("observations", "actions", "rewards"):
+            np.testing.assert_array_equal(getattr(x, key), getattr(y, key))
+    whole = [e.ret for e in a.episodes if not e.truncated or len(e) == 1000]  # not the budget's cut ones
+    assert len(whole) >= 10
+    score = normalized_score(entry["env_id"], np.array(whole)).mean()
+    assert 100 / 3 - 15 <= score <= 100 / 3 + 20, score
+    # It was trained to D4RL's medium target: a third of the expert reference return.
+    assert policy.meta["target_return"] == pytest.approx(REFERENCE_RETURNS[task_of(entry["env_id"])][1] / 3, rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MEDIUM[1:])
+def test_medium_data_is_the_documented_dataset(name):
+    """The whole dataset, as a user's first run makes it: 200k steps, the behaviour's command in
+    its metadata."""
+    from odt.data.embedded import EMBEDDED
+
+    ds = load_dataset(name)
+    assert ds.n_transitions == 200_000 and ds.env_id == EMBEDDED[name]["env_id"]
+    assert ds.metadata["behaviour_command"].startswith("odt data generate --env ")
+    assert ds.metadata["behaviour"]["train_steps"] > 0

@@ -15,6 +15,7 @@ from .data.trajectories import Episode, TrajectoryDataset
 from .hf import finetune_init
 from .policy import Policy, load_policy
 from .setup import setup
+from .shipped import resolve
 from .train import execute
 
 @dataclass
@@ -60,6 +61,7 @@ def train(config: Config | Mapping | str | None = None, *, env: str | Callable[[
         data = as_dataset(dataset, cfg.env)
         cfg.dataset = f"in-memory: {data.name}"
     command = "run" if pretrain and finetune else "pretrain" if pretrain else "finetune"
+    cfg.init = resolve(cfg.init)
     given = [f"--{name.replace('_', '-')}" for name in settings]  # what hf.finetune_init counts as flags
     with finetune_init(cfg, cfg.init if command == "finetune" else None, given) as init_from:
         job = setup(cfg, command, init_from, dataset=data)

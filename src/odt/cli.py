@@ -14,6 +14,7 @@ from .hf import finetune_init
 from .hf_eval import EvalArgs, eval_command
 from .report import ReportArgs, report_command
 from .setup import extend_run, resume_run, run_command
+from .shipped import names as shipped_names, resolve
 from .sweep import SweepArgs, sweep_command
 from .toy import ToyArgs, toy_command
 
@@ -33,8 +34,10 @@ def main(argv: list[str] | None = None) -> int:
         if command not in COMMANDS:
             raise ConfigError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
         if command == "presets":
+            models = set(shipped_names())
             for name in preset_names():
-                print(f"{name:<34}{preset_description(name)}")
+                mark = f" [pretrained: odt:{name}]" if name in models else ""
+                print(f"{name:<34}{preset_description(name)}{mark}")
             return 0
         if command == "data":
             return data_command(args)
@@ -43,12 +46,16 @@ def main(argv: list[str] | None = None) -> int:
                 raise ConfigError("odt toy needs the task: `odt toy reward-hill [--algo ...] [--seeds ...]`")
             return toy_command(parse(ToyArgs, args[1:], "odt toy reward-hill", COMMANDS["toy"]))
         if command == "eval":
-            return eval_command(parse(EvalArgs, args, "odt eval", COMMANDS["eval"]))
+            a = parse(EvalArgs, args, "odt eval", COMMANDS["eval"])
+            a.run = resolve(a.run)
+            return eval_command(a)
         if command == "sweep":
             a, passthrough = parse(SweepArgs, args, "odt sweep", COMMANDS["sweep"], return_unknown_args=True)
             return sweep_command(a, passthrough, shlex.join(["odt", *argv]))
         if command == "export":
-            return export_command(parse(ExportArgs, args, "odt export", COMMANDS["export"]))
+            a = parse(ExportArgs, args, "odt export", COMMANDS["export"])
+            a.run = resolve(a.run)
+            return export_command(a)
         if command == "report":
             return report_command(parse(ReportArgs, args, "odt report", COMMANDS["report"]))
         if command == "baseline":
@@ -73,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         if command == "finetune" and cfg.init is None:
             raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` or a Hugging Face "
                               "DecisionTransformerModel directory (or use `odt run`)")
+        cfg.init = resolve(cfg.init)  # odt:NAME, a shipped model, is a run directory in the cache
         # A Hugging Face model directory comes in as an odt checkpoint (odt.hf); an odt run as it is.
         with finetune_init(cfg, cfg.init if command == "finetune" else None, args) as init_from:
             run_command(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),

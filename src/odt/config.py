@@ -330,7 +330,8 @@ class OutputSettings:
     """Record the first episode of every evaluation as RUN_DIR/videos/*.mp4 (at most 1000 frames;
     extra odt[video], off-screen MuJoCo rendering), also to TensorBoard and W&B."""
     init: Optional[Path] = None
-    """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from."""
+    """odt finetune: the run directory (or checkpoint file) of the pretrained model to start from, or
+    odt:NAME, a shipped pretrained model (`odt presets` lists them)."""
     restart_optimizers: bool = False
     """odt finetune --init: start LAMB, the warmup and lambda's Adam afresh instead of carrying them
     over from pretraining (the default carries them over, as `odt run` does)."""

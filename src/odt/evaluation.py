@@ -122,7 +122,7 @@ def summary_table(summary: dict) -> str:
 @dataclass
 class EvalArgs:
     run: Path
-    """Run directory to evaluate."""
+    """Run directory to evaluate, or odt:NAME, a shipped model (`odt presets` lists them)."""
     checkpoint: str = "final"
     """Checkpoint name in the run's checkpoints/ (final, latest, pretrained) or a file path."""
     episodes: int = 10

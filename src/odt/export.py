@@ -81,7 +81,7 @@ class ExportedPolicy(nn.Module):
 @dataclass
 class ExportArgs:
     run: Annotated[Path, tyro.conf.Positional]
-    """Run directory whose policy to export."""
+    """Run directory whose policy to export, or odt:NAME, a shipped model."""
     out: Path
     """File to write (.pt for TorchScript, .onnx for ONNX by convention); a directory for hf."""
     format: Literal["torchscript", "onnx", "hf"] = "torchscript"

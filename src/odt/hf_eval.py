@@ -28,7 +28,7 @@ HANDLED = ("run", "episodes", "target", "seed", "sample", "device", "threads", "
 @dataclass
 class EvalArgs(evaluation.EvalArgs):
     run: Path
-    """Run directory, or Hugging Face DecisionTransformerModel directory, to evaluate."""
+    """Run directory, odt:NAME (a shipped model), or Hugging Face DecisionTransformerModel directory, to evaluate."""
     env: Optional[str] = None
     """A Hugging Face model directory only: the environment, where its config.json has no env_id."""
     rtg_scale: Optional[float] = None

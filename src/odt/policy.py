@@ -9,6 +9,7 @@ import torch
 
 from . import hf
 from .checkpoint import build_model, load_from_run
+from .shipped import resolve
 from .config import Config, ConfigError
 from .envs.make import flatten_goal, scale_actions_from_unit
 from .models.transformer import DecisionTransformer
@@ -45,7 +46,7 @@ class Policy:
              deterministic: bool = True, **hf_settings) -> "Policy":
         """A run directory's policy, or a Hugging Face DecisionTransformerModel directory's (odt.hf:
         ``rtg_scale=`` and ``context=`` give what its config.json lacks)."""
-        return load_policy(Path(run_dir), checkpoint, device=device, deterministic=deterministic, **hf_settings)
+        return load_policy(resolve(run_dir), checkpoint, device=device, deterministic=deterministic, **hf_settings)
 
     def reset(self, target_return: float | np.ndarray, n: int = 1) -> None:
         spec, dev, C = self.model.spec, self.device, self.context

@@ -24,7 +24,7 @@ from .baselines import check_baseline, run_baseline
 from .checkpoint import build_model, load_from_run
 from .config import Config, ConfigError, TD3Settings, check_out_dir
 from .data.generate import collect
-from .data.sources import check_matches_env, load_dataset
+from .data.sources import check_episodes, check_matches_env, load_dataset
 from .data.trajectories import TrajectoryDataset
 from .envs.make import make_env_with_horizon, scale_actions_to_unit
 from .envs.multitask import load_tasks
@@ -80,8 +80,11 @@ def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None, giv
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
     if init_state is not None:  # before the dataset: it may take minutes
         _check_dims(init_state, init_from, cfg.env, env.observation_space.shape[0], env.action_space.shape[0])
-    if given is not None:
+    if given is not None:  # held in memory: the checks a file gets, against this environment's widths
         dataset = given
+        if not dataset.episodes or dataset.n_transitions == 0:
+            raise ConfigError("dataset: no transitions given; pass at least one episode with one step")
+        check_episodes(dataset, env.observation_space.shape[0], env.action_space.shape[0])
     elif cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
         dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,
                           log=lambda line: None, episodes_wanted=cfg.random_episodes, horizon=cfg.max_ep_len)
@@ -141,6 +144,9 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: 
     if checkpoint is None and init_from is not None:
         _check_dims(init_state, init_from, cfg.env, dataset.obs_dim, dataset.act_dim)
         resolved.update(_from_checkpoint(cfg, init_state))
+        warmed = int(init_state.get("extra", {}).get("critic_pretrained", 0))
+        if warmed and cfg.td3:  # a shipped model's critics come warmed up: those updates count as done
+            resolved["critic_pretrain_updates"] = max(0, cfg.critic_pretrain_updates - warmed)
     if not np.allclose(act_low, -1) or not np.allclose(act_high, 1):
         for e in dataset.episodes:
             e.actions = scale_actions_to_unit(e.actions, act_low, act_high)

@@ -19,8 +19,20 @@ ASSETS = Path(__file__).parent / "assets"
 GENERATOR_VERSION = 2  # 2: the behaviour policy acts in float64 numpy (thread-count independent)
 
 EMBEDDED: dict[str, dict] = {
+    # D4RL's medium recipe: SAC trained until its sampled-action return passes a third of D4RL's
+    # expert return (the policy ships; `command` trained it), then 200k steps of sampled actions.
     "odt/hopper-medium": {"env_id": "Hopper-v5", "policy": "hopper_medium.safetensors",
-                          "transitions": 200_000, "seed": 1},
+                          "transitions": 200_000, "seed": 1,
+                          "command": "odt data generate --env Hopper-v5 --quality medium --seed 0 "
+                                     "--transitions 200000 --out hopper/medium-v0"},
+    "odt/walker2d-medium": {"env_id": "Walker2d-v5", "policy": "walker2d_medium.safetensors",
+                            "transitions": 200_000, "seed": 1,
+                            "command": "odt data generate --env Walker2d-v5 --quality medium --seed 0 "
+                                       "--transitions 200000 --out walker2d/medium-v0"},
+    "odt/halfcheetah-medium": {"env_id": "HalfCheetah-v5", "policy": "halfcheetah_medium.safetensors",
+                               "transitions": 200_000, "seed": 1,
+                               "command": "odt data generate --env HalfCheetah-v5 --quality medium --seed 0 "
+                                          "--transitions 200000 --out halfcheetah/medium-v0"},
     "odt/hopper-medium-replay": {"env_id": "Hopper-v5", "file": "hopper_medium_replay.npz", "transitions": 114_999},
     "odt/hopper-random": {"env_id": "Hopper-v5", "policy": None, "transitions": 100_000, "seed": 2},
     # PointMaze by Minari's recipe (waypoints.py), at a fifth of D4RL's 1M steps: about 15 s.
@@ -66,4 +78,6 @@ def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
                 save_npz(ds, path)
     ds = from_arrays(read_npz(path), name)
     ds.name = name
+    if "command" in entry:  # read from here, not the cache: a cache made before it was recorded lacks it
+        ds.metadata["behaviour_command"] = entry["command"]
     return ds

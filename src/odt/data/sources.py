@@ -37,9 +37,32 @@ def load_dataset(source: str, download: bool = False) -> TrajectoryDataset:
 def _check(ds: TrajectoryDataset) -> None:
     if not ds.episodes or ds.n_transitions == 0:
         raise ConfigError(f"dataset {ds.name} is empty; it needs at least one transition")
-    for k in ("observations", "actions", "rewards"):
-        if not all(np.isfinite(getattr(e, k)).all() for e in ds.episodes):
-            raise ConfigError(f"dataset {ds.name}: '{k}' holds NaN or infinite values; clean or drop those rows")
+    check_episodes(ds)
+
+
+def check_episodes(ds: TrajectoryDataset, obs_dim: int | None = None, act_dim: int | None = None) -> None:
+    """Every episode's arrays are finite, agree in length, and have one width (``obs_dim``/``act_dim``
+    where the environment fixes it): a bad row named here, not a NaN loss or a shape error later."""
+    obs_dim = ds.episodes[0].observations.shape[-1] if obs_dim is None else obs_dim
+    act_dim = ds.episodes[0].actions.shape[-1] if act_dim is None else act_dim
+    for i, e in enumerate(ds.episodes):
+        T = len(e.rewards)
+        for key, arr, width in (("observations", e.observations, obs_dim), ("actions", e.actions, act_dim),
+                                ("rewards", e.rewards, None), ("final_observation", e.final_observation, obs_dim)):
+            if arr is None:
+                continue
+            arr = np.asarray(arr)
+            if key in ("observations", "actions") and (arr.ndim != 2 or len(arr) != T):
+                raise ConfigError(f"dataset {ds.name}, episode {i}: '{key}' has shape {arr.shape} but the episode "
+                                  f"has {T} rewards; give {T} rows of {key} per episode")
+            if width is not None and arr.shape[-1] != width:
+                raise ConfigError(f"dataset {ds.name}, episode {i}: '{key}' is {arr.shape[-1]} wide but the "
+                                  f"environment's is {width}; use data recorded in this environment or change it")
+            if not np.isfinite(arr).all():
+                at = "" if key == "final_observation" else \
+                    f" (first at step {int(np.argwhere(~np.isfinite(arr.reshape(T, -1)))[0][0])})"
+                raise ConfigError(f"dataset {ds.name}, episode {i}: '{key}' holds NaN or infinite values{at}; "
+                                  "clean or drop those rows")
 
 
 def check_matches_env(ds: TrajectoryDataset, env) -> None:

@@ -1,0 +1,96 @@
+"""Pretrained models that ship in the package, addressed as ``odt:NAME`` wherever a run directory is
+taken (``--init``, ``odt eval --run``, ``odt export``, ``Policy.load``).
+
+Each is one safetensors file (the tensors of a checkpoint: the actor, and for TD3 algorithms the
+critics after their critic-only warm-up, with every optimizer's state, so that ``--init`` carries
+what `odt run` carries from one phase to the next) and a card (``NAME.json``: the command that made
+it, its data, its 50-episode offline score, the code's version, and the run's config.json). On first
+use it unpacks into a run directory in the cache, which every command then reads as it reads any
+run's. safetensors holds tensors only; the checkpoint's other entries (step counters, optimizer
+hyperparameters) ride in its string metadata as one JSON skeleton.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from .config import ConfigError
+
+MODELS = Path(__file__).parent / "data" / "models"
+PREFIX = "odt:"
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in MODELS.glob("*.json"))
+
+
+def card(name: str) -> dict:
+    path = MODELS / f"{name}.json"
+    if not path.is_file():
+        raise ConfigError(f"no shipped model {PREFIX}{name}; the package ships "
+                          f"{', '.join(PREFIX + n for n in names()) or 'none'}")
+    return json.loads(path.read_text())
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("ODT_CACHE", Path.home() / ".cache" / "odt")) / "models"
+
+
+def resolve(run: str | Path | None) -> Path | None:
+    """``odt:NAME`` as the run directory it unpacks to (made on first use); any other path as it is."""
+    if run is None or not str(run).startswith(PREFIX):
+        return None if run is None else Path(run)
+    name = str(run)[len(PREFIX):]
+    info = card(name)
+    weights = MODELS / f"{name}.safetensors"
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    out = cache_root() / f"{name}-{digest}"
+    ckpt = out / "checkpoints" / "pretrained.pt"
+    if not ckpt.is_file():
+        with safe_open(str(weights), "pt") as f:
+            skeleton = json.loads(f.metadata()["skeleton"])
+        state = _rebuild(skeleton, load_file(str(weights)))
+        ckpt.parent.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(info["config"], indent=2) + "\n")
+        (out / "card.json").write_text(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2) + "\n")
+        tmp = ckpt.with_name(f"pretrained.pt.{os.getpid()}.tmp")  # runs that start together: one file wins
+        torch.save(state, tmp)
+        os.replace(tmp, ckpt)
+    return out
+
+
+def _flatten(obj, tensors: dict, key: str = "t"):
+    """The checkpoint as a JSON skeleton whose tensors are named by their path in ``tensors``."""
+    if isinstance(obj, torch.Tensor):
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        # Optimizer states key their parameters by int: the skeleton keeps each key's type.
+        return {"__dict__": [[k, isinstance(k, int), _flatten(v, tensors, f"{key}.{k}")] for k, v in obj.items()]}
+    if isinstance(obj, (list, tuple)):
+        return {"__list__": [_flatten(v, tensors, f"{key}.{i}") for i, v in enumerate(obj)],
+                "tuple": isinstance(obj, tuple)}
+    return obj
+
+
+def _rebuild(skeleton, tensors: dict):
+    if isinstance(skeleton, dict) and "__tensor__" in skeleton:
+        return tensors[skeleton["__tensor__"]]
+    if isinstance(skeleton, dict) and "__dict__" in skeleton:
+        return {int(k) if is_int else k: _rebuild(v, tensors) for k, is_int, v in skeleton["__dict__"]}
+    if isinstance(skeleton, dict) and "__list__" in skeleton:
+        items = [_rebuild(v, tensors) for v in skeleton["__list__"]]
+        return tuple(items) if skeleton["tuple"] else items
+    return skeleton
+
+
+def pack(state: dict, path: Path) -> None:
+    tensors: dict[str, torch.Tensor] = {}
+    skeleton = _flatten(state, tensors)
+    save_file(tensors, str(path), metadata={"skeleton": json.dumps(skeleton)})
