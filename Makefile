@@ -15,8 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
+# Online learning at a glance: the shipped ViDT model (pretrained on odt/hopper-medium-replay,
+# critics warmed up) finetuned for 20k steps in Hopper-v5; `odt run --preset cpu-vidt` is the
+# whole pipeline that made it.
 demo: $(STAMP)
-	$(VENV)/bin/odt run --preset cpu-vidt
+	$(VENV)/bin/odt finetune --init odt:cpu-vidt --preset cpu-vidt
 
 test: $(STAMP)
 	$(PY) -m pytest -n 2 --timeout 900

@@ -352,7 +352,8 @@ class Learner(_CriticSteps):
             if saved is not None:
                 self.critic.load_state_dict(saved["critic"])
                 self.critic_target.load_state_dict(saved["critic_target"])
-                self.actor_target.load_state_dict(saved["actor_target"])
+                if "actor_target" in saved:  # a shipped model's is the actor (odt.ship)
+                    self.actor_target.load_state_dict(saved["actor_target"])
                 if not model_only:
                     self.critic_optimizer.load_state_dict(saved["critic_optimizer"])
                     self.critic_updates = int(saved["critic_updates"])
