@@ -7,8 +7,8 @@ hopper-medium, mean about 450) once into DIR with the real h5py and minari libra
 HDF5 file (float32, with next_observations), odt's .npz and a Minari dataset. Each load then runs
 in a fresh process, which reports the seconds `odt.load_dataset` took and the growth of its peak
 resident memory over the process after imports (Linux: /proc/self/status). A Minari dataset is
-flattened into odt's cache on its first load: "minari 1st" is that load, "minari" the later ones. Targets (issue 3): <= 5 s and <= 2x the raw
-float32 arrays (observations + actions + rewards).
+flattened into odt's cache on its first load: "minari 1st" is that load, "minari" the later ones.
+Targets: <= 5 s and <= 2x the raw float32 arrays (observations + actions + rewards).
 """
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ its ODT as its sota-implementations build it: `OnlineDTActor` in a `Probabilisti
 The floor: every matrix multiply of one odt update (recorded at the ATen level with their shapes,
 strides and dtypes: forward and backward) replayed alone on fresh tensors; its time is what the
 update would take if everything else were free, and FLOPs over it is this core's GEMM rate on
-exactly those shapes. Targets (issue 21, cpu-small shape, one thread, fp32): odt / TorchRL <= 0.6,
+exactly those shapes. Targets (cpu-small shape, one thread, fp32): odt / TorchRL <= 0.6,
 odt / floor <= 1.2, a TD3 actor update (policy_delay 2: two critic steps and one actor step)
 <= 1.5x an ODT update.
 """
