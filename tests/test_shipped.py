@@ -53,10 +53,7 @@ def test_packing_keeps_every_entry_of_a_checkpoint(tmp_path):
     state = {"learner": {"optimizer": opt.state_dict(), "updates": 7, "lr_scale": 0.5, "td3": None},
              "spec": {"embed_dim": 8, "action_head": "tanh"}, "obs_mean": torch.arange(4.0), "extra": {"n": [1, 2]}}
     shipped.pack(state, tmp_path / "m.safetensors")
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    with safe_open(str(tmp_path / "m.safetensors"), "pt") as f:
-        back = shipped._rebuild(json.loads(f.metadata()["skeleton"]), load_file(str(tmp_path / "m.safetensors")))
+    back = shipped.unpack(tmp_path / "m.safetensors")
     assert back["learner"]["optimizer"]["param_groups"][0]["betas"] == (0.8, 0.9)
     assert list(back["learner"]["optimizer"]["state"]) == [0]
     torch.testing.assert_close(back["learner"]["optimizer"]["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])

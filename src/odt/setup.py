@@ -82,8 +82,6 @@ def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None, giv
         _check_dims(init_state, init_from, cfg.env, env.observation_space.shape[0], env.action_space.shape[0])
     if given is not None:  # held in memory: the checks a file gets, against this environment's widths
         dataset = given
-        if not dataset.episodes or dataset.n_transitions == 0:
-            raise ConfigError("dataset: no transitions given; pass at least one episode with one step")
         check_episodes(dataset, env.observation_space.shape[0], env.action_space.shape[0])
     elif cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
         dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,

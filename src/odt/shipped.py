@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import ConfigError
+from .data.formats import cache_root
 
 MODELS = Path(__file__).parent / "data" / "models"
 PREFIX = "odt:"
@@ -38,10 +39,6 @@ def card(name: str) -> dict:
     return json.loads(path.read_text())
 
 
-def cache_root() -> Path:
-    return Path(os.environ.get("ODT_CACHE", Path.home() / ".cache" / "odt")) / "models"
-
-
 def resolve(run: str | Path | None) -> Path | None:
     """``odt:NAME`` as the run directory it unpacks to (made on first use); any other path as it is."""
     if run is None or not str(run).startswith(PREFIX):
@@ -50,12 +47,10 @@ def resolve(run: str | Path | None) -> Path | None:
     info = card(name)
     weights = MODELS / f"{name}.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    out = cache_root() / f"{name}-{digest}"
+    out = cache_root() / "models" / f"{name}-{digest}"
     ckpt = out / "checkpoints" / "pretrained.pt"
     if not ckpt.is_file():
-        with safe_open(str(weights), "pt") as f:
-            skeleton = json.loads(f.metadata()["skeleton"])
-        state = _rebuild(skeleton, load_file(str(weights)))
+        state = unpack(weights)
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(info["config"], indent=2) + "\n")
         (out / "card.json").write_text(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2) + "\n")
@@ -88,6 +83,13 @@ def _rebuild(skeleton, tensors: dict):
         items = [_rebuild(v, tensors) for v in skeleton["__list__"]]
         return tuple(items) if skeleton["tuple"] else items
     return skeleton
+
+
+def unpack(path: Path) -> dict:
+    """The checkpoint that ``pack`` wrote into ``path``."""
+    with safe_open(str(path), "pt") as f:
+        skeleton = json.loads(f.metadata()["skeleton"])
+    return _rebuild(skeleton, load_file(str(path)))
 
 
 def pack(state: dict, path: Path) -> None:

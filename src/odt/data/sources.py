@@ -30,19 +30,15 @@ def load_dataset(source: str, download: bool = False) -> TrajectoryDataset:
         else:
             raise ConfigError(f"dataset {source!r} not found: give an existing .npz/.hdf5 file, "
                               f"a Minari id, or one of {', '.join(EMBEDDED)}")
-    _check(ds)
-    return ds
-
-
-def _check(ds: TrajectoryDataset) -> None:
-    if not ds.episodes or ds.n_transitions == 0:
-        raise ConfigError(f"dataset {ds.name} is empty; it needs at least one transition")
     check_episodes(ds)
+    return ds
 
 
 def check_episodes(ds: TrajectoryDataset, obs_dim: int | None = None, act_dim: int | None = None) -> None:
     """Every episode's arrays are finite, agree in length, and have one width (``obs_dim``/``act_dim``
     where the environment fixes it): a bad row named here, not a NaN loss or a shape error later."""
+    if not ds.episodes or ds.n_transitions == 0:
+        raise ConfigError(f"dataset {ds.name} is empty; it needs at least one transition")
     obs_dim = ds.episodes[0].observations.shape[-1] if obs_dim is None else obs_dim
     act_dim = ds.episodes[0].actions.shape[-1] if act_dim is None else act_dim
     for i, e in enumerate(ds.episodes):
