@@ -22,6 +22,7 @@ import torch
 from odt.export import ExportedPolicy, example_inputs, export_onnx
 from odt.models.transformer import DecisionTransformer, ModelSpec
 from odt.policy import Policy
+from odt.scaling import Scaling
 
 S, A, C = 11, 3, 5
 
@@ -35,10 +36,10 @@ def main() -> None:
     warnings.simplefilter("ignore")  # the tracer's and exporter's notes
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model = DecisionTransformer(ModelSpec(S, A, embed_dim=128, n_layer=3, n_head=1, context_len=20)).eval()
-    mean, std, low, high = np.zeros(S, np.float32), np.ones(S, np.float32), -np.ones(A, np.float32), np.ones(A, np.float32)
-    policy = Policy(model, mean, std, low, high, rtg_scale=1000.0, context=C)
-    exported = ExportedPolicy([model], mean, std, low, high, 1000.0, C).eval()
+    model = DecisionTransformer(ModelSpec(obs_dim=S, act_dim=A, embed_dim=128, n_layer=3, n_head=1,
+                                          context_len=20)).eval()
+    policy = Policy(model, Scaling.unit(S, A), rtg_scale=1000.0, context=C)
+    exported = ExportedPolicy([model], Scaling.unit(S, A), 1000.0, C).eval()
     meta = {"context": C, "obs_dim": S, "act_dim": A, "g_eval": 3600.0}
     with torch.no_grad():
         script = torch.jit.trace(exported, example_inputs(meta, 1), check_trace=False)

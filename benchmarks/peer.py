@@ -59,7 +59,7 @@ def odt_learner(size: str, precision: str, algo: str = "odt") -> Learner:
     d, n_layer, n_head, _ = SIZES[size]
     torch.manual_seed(0)
     head = "deterministic" if algo == "vidt" else "tanh_gaussian"
-    model = DecisionTransformer(ModelSpec(OBS, ACT, d, n_layer, n_head, dropout=0.1, context_len=K,
+    model = DecisionTransformer(ModelSpec(obs_dim=OBS, act_dim=ACT, embed_dim=d, n_layer=n_layer, n_head=n_head, dropout=0.1, context_len=K,
                                           action_head=head))
     td3 = TD3Settings() if algo in ("vidt", "odt-td3") else None
     return Learner(model, "dt" if algo == "vidt" else "odt", lr=LR, weight_decay=WD, warmup_steps=1,
@@ -235,7 +235,7 @@ def main() -> None:
 
         def target_forward():
             with torch.no_grad():
-                vidt.actor_target(b.next_rtg, b.next_states, b.next_actions, b.timesteps)
+                vidt.critics.actor_target(b.next_rtg, b.next_states, b.next_actions, b.timesteps)
         parts = alternate({"critic step": lambda: vidt._critic_step(b), "of which the target actor's forward":
                            target_forward, "actor step": lambda: vidt._actor_step(b)}, args.reps)
         print("a vidt actor update's parts (two critic steps and one actor step):")

@@ -32,6 +32,7 @@ from odt.envs.make import make_vector_env
 from odt.models.transformer import DecisionTransformer, ModelSpec
 from odt.config import preset
 from odt.policy import Policy
+from odt.scaling import Scaling
 from odt.precision import resolve_precision
 
 REFERENCE = {"small": 0.21, "paper": 11.0, "act": 12.7e-3}
@@ -61,7 +62,7 @@ def time_train_step(size: str, precision: str, reps: int, device: str, compile_:
                     obs_dim: int = OBS, act_dim: int = ACT) -> float:
     d, n_layer, n_head, B = SIZES[size]
     torch.manual_seed(0)
-    spec = ModelSpec(obs_dim, act_dim, d, n_layer, n_head, dropout=0.1, context_len=K)
+    spec = ModelSpec(obs_dim=obs_dim, act_dim=act_dim, embed_dim=d, n_layer=n_layer, n_head=n_head, dropout=0.1, context_len=K)
     model = DecisionTransformer(spec).to(device)
     learner = Learner(model, "odt", lr=1e-4, weight_decay=5e-4, warmup_steps=10_000, grad_clip=0.25,
                       precision=precision, compile=compile_)  # what `odt run --compile MODE` does
@@ -88,8 +89,9 @@ def time_act(reps: int, device: str, n_envs: int = 10, context: int = 5, size: s
              obs_dim: int = OBS, act_dim: int = ACT) -> float:
     torch.manual_seed(0)
     d, n_layer, n_head, _ = SIZES[size]
-    model = DecisionTransformer(ModelSpec(obs_dim, act_dim, d, n_layer, n_head, context_len=K)).to(device)
-    policy = Policy(model, np.zeros(obs_dim), np.ones(obs_dim), -np.ones(act_dim), np.ones(act_dim), 1000.0, context)
+    model = DecisionTransformer(ModelSpec(obs_dim=obs_dim, act_dim=act_dim, embed_dim=d, n_layer=n_layer,
+                                          n_head=n_head, context_len=K)).to(device)
+    policy = Policy(model, Scaling.unit(obs_dim, act_dim), 1000.0, context)
     obs = np.random.default_rng(0).normal(size=(n_envs, obs_dim)).astype(np.float32)
     policy.reset(3600.0, n=n_envs)
     for _ in range(context + 5):  # fill the context

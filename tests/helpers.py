@@ -39,7 +39,7 @@ def roundtrip(out, algo: str, **settings):
     trainer = setup(cfg, "pretrain")
     try:
         trainer.pretrain()  # saves checkpoints/pretrained.pt
-        return trainer.policy(deterministic=True), load_policy(out, "pretrained")
+        return trainer.policy(), load_policy(out, "pretrained")
     finally:
         trainer.close()
 

@@ -233,7 +233,7 @@ def test_finetune_init_carries_the_optimizers_over_like_run(restart, tmp_path, h
     assert main(["finetune", *tiny, "--init", str(pre), "--out", str(ft), "--lr", "2e-3", "--lambda-lr", "3e-3",
                  *flags]) == 0
     rounds = [r for r in map(json.loads, (ft / "metrics.jsonl").read_text().splitlines()) if r.get("event") == "round"]
-    state = load_checkpoint(ft / "checkpoints" / "final.pt")["learner"]
+    state = load_checkpoint(ft / "checkpoints" / "final.pt")["ensemble"]["learners"][0]
     updates = rounds[-1]["updates"]
     # cpu-small warms up over 500 updates. Carried over, the schedule and LAMB's step count go on
     # from the 6 pretraining updates; restarted, they count this run's updates alone.

@@ -114,7 +114,7 @@ class HostCopies(TorchFunctionMode):
 
 def _learner(algo, **kw):
     head = "deterministic" if algo == "vidt" else "tanh_gaussian"
-    model = DecisionTransformer(ModelSpec(3, 2, 32, 2, 2, dropout=0.1, context_len=5, action_head=head))
+    model = DecisionTransformer(ModelSpec(obs_dim=3, act_dim=2, embed_dim=32, n_layer=2, n_head=2, dropout=0.1, context_len=5, action_head=head))
     td3 = TD3Settings(**kw) if algo in ("vidt", "odt-td3") else None
     learner = Learner(model, "dt" if algo == "vidt" else "odt", warmup_steps=1, td3=td3)
     buf = ReplayBuffer(10, np.zeros(3, np.float32), np.ones(3, np.float32), 10.0, keep_next=True)
@@ -125,7 +125,7 @@ def _learner(algo, **kw):
 
 def _device_halves(learner, batch):
     if learner.td3 is not None:
-        learner._critic_update(batch)
+        learner.critics.update(batch)
     return learner._actor_update(batch)
 
 

@@ -173,7 +173,7 @@ def test_finetune_from_a_model_directory(tmp_path, hopper_npz, capsys):
     rounds = [r for r in rows if r.get("event") == "round"]
     assert rounds and rounds[-1]["online_steps"] >= 200 and rounds[-1]["updates"] == 3 * len(rounds)
     state = load_models(out, "final")[1]
-    np.testing.assert_array_equal(state["obs_mean"].numpy(), np.float32(json.loads(
+    np.testing.assert_array_equal(state["scaling"]["obs_mean"].numpy(), np.float32(json.loads(
         (path / "config.json").read_text())["state_mean"]))
     # Before its first update the finetuning run's policy is the model's: its first evaluation
     # (seed 1000000, mean actions at g_eval) returns what `odt eval` of the directory returns.
@@ -207,7 +207,7 @@ def test_export_loads_in_transformers_and_back_in_odt(run_dir, tmp_path):
     c, state = model.config, load_models(run_dir, "final")[1]
     assert (c.hidden_size, c.n_layer, c.n_head, c.context_length, c.return_scale, c.target_return, c.env_id) == \
         (128, 3, 1, run_cfg.eval_context, run_cfg.rtg_scale, run_cfg.g_eval, "Hopper-v5")
-    np.testing.assert_array_equal(np.float32(c.state_mean), state["obs_mean"].numpy())
+    np.testing.assert_array_equal(np.float32(c.state_mean), state["scaling"]["obs_mean"].numpy())
 
     # transformers' model acts as odt's policy (its mean action) over a whole episode.
     ours, theirs = episode_both(Policy.load(run_dir), model.eval())
@@ -231,8 +231,8 @@ def test_export_loads_in_transformers_and_back_in_odt(run_dir, tmp_path):
     assert json.loads((out / "config.json").read_text())["odt_context_len"] == run_cfg.context_len != c.context_length
     from odt import hf
     cfg = Config.load(run_dir / "config.json")
-    with hf.finetune_init(cfg, out, []) as init:
-        assert init is not None and cfg.context_len == run_cfg.context_len and cfg.eval_context == c.context_length
+    init = hf.finetune_start(cfg, out, [])
+    assert init is not None and cfg.context_len == run_cfg.context_len and cfg.eval_context == c.context_length
 
     card = (out / "README.md").read_text()
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -242,7 +242,7 @@ def test_export_loads_in_transformers_and_back_in_odt(run_dir, tmp_path):
 
 def test_a_timestep_embedding_and_a_deterministic_head_export_exactly(tmp_path):
     """The mapping alone, for the parts cpu-small lacks: learned timesteps and dt's head."""
-    from odt import hf
+    from odt import hf_export
     from safetensors.torch import save_file
 
     torch.manual_seed(0)
@@ -251,7 +251,7 @@ def test_a_timestep_embedding_and_a_deterministic_head_export_exactly(tmp_path):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    config, weights = hf.to_hf(model, np.zeros(11), np.ones(11), 1000.0, 4, 3600.0, "Hopper-v5")
+    config, weights = hf_export.to_hf(model, np.zeros(11), np.ones(11), 1000.0, 4, 3600.0, "Hopper-v5")
     (tmp_path / "config.json").write_text(json.dumps(config))
     save_file(weights, str(tmp_path / "model.safetensors"))
     theirs = DecisionTransformerModel.from_pretrained(tmp_path).eval()
@@ -266,22 +266,22 @@ def test_a_timestep_embedding_and_a_deterministic_head_export_exactly(tmp_path):
 
 
 def test_export_refuses_what_transformers_cannot_compute(tmp_path):
-    from odt import hf
+    from odt import hf_export as hf
 
     model = DecisionTransformer(ModelSpec(obs_dim=11, act_dim=3, embed_dim=16, n_layer=1, action_head="gaussian"))
     with pytest.raises(ConfigError, match="gaussian"):
         hf.to_hf(model, np.zeros(11), np.ones(11), 1000.0, 4, 3600.0, "Hopper-v5")
-    state = {"act_low": -torch.ones(3), "act_high": torch.ones(3), "obs_mean": torch.zeros(11),
-             "obs_std": torch.ones(11)}
+    state = {"scaling": {"act_low": -torch.ones(3), "act_high": torch.ones(3), "obs_mean": torch.zeros(11),
+                         "obs_std": torch.ones(11)}}
     with pytest.raises(ConfigError, match="ensemble of 2"):
         hf.export_run(tmp_path, Config(), [model, model], state, tmp_path / "final.pt", tmp_path / "out")
-    state["act_high"] = 2 * torch.ones(3)
+    state["scaling"]["act_high"] = 2 * torch.ones(3)
     with pytest.raises(ConfigError, match="action bounds"):
         hf.export_run(tmp_path, Config(), [model], state, tmp_path / "final.pt", tmp_path / "out")
     assert not (tmp_path / "out").exists()
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    state["act_high"] = torch.ones(3)
+    state["scaling"]["act_high"] = torch.ones(3)
     with pytest.raises(ConfigError, match="holds no model"):  # --overwrite replaces a model directory only
         hf.export_run(tmp_path, Config(), [model], state, tmp_path / "final.pt", tmp_path / "mine")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"

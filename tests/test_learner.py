@@ -7,10 +7,11 @@ import torch
 from helpers import const_episodes, make_episode
 
 from odt.algos.learner import Learner
-from odt.checkpoint import load_checkpoint, save_checkpoint
+from odt.checkpoint import load_checkpoint, networks_state, save_checkpoint
 from odt.config import Config
 from odt.data.buffer import ReplayBuffer
 from odt.models.transformer import DecisionTransformer, ModelSpec
+from odt.scaling import Scaling
 
 
 def _setup(head="tanh_gaussian", algo="odt", lr=1e-4, **kw):
@@ -69,11 +70,12 @@ def test_save_load_round_trips_everything_exactly(tmp_path):
     learner, batch = _setup()
     for _ in range(3):
         learner.update(batch)
-    save_checkpoint(tmp_path / "c.pt", learner, obs_mean=np.zeros(3), obs_std=np.ones(3),
-                    act_low=-np.ones(2), act_high=np.ones(2))
+    scaling = Scaling(obs_mean=np.zeros(3), obs_std=np.ones(3), act_low=-np.ones(2), act_high=np.ones(2))
+    save_checkpoint(tmp_path / "c.pt", networks_state(dataclasses.asdict(learner.model.spec), scaling.state_dict(),
+                                                      [learner.state_dict()]))
     state = load_checkpoint(tmp_path / "c.pt")
     other, _ = _setup()
-    other.load_state_dict(state["learner"])
+    other.load_state_dict(state["ensemble"]["learners"][0])
     assert other.lam == learner.lam and other.updates == 3
     for (k, a), (_, b) in zip(learner.model.state_dict().items(), other.model.state_dict().items()):
         assert torch.equal(a, b), k

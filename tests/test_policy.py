@@ -5,6 +5,7 @@ import torch
 from odt.envs.make import make_vector_env
 from odt.models.transformer import DecisionTransformer, ModelSpec
 from odt.policy import Policy
+from odt.scaling import Scaling
 from odt.rollout import rollout
 
 
@@ -12,8 +13,8 @@ def _policy(context=5, head="tanh_gaussian", deterministic=True, **kw):
     spec = ModelSpec(obs_dim=11, act_dim=3, embed_dim=32, n_layer=2, n_head=2, dropout=0.0, context_len=20,
                      action_head=head, **kw)
     model = DecisionTransformer(spec)
-    return Policy(model, np.zeros(11, np.float32), np.ones(11, np.float32), -np.ones(3, np.float32),
-                  np.ones(3, np.float32), rtg_scale=100.0, context=context, deterministic=deterministic)
+    return Policy(model, Scaling(np.zeros(11), np.ones(11), -np.ones(3), np.ones(3)), rtg_scale=100.0,
+                  context=context, action="mean" if deterministic else "sample")
 
 
 def test_acting_costs_the_context_not_K():
@@ -143,8 +144,8 @@ def test_mean_action_exploration_is_the_mean_plus_the_noise():
     policy.reset(100.0, n=256)
     mean = policy.act(obs)
     for sample, noise in [(False, 0.0), (False, 0.2), (True, 0.0)]:
-        explore = Policy(policy.model, policy.obs_mean.numpy(), policy.obs_std.numpy(), policy.act_low, policy.act_high,
-                         rtg_scale=100.0, context=5, deterministic=False, noise_std=noise, sample=sample,
+        explore = Policy(policy.model, policy.scaling, rtg_scale=100.0, context=5,
+                         action="sample" if sample else "mean+noise", noise_std=noise,
                          generator=torch.Generator().manual_seed(1))
         explore.reset(100.0, n=256)
         diff = explore.act(obs) - mean

@@ -204,7 +204,7 @@ def test_online_score_is_the_mean_of_the_last_evaluations_and_deltas_aggregate(r
 
 
 def test_runs_of_an_older_version_without_a_newer_setting_compare_with_new_ones(tmp_path):
-    from odt.report import find_runs, label_settings
+    from odt.report_stats import find_runs, label_settings
 
     for seed in (0, 1):
         write_run(tmp_path / f"s{seed}", HOPPER, seed, 50.0, 60.0)
@@ -216,7 +216,7 @@ def test_runs_of_an_older_version_without_a_newer_setting_compare_with_new_ones(
 
 
 def test_a_head_left_to_auto_and_the_same_head_named_are_one_setting(tmp_path):
-    from odt.report import find_runs, label_settings
+    from odt.report_stats import find_runs, label_settings
 
     for seed, head in ((0, "auto"), (1, "tanh_gaussian"), (2, "gaussian")):
         write_run(tmp_path / f"s{seed}", HOPPER, seed, 50.0, 60.0)

@@ -34,8 +34,8 @@ def _mtime(path):
 
 
 def _buffer(out):
-    rs = torch.load(out / "checkpoints" / "final.pt", weights_only=True)["extra"]["resume"]
-    return rs["buffer_order"].tolist(), {k: v for k, v in rs.get("online", {}).items()}
+    rs = torch.load(out / "checkpoints" / "final.pt", weights_only=True)["buffer"]
+    return rs["order"].tolist(), {k: v for k, v in rs.get("online", {}).items()}
 
 
 @pytest.fixture(scope="module")

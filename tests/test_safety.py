@@ -48,26 +48,29 @@ def test_object_arrays_in_a_dataset_are_refused(tmp_path):
 
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
     from odt.algos.learner import Learner
-    from odt.checkpoint import load_checkpoint, load_from_run, save_checkpoint
+    from dataclasses import asdict
+
+    from odt.checkpoint import load_checkpoint, load_from_run, networks_state, save_checkpoint
+    from odt.scaling import Scaling
     from odt.models.transformer import DecisionTransformer, ModelSpec
 
     learner = Learner(DecisionTransformer(ModelSpec(obs_dim=3, act_dim=2, embed_dim=16, n_layer=1, n_head=1)),
                       "odt", lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0)
     path = tmp_path / "checkpoints" / "latest.pt"
-    stats = dict(obs_mean=np.zeros(3), obs_std=np.ones(3), act_low=-np.ones(2), act_high=np.ones(2))
+    stats = Scaling(obs_mean=np.zeros(3), obs_std=np.ones(3), act_low=-np.ones(2), act_high=np.ones(2))
     for updates in (1, 2):
         learner.updates = updates
-        save_checkpoint(path, learner, **stats)
+        save_checkpoint(path, networks_state(asdict(learner.model.spec), stats.state_dict(), [learner.state_dict()]))
     assert sorted(p.name for p in path.parent.iterdir()) == [
         "latest.prev.pt", "latest.prev.pt.sha256", "latest.pt", "latest.pt.sha256"]
-    assert load_from_run(tmp_path, "latest")[0]["learner"]["updates"] == 2
+    assert load_from_run(tmp_path, "latest")[0]["ensemble"]["learners"][0]["updates"] == 2
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF  # one flipped byte
     path.write_bytes(bytes(data))
     with pytest.raises(ConfigError, match="does not match its checksum"):
         load_checkpoint(path)
     state, chosen = load_from_run(tmp_path, "latest")
-    assert chosen.name == "latest.prev.pt" and state["learner"]["updates"] == 1
+    assert chosen.name == "latest.prev.pt" and state["ensemble"]["learners"][0]["updates"] == 1
     assert "latest.pt failed its checksum" in capsys.readouterr().err
     prev = path.with_name("latest.prev.pt")
     prev.write_bytes(prev.read_bytes()[:100])

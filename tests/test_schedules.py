@@ -66,5 +66,5 @@ def test_return_target_clipping():
     n.observe([-100, -50])
     assert n.value(0) == pytest.approx(-40.0)  # optimism stays optimism for negative returns
     s = ReturnTarget("ucb", 0.0)
-    s.load(json.loads(json.dumps(n.state())))
+    s.load_state_dict(json.loads(json.dumps(n.state_dict())))
     assert list(s.recent) == [-100, -50] and (s.lowest, s.highest) == (-100, -50)

@@ -28,7 +28,7 @@ def test_run_from_scratch_seeds_the_buffer_with_random_episodes_and_trains_onlin
     assert len(random.episodes) == 6
     ckpt = torch.load(out / "checkpoints" / "final.pt", weights_only=True)
     obs = np.concatenate([e.observations for e in random.episodes])
-    np.testing.assert_allclose(ckpt["obs_mean"].numpy(), obs.mean(0), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(ckpt["scaling"]["obs_mean"].numpy(), obs.mean(0), rtol=1e-4, atol=1e-5)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["offline"]["updates"] == 0 and summary["final"]["online_steps"] >= 120
 

@@ -87,18 +87,18 @@ def _hill_buffer(n=256, seed=0):
 def test_policy_delay_and_polyak_targets():
     learner = _learner(TD3Settings(policy_delay=2, tau=0.25))
     buf = _hill_buffer(32)
-    critic_before = [p.detach().clone() for p in learner.critic_target.parameters()]
-    actor_before = [p.detach().clone() for p in learner.actor_target.parameters()]
+    critic_before = [p.detach().clone() for p in learner.critics.critic_target.parameters()]
+    actor_before = [p.detach().clone() for p in learner.critics.actor_target.parameters()]
     m1 = learner.update(buf.sample(8, 1, np.random.default_rng(0)))
     assert "critic_loss" in m1 and "loss" not in m1 and learner.updates == 0  # critic only
-    assert all(torch.equal(a, b) for a, b in zip(critic_before, learner.critic_target.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(critic_before, learner.critics.critic_target.parameters()))
     m2 = learner.update(buf.sample(8, 1, np.random.default_rng(1)))
     assert {"critic_loss", "q_mean", "loss", "rl_loss", "mse"} <= m2.keys()
     assert (learner.updates, learner.critic_updates, learner.calls_per_actor_update) == (1, 2, 2)
     # target <- target + tau * (source - target), after the actor step
-    for before, target, source in zip(critic_before, learner.critic_target.parameters(), learner.critic.parameters()):
+    for before, target, source in zip(critic_before, learner.critics.critic_target.parameters(), learner.critics.critic.parameters()):
         torch.testing.assert_close(target, before + 0.25 * (source - before))
-    for before, target, source in zip(actor_before, learner.actor_target.parameters(), learner.model.parameters()):
+    for before, target, source in zip(actor_before, learner.critics.actor_target.parameters(), learner.model.parameters()):
         torch.testing.assert_close(target, before + 0.25 * (source - before))
 
 
@@ -109,7 +109,7 @@ def test_critic_learns_the_one_step_reward_and_the_rl_term_climbs_it():
     for _ in range(400):
         learner._critic_step(buf.sample(64, 1, rng))
     a = torch.linspace(-1, 1, 21).reshape(-1, 1)
-    q1, q2 = learner.critic(torch.zeros(21, 1), a)
+    q1, q2 = learner.critics.critic(torch.zeros(21, 1), a)
     # Terminal one-step episodes: y = r, so Q(s, a) is the reward hill itself.
     np.testing.assert_allclose(q1.detach().numpy(), hill_reward(a[:, 0].numpy()), atol=0.15)
     assert int(q1.argmax()) in (9, 10, 11)  # the peak, a = 0
@@ -127,7 +127,7 @@ def test_td_reward_shift_is_a_shift_of_the_critics_rewards_only():
     assert torch.equal(batch.rewards, rewards)
     batch.rewards = rewards - 1.0
     by_hand._critic_step(batch)
-    for x, y in zip(shifted.critic.parameters(), by_hand.critic.parameters()):
+    for x, y in zip(shifted.critics.critic.parameters(), by_hand.critics.critic.parameters()):
         torch.testing.assert_close(x, y)
 
 
@@ -139,14 +139,14 @@ def test_state_dict_round_trip_keeps_the_critic():
     b = _learner(TD3Settings())
     b.load_state_dict(a.state_dict())
     assert (b.updates, b.critic_updates) == (a.updates, a.critic_updates)
-    for x, y in zip(list(a.critic.parameters()) + list(a.actor_target.parameters()),
-                    list(b.critic.parameters()) + list(b.actor_target.parameters())):
+    for x, y in zip(list(a.critics.critic.parameters()) + list(a.critics.actor_target.parameters()),
+                    list(b.critics.critic.parameters()) + list(b.critics.actor_target.parameters())):
         assert torch.equal(x, y)
     # A checkpoint without critics (dt) gives a fresh critic and a target actor equal to the actor.
     plain = _learner(None)
     c = _learner(TD3Settings())
     c.load_state_dict(plain.state_dict(), model_only=True)
-    for x, y in zip(c.actor_target.parameters(), plain.model.parameters()):
+    for x, y in zip(c.critics.actor_target.parameters(), plain.model.parameters()):
         assert torch.equal(x, y)
 
 

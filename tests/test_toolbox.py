@@ -83,19 +83,19 @@ def test_best_checkpoint_rollback_restores_best_weights_exactly_and_early_stop(t
     try:
         run.pretrain()
         run.phase = "online"
-        run.buffer = ReplayBuffer.for_config(run.cfg, 100, run.obs_mean, run.obs_std)
+        run.buffer = ReplayBuffer.for_config(run.cfg, 100, run.scaling)
         run.buffer.fill(run.dataset.episodes)
         assert run._after_eval({"eval_return_mean": 1.0}) is None  # the first is the best
         best = load_checkpoint(run.run_dir / "checkpoints" / "best.pt")
         run._updates(run.buffer, 5)
         assert not torch.equal(next(run.learner.model.parameters()),
-                               best["learner"]["model"][next(iter(best["learner"]["model"]))])
+                               best["ensemble"]["learners"][0]["model"][next(iter(best["ensemble"]["learners"][0]["model"]))])
         updates = run.learner.updates
         assert run._after_eval({"eval_return_mean": 0.95}) is None  # within 10%: no rollback
         assert run._after_eval({"eval_return_mean": 0.5}) == "rolled_back"
         for k, v in run.learner.model.state_dict().items():
-            assert torch.equal(v, best["learner"]["model"][k]), k
-        assert torch.equal(run.learner.log_lambda, best["learner"]["log_lambda"])
+            assert torch.equal(v, best["ensemble"]["learners"][0]["model"][k]), k
+        assert torch.equal(run.learner.log_lambda, best["ensemble"]["learners"][0]["log_lambda"])
         assert run.learner.updates == updates and run.safety.lr_factor == 0.5
         assert run._after_eval({"eval_return_mean": 0.99}) == "stop"  # 3 evaluations without a new best
     finally:

@@ -12,11 +12,9 @@ import numpy as np
 
 from .config import Config, ConfigError, preset
 from .data.trajectories import Episode, TrajectoryDataset
-from .hf import finetune_init
 from .policy import Policy, load_policy
-from .setup import setup
+from .setup import init_start, run_command
 from .shipped import resolve
-from .train import execute
 
 @dataclass
 class Trained:
@@ -62,10 +60,8 @@ def train(config: Config | Mapping | str | None = None, *, env: str | Callable[[
         cfg.dataset = f"in-memory: {data.name}"
     command = "run" if pretrain and finetune else "pretrain" if pretrain else "finetune"
     cfg.init = resolve(cfg.init)
-    given = [f"--{name.replace('_', '-')}" for name in settings]  # what hf.finetune_init counts as flags
-    with finetune_init(cfg, cfg.init if command == "finetune" else None, given) as init_from:
-        job = setup(cfg, command, init_from, dataset=data)
-        summary = job() if cfg.baseline else execute(job, pretrain, finetune)
+    given = [f"--{name.replace('_', '-')}" for name in settings]  # what a Hugging Face model's config may not override
+    summary = run_command(cfg, command, pretrain, finetune, init_start(cfg, command, given), dataset=data)
     policy = None if cfg.baseline else load_policy(cfg.out)
     return Trained(summary, policy, Path(cfg.out))
 

@@ -19,10 +19,12 @@ import numpy as np
 import torch
 
 from .config import Config, ConfigError
-from .envs.make import make_env_with_horizon, scale_actions_from_unit, scale_actions_to_unit
+from .envs.make import make_env_with_horizon, scale_actions_to_unit
 from .envs.pool import EnvPool
 from .evaluation import Evaluator, summary_of
-from .logging import Progress, RunLogger
+from .logging import Progress
+from .run import Prepared
+from .scaling import Scaling
 from .train import write_summary
 
 NEEDS = {"sac": "stable_baselines3", "iql": "torchrl"}
@@ -43,15 +45,15 @@ class _Actor:
     """What ``rollout`` needs of a policy, for a function from observations to actions in the
     [-1, 1] box: no context, no target return."""
 
-    def __init__(self, fn, act_low: np.ndarray, act_high: np.ndarray):
-        self.fn, self.act_low, self.act_high = fn, act_low, act_high
-        self.model = SimpleNamespace(spec=SimpleNamespace(act_dim=len(act_low)))
+    def __init__(self, fn, scaling: Scaling):
+        self.fn, self.scaling = fn, scaling
+        self.model = SimpleNamespace(spec=SimpleNamespace(act_dim=len(scaling.act_low)))
 
     def reset(self, target_return, n: int = 1) -> None:
         pass
 
     def act(self, obs, reward=None, rows=None) -> np.ndarray:
-        return scale_actions_from_unit(self.fn(np.asarray(obs, np.float32)), self.act_low, self.act_high)
+        return self.scaling.from_unit(self.fn(np.asarray(obs, np.float32)))
 
     def advance(self) -> None:
         pass
@@ -61,18 +63,17 @@ class BaselineRun:
     """The parts every baseline shares: evaluations at evenly spaced online steps, progress, the
     summary."""
 
-    def __init__(self, cfg: Config, run_dir: Path, logger: RunLogger, act_low: np.ndarray, act_high: np.ndarray):
-        self.cfg, self.run_dir, self.logger = cfg, run_dir, logger
-        self.act_low, self.act_high = act_low, act_high
-        self.envs = EnvPool(cfg.env, [], 0, len(act_low))
-        self.evaluator = Evaluator(cfg, self.envs, logger)
+    def __init__(self, p: Prepared):
+        cfg, self.cfg, self.run_dir, self.logger, self.scaling = p.cfg, p.cfg, p.run_dir, p.logger, p.scaling
+        self.envs = EnvPool(cfg.env, [], 0, len(p.scaling.act_low))
+        self.evaluator = Evaluator(cfg, self.envs, self.logger)
         self.points = list(np.linspace(0, cfg.online_steps, cfg.baseline_evals + 1)[1:].round().astype(int))
         self.summary: dict = {}
         self.best: dict | None = None
-        self.progress = Progress(logger, "online", cfg.online_steps, "steps")
+        self.progress = Progress(self.logger, "online", cfg.online_steps, "steps")
 
     def evaluate(self, fn, phase: str, updates: int, online_steps: int) -> dict:
-        row = self.evaluator(_Actor(fn, self.act_low, self.act_high), self.cfg.g_eval, phase, updates, online_steps)
+        row = self.evaluator(_Actor(fn, self.scaling), self.cfg.g_eval, phase, updates, online_steps)
         if phase == "online" and (self.best is None or row["eval_return_mean"] > self.best["return_mean"]):
             self.best = {"return_mean": row["eval_return_mean"], "updates": updates}
         return row
@@ -184,109 +185,130 @@ class Transitions:
         return self.obs[i], self.act[i], self.rew[i], self.next_obs[i], self.term[i]
 
 
-def train_iql(run: BaselineRun, dataset, obs_mean, obs_std, device: str) -> dict:
-    """IQL (Kostrikov et al. 2021) with torchrl's IQLLoss: --iql-offline-updates on the dataset,
-    then one update per environment step, exploring with the sampled action."""
-    from tensordict import TensorDict
-    from tensordict.nn import NormalParamExtractor, TensorDictModule
-    from torch import nn
-    from torchrl.data import Bounded
-    from torchrl.envs.utils import ExplorationType, set_exploration_type
-    from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
-    from torchrl.objectives import IQLLoss, SoftUpdate
+class _IQL:
+    """IQL's parts (Kostrikov et al. 2021, torchrl's ``IQLLoss``): the networks with their loss,
+    Adam, the target update, and the transitions it learns from (the offline data, then online)."""
 
-    cfg, start = run.cfg, time.time()
-    S, A, h = dataset.obs_dim, dataset.act_dim, cfg.baseline_hidden
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    actor = ProbabilisticActor(
-        TensorDictModule(nn.Sequential(MLP(in_features=S, out_features=2 * A, num_cells=[h, h]), NormalParamExtractor()),
-                         in_keys=["observation"], out_keys=["loc", "scale"]),
-        in_keys=["loc", "scale"], spec=Bounded(-torch.ones(A), torch.ones(A), (A,)), distribution_class=TanhNormal)
-    qvalue = ValueOperator(MLP(in_features=S + A, out_features=1, num_cells=[h, h]), in_keys=["observation", "action"])
-    value = ValueOperator(MLP(in_features=S, out_features=1, num_cells=[h, h]), in_keys=["observation"])
-    loss = IQLLoss(actor, qvalue, value, temperature=cfg.iql_temperature, expectile=cfg.iql_expectile,
-                   loss_function="l2").to(device)
-    loss.make_value_estimator(gamma=cfg.gamma)
-    target = SoftUpdate(loss, tau=cfg.tau)
-    params = [p for group in (loss.actor_network_params, loss.qvalue_network_params, loss.value_network_params)
-              for p in group.flatten_keys().values()]
-    opt = torch.optim.Adam(params, lr=cfg.baseline_lr)
-    mean, std = (torch.as_tensor(np.asarray(x, np.float32), device=device) for x in (obs_mean, obs_std))
-    returns = dataset.returns()
-    # IQL's locomotion recipe: rewards times 1000 / (the data's return range), 1000 being those
-    # tasks' episode length (here --max-ep-len); with --td-reward-shift (AntMaze: -1) the rewards
-    # are shifted instead, as IQL does there.
-    spread = returns.max() - returns.min()
-    scale = 1.0 if cfg.td_reward_shift or spread <= 0 else cfg.max_ep_len / spread
+    def __init__(self, cfg: Config, dataset, scaling: Scaling, device: str):
+        from tensordict.nn import NormalParamExtractor, TensorDictModule
+        from torch import nn
+        from torchrl.data import Bounded
+        from torchrl.modules import MLP, ProbabilisticActor, TanhNormal, ValueOperator
+        from torchrl.objectives import IQLLoss, SoftUpdate
 
-    data = Transitions(dataset.n_transitions + cfg.online_steps, S, A)
-    data.add_episodes(dataset.episodes)
+        self.cfg, self.device = cfg, device
+        S, A, h = dataset.obs_dim, dataset.act_dim, cfg.baseline_hidden
+        torch.manual_seed(cfg.seed)
+        self.rng = np.random.default_rng(cfg.seed)
+        self.actor = ProbabilisticActor(
+            TensorDictModule(nn.Sequential(MLP(in_features=S, out_features=2 * A, num_cells=[h, h]),
+                                           NormalParamExtractor()), in_keys=["observation"], out_keys=["loc", "scale"]),
+            in_keys=["loc", "scale"], spec=Bounded(-torch.ones(A), torch.ones(A), (A,)), distribution_class=TanhNormal)
+        qvalue = ValueOperator(MLP(in_features=S + A, out_features=1, num_cells=[h, h]), in_keys=["observation", "action"])
+        value = ValueOperator(MLP(in_features=S, out_features=1, num_cells=[h, h]), in_keys=["observation"])
+        self.loss = IQLLoss(self.actor, qvalue, value, temperature=cfg.iql_temperature, expectile=cfg.iql_expectile,
+                            loss_function="l2").to(device)
+        self.loss.make_value_estimator(gamma=cfg.gamma)
+        self.target = SoftUpdate(self.loss, tau=cfg.tau)
+        params = [p for group in (self.loss.actor_network_params, self.loss.qvalue_network_params,
+                                  self.loss.value_network_params) for p in group.flatten_keys().values()]
+        self.opt = torch.optim.Adam(params, lr=cfg.baseline_lr)
+        self.mean, self.std = (torch.as_tensor(x, device=device) for x in (scaling.obs_mean, scaling.obs_std))
+        returns = dataset.returns()
+        # IQL's locomotion recipe: rewards times 1000 / (the data's return range), 1000 being those
+        # tasks' episode length (here --max-ep-len); with --td-reward-shift (AntMaze: -1) the rewards
+        # are shifted instead, as IQL does there.
+        spread = returns.max() - returns.min()
+        self.reward_scale = 1.0 if cfg.td_reward_shift or spread <= 0 else cfg.max_ep_len / spread
+        self.data = Transitions(dataset.n_transitions + cfg.online_steps, S, A)
+        self.data.add_episodes(dataset.episodes)
 
-    def update() -> dict:
-        o, a, r, o2, term = (torch.as_tensor(x, device=device) for x in data.sample(rng, cfg.baseline_batch_size))
+    def update(self) -> dict:
+        from tensordict import TensorDict
+
+        cfg, mean, std = self.cfg, self.mean, self.std
+        o, a, r, o2, term = (torch.as_tensor(x, device=self.device)
+                             for x in self.data.sample(self.rng, cfg.baseline_batch_size))
         td = TensorDict({"observation": (o - mean) / std, "action": a.clamp(-1 + 1e-5, 1 - 1e-5),
                          ("next", "observation"): (o2 - mean) / std,
-                         ("next", "reward"): (r * scale + cfg.td_reward_shift)[:, None],
+                         ("next", "reward"): (r * self.reward_scale + cfg.td_reward_shift)[:, None],
                          ("next", "terminated"): term[:, None], ("next", "done"): term[:, None]}, [len(r)])
-        out = loss(td)
+        out = self.loss(td)
         total = out["loss_actor"] + out["loss_qvalue"] + out["loss_value"]
-        opt.zero_grad()
+        self.opt.zero_grad()
         total.backward()
-        opt.step()
-        target.step()
+        self.opt.step()
+        self.target.step()
         return {k: float(out[k].detach()) for k in ("loss_actor", "loss_qvalue", "loss_value")}
 
-    def action(obs: np.ndarray, kind) -> np.ndarray:
+    def action(self, obs: np.ndarray, sample: bool = False) -> np.ndarray:
+        """The mean action, or with ``sample`` a sampled one (exploration), in the [-1, 1] box."""
+        from tensordict import TensorDict
+        from torchrl.envs.utils import ExplorationType, set_exploration_type
+
+        kind = ExplorationType.RANDOM if sample else ExplorationType.DETERMINISTIC
         with torch.no_grad(), set_exploration_type(kind):
-            o = (torch.as_tensor(np.asarray(obs, np.float32), device=device).reshape(-1, S) - mean) / std
-            return actor(TensorDict({"observation": o}, [len(o)]))["action"].cpu().numpy()
+            o = torch.as_tensor(np.asarray(obs, np.float32), device=self.device).reshape(-1, len(self.mean))
+            o = (o - self.mean) / self.std
+            return self.actor(TensorDict({"observation": o}, [len(o)]))["action"].cpu().numpy()
 
-    def mean_action(obs):
-        return action(obs, ExplorationType.DETERMINISTIC)
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(exist_ok=True)
+        torch.save({"loss": self.loss.state_dict(), "obs_mean": self.mean.cpu(), "obs_std": self.std.cpu(),
+                    "reward_scale": self.reward_scale}, path)
 
+
+def train_iql(run: BaselineRun, dataset, device: str) -> dict:
+    """IQL: --iql-offline-updates on the dataset, then one update per environment step, exploring
+    with the sampled action."""
+    cfg, start = run.cfg, time.time()
+    iql = _IQL(cfg, dataset, run.scaling, device)
     offline_progress = Progress(run.logger, "pretrain", cfg.iql_offline_updates, "updates")
     log_every = max(1, cfg.iql_offline_updates // 20)
     for u in range(1, cfg.iql_offline_updates + 1):
-        m = update()
+        m = iql.update()
         offline_progress.update(u, **m)
         if u % log_every == 0:
             run.logger.log({"phase": "pretrain", "updates": u, "online_steps": 0, **m})
-    offline = last = run.evaluate(mean_action, "pretrain", cfg.iql_offline_updates, 0)
+    offline = run.evaluate(iql.action, "pretrain", cfg.iql_offline_updates, 0)
+    last, updates = _iql_online(run, iql, offline)
+    iql.save(run.run_dir / "checkpoints" / "final.pt")
+    return run.finish(offline, last, updates, cfg.online_steps, start)
 
+
+def _iql_online(run: BaselineRun, iql: _IQL, last: dict) -> tuple[dict, int]:
+    """IQL's online phase: one environment step and one update at a time; the newest evaluation
+    and the update count."""
+    cfg = run.cfg
     run.progress = Progress(run.logger, "online", cfg.online_steps, "steps")  # its rate: the online phase's own
     with contextlib.closing(make_env_with_horizon(cfg.env, cfg.max_ep_len)) as env:
         obs, _ = env.reset(seed=cfg.seed)
         ep_return, ep_returns, updates = 0.0, [], cfg.iql_offline_updates
         for step in range(1, cfg.online_steps + 1):
-            a = action(obs, ExplorationType.RANDOM)[0]
-            nxt, r, term, trunc, _ = env.step(scale_actions_from_unit(a, run.act_low, run.act_high))
-            data.add(obs[None], a[None], np.array([r], np.float32), nxt[None], np.array([term]))
+            a = iql.action(obs, sample=True)[0]
+            nxt, r, term, trunc, _ = env.step(run.scaling.from_unit(a))
+            iql.data.add(obs[None], a[None], np.array([r], np.float32), nxt[None], np.array([term]))
             ep_return += float(r)
             obs = nxt
             if term or trunc:
                 ep_returns.append(ep_return)
                 ep_return, (obs, _) = 0.0, env.reset()
-            m = update()
+            m = iql.update()
             updates += 1
             run.progress.update(step, **({"return_mean": float(np.mean(ep_returns[-10:]))} if ep_returns else {}))
             if run.due(step):
                 run.logger.log({"phase": "online", "event": "train", "updates": updates, "online_steps": step,
                                 "rollout_return_mean": float(np.mean(ep_returns[-10:])) if ep_returns else None, **m})
-                last = run.evaluate(mean_action, "online", updates, step)
-    (run.run_dir / "checkpoints").mkdir(exist_ok=True)
-    torch.save({"loss": loss.state_dict(), "obs_mean": mean.cpu(), "obs_std": std.cpu(), "reward_scale": scale},
-               run.run_dir / "checkpoints" / "final.pt")
-    return run.finish(offline, last, updates, cfg.online_steps, start)
+                last = run.evaluate(iql.action, "online", updates, step)
+    return last, updates
 
 
-def run_baseline(cfg: Config, run_dir: Path, logger: RunLogger, dataset, obs_mean, obs_std, act_low, act_high,
-                 device: str) -> dict:
-    run = BaselineRun(cfg, run_dir, logger, act_low, act_high)
+def run_baseline(p: Prepared) -> dict:
+    run = BaselineRun(p)
     try:
-        if cfg.algo == "sac":
-            return train_sac(run, device)
-        return train_iql(run, dataset, obs_mean, obs_std, device)
+        if p.cfg.algo == "sac":
+            return train_sac(run, p.device)
+        return train_iql(run, p.dataset, p.device)
     finally:
         run.envs.close()
-        logger.close()
+        p.logger.close()

@@ -1,12 +1,19 @@
-"""Checkpoints: complete (model, every optimizer and scheduler, lambda, normalizer), written
+"""Checkpoints: the dict of a run's component state dicts (``Trainer.state_dict``), written
 atomically with a SHA-256 beside each, the previous one kept, and loaded without executing code
 from the file (``weights_only=True``). A checkpoint whose checksum does not match is skipped, with
-a warning, for the previous one."""
+a warning, for the previous one. Checkpoints of earlier versions convert here, at load time, and
+nowhere else (``upgrade``).
+
+The layout (FORMAT 2): ``spec`` (the network's architecture), ``scaling`` (normalizer and action
+bounds), ``ensemble`` (``learners``: each learner's state dict, TD3 critics under ``td3``;
+``batch_rngs``), ``run`` (the counters, the summary so far, the length of metrics.jsonl),
+``safety``, ``generators`` (torch's), and, once finetuning has begun, ``target`` and ``buffer``.
+Tensors and plain Python values only."""
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import io
+import json
 import os
 import pickle
 import shutil
@@ -19,14 +26,68 @@ from .config import ConfigError
 from .models.transformer import DecisionTransformer, ModelSpec
 
 
-def save_checkpoint(path: Path, learner, *, obs_mean, obs_std, act_low, act_high, extra: dict | None = None) -> None:
-    state = {
-        "learner": learner.state_dict(),
-        "spec": dataclasses.asdict(learner.model.spec),
-        "obs_mean": torch.as_tensor(obs_mean), "obs_std": torch.as_tensor(obs_std),
-        "act_low": torch.as_tensor(act_low), "act_high": torch.as_tensor(act_high),
-        "extra": extra or {},
-    }
+FORMAT = 2
+_SCALING = ("obs_mean", "obs_std", "act_low", "act_high")
+
+
+def plain(value):
+    """``value`` as plain Python values (numpy scalars become floats), which ``weights_only`` loads."""
+    return json.loads(json.dumps(value))
+
+
+def generator_states(torch_gen: torch.Generator) -> dict[str, torch.Tensor]:
+    """torch's global generator (dropout), the run's own (sampled actions), and a GPU's, whose
+    dropout masks come from its own generator."""
+    state = {"torch": torch.get_rng_state(), "policy": torch_gen.get_state()}
+    if torch_gen.device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(torch_gen.device)
+    return state
+
+
+def load_generator_states(state: dict, torch_gen: torch.Generator) -> None:
+    # Generator states are CPU byte tensors wherever the checkpoint was mapped (a GPU run maps there).
+    torch.set_rng_state(state["torch"].cpu())
+    torch_gen.set_state(state["policy"].cpu())
+    if "cuda" in state and torch_gen.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"].cpu(), torch_gen.device)
+
+
+def upgrade(state: dict) -> dict:
+    """An earlier version's checkpoint (the lead learner and the normalizer at the top, the rest
+    under ``extra``, the resume state as JSON strings) in this version's layout."""
+    if state.get("format") == FORMAT:
+        return state
+    extra = state.get("extra", {})
+    new = {"format": FORMAT, "spec": state["spec"], "scaling": {k: state[k] for k in _SCALING},
+           "ensemble": {"learners": [state["learner"], *extra.get("ensemble", [])]},
+           "run": {"online_steps": int(extra.get("online_steps", 0)), "rounds": int(extra.get("rounds", 0)),
+                   "critic_pretrained": int(extra.get("critic_pretrained", 0))}}
+    rs = extra.get("resume")
+    if rs is None:  # a checkpoint from before --resume, or a shipped model's: networks only
+        return new
+    new["ensemble"]["batch_rngs"] = [json.loads(rs["numpy_rng"]), *json.loads(rs.get("member_rngs", "[]"))]
+    new["run"].update(command=rs["command"], phase=rs["phase"], pretrain_done=int(rs["pretrain_done"]),
+                      metrics_bytes=int(rs["metrics_bytes"]), summary=json.loads(rs["summary"]),
+                      last_eval=json.loads(rs.get("last_eval", "null")))
+    new["generators"] = {"torch": rs["torch_rng"], "policy": rs["generator_rng"],
+                         **({"cuda": rs["cuda_rng"]} if "cuda_rng" in rs else {})}
+    for name in ("safety", "target"):  # absent before the toolbox: the defaults are what those runs used
+        if name in rs:
+            new[name] = json.loads(rs[name])
+    if "buffer_order" in rs:
+        new["buffer"] = {"order": rs["buffer_order"],
+                         **{k: rs[k] for k in ("online", "online_targets", "online_tasks") if k in rs}}
+    return new
+
+
+def networks_state(spec: dict, scaling: dict, learners: list[dict], critic_pretrained: int = 0) -> dict:
+    """A checkpoint of networks alone, with no run to resume: what `--init`, `odt eval` and a
+    shipped model read (``critic_pretrained``: critic-only updates the critics have had)."""
+    return {"format": FORMAT, "spec": spec, "scaling": scaling, "ensemble": {"learners": learners},
+            "run": {"online_steps": 0, "rounds": 0, "critic_pretrained": critic_pretrained}}
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(state, buf)
@@ -75,13 +136,16 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
         raise CorruptCheckpoint(f"checkpoint {path} does not match its checksum ({digest.name}): it is "
                                 "corrupted; use another checkpoint of the run")
     try:
-        return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
     except pickle.UnpicklingError as e:
         raise ConfigError(f"refusing to load {path}: it is not a plain-tensor checkpoint "
                           "(loading it could run code); use a checkpoint written by odt") from e
     except (RuntimeError, EOFError, OSError) as e:
         raise ConfigError(f"cannot read checkpoint {path} ({str(e).splitlines()[0]}); "
                           "it is truncated or not an odt checkpoint") from e
+    if not isinstance(state, dict) or "spec" not in state:
+        raise ConfigError(f"{path} is not an odt checkpoint (no model spec in it); use a checkpoint written by odt")
+    return upgrade(state)
 
 
 def load_from_run(run_dir: Path, name: str = "final", device: str = "cpu") -> tuple[dict, Path]:

@@ -6,14 +6,13 @@ from __future__ import annotations
 import shlex
 import sys
 
-from .config import ConfigError, preset_description, preset_names
+from .config import Config, ConfigError, preset_description, preset_names
 from .data.commands import data_command
 from .export import ExportArgs, export_command
 from .flags import COMMANDS, parse, parse_config
-from .hf import finetune_init
 from .hf_eval import EvalArgs, eval_command
 from .report import ReportArgs, report_command
-from .setup import extend_run, resume_run, run_command
+from .setup import extend_run, init_start, resume_run, run_command
 from .shipped import names as shipped_names, resolve
 from .sweep import SweepArgs, sweep_command
 from .toy import ToyArgs, toy_command
@@ -22,6 +21,32 @@ from .toy import ToyArgs, toy_command
 def _usage() -> str:
     rows = "\n".join(f"  {name:<10}{text}" for name, text in COMMANDS.items())
     return f"usage: odt COMMAND [FLAGS]\n\ncommands:\n{rows}\n\n`odt COMMAND --help` lists a command's flags."
+
+
+def _presets() -> int:
+    models = set(shipped_names())
+    for name in preset_names():
+        mark = f" [pretrained: odt:{name}]" if name in models else ""
+        print(f"{name:<34}{preset_description(name)}{mark}")
+    return 0
+
+
+def _train(cfg: Config, command: str, args: list[str]) -> None:
+    """`odt pretrain`, `finetune`, `run`, `baseline`, with --resume or --extend where given."""
+    if cfg.resume is not None:
+        resume_run(cfg.resume)
+        return
+    if cfg.extend is not None:
+        if not any(a == "--online-steps" or a.startswith("--online-steps=") for a in args):
+            raise ConfigError("--extend needs the new total budget: --online-steps N")
+        extend_run(cfg.extend, cfg.online_steps, cfg.out)
+        return
+    if command == "finetune" and cfg.init is None:
+        raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` or a Hugging Face "
+                          "DecisionTransformerModel directory (or use `odt run`)")
+    cfg.init = resolve(cfg.init)  # odt:NAME, a shipped model, is a run directory in the cache
+    run_command(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),
+                start=init_start(cfg, command, args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,11 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if command not in COMMANDS:
             raise ConfigError(f"unknown command {command!r}; choose one of {', '.join(COMMANDS)}")
         if command == "presets":
-            models = set(shipped_names())
-            for name in preset_names():
-                mark = f" [pretrained: odt:{name}]" if name in models else ""
-                print(f"{name:<34}{preset_description(name)}{mark}")
-            return 0
+            return _presets()
         if command == "data":
             return data_command(args)
         if command == "toy":
@@ -69,22 +90,7 @@ def main(argv: list[str] | None = None) -> int:
             command = "run"
         else:
             cfg = parse_config(command, args)
-        if cfg.resume is not None:
-            resume_run(cfg.resume)
-            return 0
-        if cfg.extend is not None:
-            if not any(a == "--online-steps" or a.startswith("--online-steps=") for a in args):
-                raise ConfigError("--extend needs the new total budget: --online-steps N")
-            extend_run(cfg.extend, cfg.online_steps, cfg.out)
-            return 0
-        if command == "finetune" and cfg.init is None:
-            raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` or a Hugging Face "
-                              "DecisionTransformerModel directory (or use `odt run`)")
-        cfg.init = resolve(cfg.init)  # odt:NAME, a shipped model, is a run directory in the cache
-        # A Hugging Face model directory comes in as an odt checkpoint (odt.hf); an odt run as it is.
-        with finetune_init(cfg, cfg.init if command == "finetune" else None, args) as init_from:
-            run_command(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),
-                        init_from=init_from)
+        _train(cfg, command, args)
         return 0
     except ConfigError as e:
         print(f"odt: error: {e}", file=sys.stderr)

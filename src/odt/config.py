@@ -14,7 +14,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-from .models.transformer import ModelSpec
+from .models.transformer import ModelSettings, ModelSpec
 from .schedules import parse_range
 
 T = TypeVar("T")
@@ -74,36 +74,6 @@ class RunSettings:
     with no break. Off by default: on a CPU it measured slower, after a minute of compiling."""
     preset: Optional[str] = None
     """Named preset the defaults came from (paper tables C.1-C.4 or cpu-small); flags override it."""
-
-
-@dataclass
-class ModelSettings:
-    """The transformer and its action head."""
-
-    embed_dim: int = 512
-    """Transformer embedding size."""
-    n_layer: int = 4
-    """Number of transformer blocks."""
-    n_head: int = 4
-    """Attention heads per block."""
-    dropout: float = 0.1
-    """Dropout in embeddings, attention and MLP."""
-    context_len: int = 20
-    """Training context K (timesteps; the transformer sees 3K tokens)."""
-    eval_context: int = 5
-    """Context length used when acting; acting costs what this length costs, not K."""
-    timestep_embedding: bool = False
-    """Add a learned absolute timestep embedding (the paper uses it for AntMaze, not Gym)."""
-    max_ep_len: int = 1000
-    """Largest timestep the timestep embedding can represent."""
-    action_head: Literal["auto", "deterministic", "gaussian", "tanh_gaussian"] = "auto"
-    """auto: deterministic for dt, tanh_gaussian for odt."""
-    log_std_min: float = -5.0
-    """Lower bound of the policy log standard deviation."""
-    log_std_max: float = 2.0
-    """Upper bound of the policy log standard deviation."""
-    entropy_samples: int = 1
-    """Monte Carlo samples per position for the entropy of the tanh-squashed Gaussian."""
 
 
 @dataclass
@@ -438,6 +408,13 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
         if self.ref_min_score is not None and self.ref_min_score >= self.ref_max_score:
             raise ConfigError(f"--ref-min-score ({self.ref_min_score}) must be below --ref-max-score "
                               f"({self.ref_max_score})")
+        self._validate_algo()
+        self._validate_toolbox()
+        if self.baseline:
+            self._validate_baseline()
+        return self
+
+    def _validate_algo(self) -> None:
         if self.base_loss == "dt" and self.resolved_action_head() != "deterministic":
             raise ConfigError(f"--algo {self.algo} trains a deterministic actor; drop --action-head or use "
                               f"--algo {'odt' if self.algo == 'dt' else 'odt-td3'}")
@@ -445,6 +422,8 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
             raise ConfigError(f"--algo {self.algo} needs a stochastic --action-head (gaussian or tanh_gaussian)")
         if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
             raise ConfigError(f"--gamma and --tau must be in (0, 1], got {self.gamma} and {self.tau}")
+
+    def _validate_toolbox(self) -> None:
         for name in ("rl_alpha", "target_noise", "noise_clip", "noise_floor", "ensemble_scale", "priority_alpha",
                      "reg_weight", "early_stop_patience"):
             if getattr(self, name) < 0:
@@ -484,9 +463,6 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
             raise ConfigError(f"--critic-lr must be positive, got {self.critic_lr}")
         if self.capture_video and self.tasks:
             raise ConfigError("--capture-video records single-task runs; drop it or --tasks")
-        if self.baseline:
-            self._validate_baseline()
-        return self
 
     def _validate_baseline(self) -> None:
         if self.tasks or self.ensemble > 1:

@@ -180,7 +180,7 @@ def eval_command(a: EvalArgs) -> int:
     data = data_returns(cfg, a.run, needed=targets == "auto") if targets is not None else None
     if a.threads:
         torch.set_num_threads(a.threads)
-    policy = load_policy(a.run, a.checkpoint, device=a.device, deterministic=not a.sample)
+    policy = load_policy(a.run, a.checkpoint, device=a.device, action="sample" if a.sample else "mean")
     make_env_checked(cfg.env).close()
     if a.video is not None:  # every check passed: now something is written
         a.video.mkdir(parents=True, exist_ok=True)

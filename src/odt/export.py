@@ -31,23 +31,22 @@ import torch
 import tyro
 from torch import nn
 
-from . import hf
+from . import hf, hf_export
 from .config import Config, ConfigError
 from .envs.make import scale_actions_from_unit
 from .policy import load_models
+from .scaling import Scaling
 
 INPUTS = ["obs", "reward", "target_return", "states", "actions", "rtg", "t"]
 OUTPUTS = ["action", "next_states", "next_actions", "next_rtg", "next_t"]
 
 
 class ExportedPolicy(nn.Module):
-    def __init__(self, models: list[nn.Module], obs_mean, obs_std, act_low, act_high, rtg_scale: float,
-                 context: int):
+    def __init__(self, models: list[nn.Module], scaling: Scaling, rtg_scale: float, context: int):
         super().__init__()
         self.models = nn.ModuleList(models)
-        for name, value in (("obs_mean", obs_mean), ("obs_std", obs_std), ("act_low", act_low),
-                            ("act_high", act_high)):
-            self.register_buffer(name, torch.as_tensor(value, dtype=torch.float32).clone())
+        for name, value in scaling.state_dict().items():  # buffers: the exported file carries them
+            self.register_buffer(name, value.to(torch.float32).clone())
         self.rtg_scale, self.context = float(rtg_scale), int(context)
 
     def forward(self, obs, reward, target_return, states, actions, rtg, t):
@@ -97,8 +96,7 @@ def exported_policy(run_dir: Path, cfg: Config, checkpoint: str = "final") -> tu
     """The run's policy as an ExportedPolicy in eval mode, and the metadata stored beside it."""
     models, state, path = load_models(run_dir, checkpoint, "cpu")
     spec = state["spec"]
-    policy = ExportedPolicy(models, *(state[k].cpu() for k in ("obs_mean", "obs_std", "act_low", "act_high")),
-                            cfg.rtg_scale, cfg.eval_context).eval()
+    policy = ExportedPolicy(models, Scaling.from_state_dict(state["scaling"]), cfg.rtg_scale, cfg.eval_context).eval()
     meta = {"env": cfg.env, "algo": cfg.algo, "obs_dim": spec["obs_dim"], "act_dim": spec["act_dim"],
             "context": cfg.eval_context, "rtg_scale": cfg.rtg_scale, "g_eval": cfg.g_eval,
             "inputs": INPUTS, "outputs": OUTPUTS, "run": str(run_dir), "checkpoint": str(path)}
@@ -126,7 +124,7 @@ def export_command(a: ExportArgs) -> int:
         raise ConfigError(f"{a.run} is a {'multi-task' if cfg.tasks else cfg.algo + ' baseline'} run; odt export "
                           "takes single-task transformer runs")
     if a.format == "hf":
-        return hf.export_run(a.run, cfg, *load_models(a.run, a.checkpoint, "cpu"), a.out)
+        return hf_export.export_run(a.run, cfg, *load_models(a.run, a.checkpoint, "cpu"), a.out)
     if a.format == "onnx":
         try:
             import onnx  # noqa: F401

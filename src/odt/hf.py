@@ -1,8 +1,8 @@
-"""Hugging Face's ``transformers.DecisionTransformerModel`` in and out of odt (docs/huggingface.md).
+"""Hugging Face's ``transformers.DecisionTransformerModel`` into odt (docs/huggingface.md; out of
+odt: hf_export.py).
 
-In: ``Policy.load(DIR)``, ``odt eval --run DIR`` and ``odt finetune --init DIR`` take a model
-directory (config.json, and model.safetensors or pytorch_model.bin). Out: ``odt export RUN
---format hf --out DIR`` writes one, with a model card. Nothing here imports transformers: the
+``Policy.load(DIR)``, ``odt eval --run DIR`` and ``odt finetune --init DIR`` take a model
+directory (config.json, and model.safetensors or pytorch_model.bin). Nothing here imports transformers: the
 format is a JSON file and a safetensors file, and weights are read without running code
 (safetensors, or torch.load with weights_only).
 
@@ -15,13 +15,10 @@ weight is stored transposed. A config whose model odt does not compute is refuse
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
 import pickle
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,9 +27,12 @@ import safetensors.torch
 import torch
 from safetensors import SafetensorError
 
+from .checkpoint import networks_state
 from .config import Config, ConfigError
 from .envs.make import make_env_checked
 from .models.transformer import DecisionTransformer, ModelSpec
+from .run import Start
+from .scaling import Scaling
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 # DecisionTransformerConfig's defaults: transformers fills a key config.json leaves out with these.
@@ -145,7 +145,7 @@ def _first_line(e: Exception) -> str:
     return (str(e).splitlines() or [type(e).__name__])[0]
 
 
-def _pairs(n_layer: int, head: str) -> list[tuple[str, str, bool]]:
+def weight_pairs(n_layer: int, head: str) -> list[tuple[str, str, bool]]:
     """(odt's name, HF's name, whether GPT-2's Conv1D stores it transposed) of every parameter that
     maps one to one. embed_ln.bias also takes wpe row 0 (see the module's doc)."""
     pairs = [(f"{m}.{p}", f"{m}.{p}", False) for m in ("embed_return", "embed_state", "embed_action", "embed_ln")
@@ -183,7 +183,7 @@ def build(m: HFModel, action_head: str, context_len: int, seed: int = 0, log_std
         torch.manual_seed(seed)
         model = DecisionTransformer(spec)
     w, where = m.weights, m.weights_file.name
-    pairs = _pairs(spec.n_layer, "linear" if action_head == "deterministic" else "mu")
+    pairs = weight_pairs(spec.n_layer, "linear" if action_head == "deterministic" else "mu")
     mapped = {"embed_timestep.weight", "encoder.wpe.weight", *(hf for _, hf, _ in pairs)}
     missing = sorted(mapped - set(w))
     if missing:
@@ -256,7 +256,7 @@ def policy_parts(path, device: str = "cpu", rtg_scale: float | None = None, cont
     mean, std = normalizer(m)
     model = build(m, "deterministic", context_len=context).to(device)
     ones = np.ones(m.config["act_dim"], np.float32)
-    return model, mean, std, -ones, ones, float(rtg_scale), int(context)
+    return model, Scaling(mean, std, -ones, ones), float(rtg_scale), int(context)
 
 
 def check_env(m: HFModel, env_id: str) -> None:
@@ -279,15 +279,11 @@ def _given(args: list[str], name: str) -> bool:
     return any(a == flag or a.startswith(flag + "=") for a in args)
 
 
-@contextlib.contextmanager
-def finetune_init(cfg: Config, init: Path | None, args: list[str]):
-    """`odt finetune --init`: an odt run as it is; a Hugging Face model directory as an odt
-    checkpoint (what --init reads) in a temporary directory, and ``cfg`` takes its architecture and
-    config.json's settings where the command line gave no flag. No optimizer state comes with it:
-    the optimizers, the warmup and lambda start afresh (--restart-optimizers)."""
-    if init is None or not is_model_dir(init):
-        yield init
-        return
+def finetune_start(cfg: Config, init: Path, args: list[str]) -> Start:
+    """`odt finetune --init DIR` of a Hugging Face model directory: the model as an odt checkpoint,
+    in memory, and ``cfg`` takes its architecture and config.json's settings where the command
+    line gave no flag. No optimizer state comes with it: the optimizers, the warmup and lambda
+    start afresh (--restart-optimizers)."""
     m = read(init)
     for key, name, flag in (("env_id", "env", "--env"), ("return_scale", "rtg_scale", "--rtg-scale"),
                             ("context_length", "eval_context", "--eval-context"),
@@ -305,156 +301,6 @@ def finetune_init(cfg: Config, init: Path | None, args: list[str]):
         setattr(cfg, name, spec[name])  # before setup validates the config, as the checkpoint fixes them
     check_env(m, cfg.env)
     cfg.restart_optimizers = True
-    ones = torch.ones(spec["act_dim"])
-    state = {"learner": {"model": model.state_dict(), "log_lambda": torch.tensor(math.log(cfg.init_lambda)),
-                         "updates": 0},
-             "spec": spec, "obs_mean": torch.as_tensor(obs_mean), "obs_std": torch.as_tensor(obs_std),
-             "act_low": -ones, "act_high": ones, "extra": {}}
-    with tempfile.TemporaryDirectory(prefix="odt-hf-") as tmp:
-        run = Path(tmp) / Path(init).resolve().name
-        (run / "checkpoints").mkdir(parents=True)
-        torch.save(state, run / "checkpoints" / "pretrained.pt")
-        yield run
-
-
-def to_hf(model: DecisionTransformer, obs_mean, obs_std, rtg_scale: float, context: int, target_return: float,
-          env_id: str) -> tuple[dict, dict[str, torch.Tensor]]:
-    """config.json and the weights of a DecisionTransformerModel that computes ``model``'s mean action."""
-    spec = model.spec
-    if spec.action_head == "gaussian":
-        raise ConfigError("the action head gaussian (its mean, clipped to [-1, 1]) has no counterpart in Hugging "
-                          "Face's DecisionTransformerModel (tanh of the action, or no squashing and no clip)")
-    d, sd = spec.embed_dim, model.state_dict()
-    head = "linear" if spec.action_head == "deterministic" else "mu"
-    w = {hf: sd[odt].t() if conv else sd[odt] for odt, hf, conv in _pairs(spec.n_layer, head)}
-    # odt has no position embedding: HF adds wpe row 0 to every token, so zeros keep odt's function.
-    w["encoder.wpe.weight"] = torch.zeros(DEFAULTS["n_positions"], d)
-    w["embed_timestep.weight"] = (sd["embed_timestep.weight"] if spec.timestep_embedding
-                                  else torch.zeros(spec.max_ep_len, d))  # no timestep embedding: zeros, exactly
-    w["encoder.wte.weight"] = torch.zeros(1, d)  # unused: the tokens come in as embeddings
-    # odt does not predict states or returns: zeros, so that the file holds every weight HF expects.
-    w.update({"predict_state.weight": torch.zeros(spec.obs_dim, d), "predict_state.bias": torch.zeros(spec.obs_dim),
-              "predict_return.weight": torch.zeros(1, d), "predict_return.bias": torch.zeros(1)})
-    config = {"architectures": ["DecisionTransformerModel"], "model_type": "decision_transformer",
-              **DEFAULTS, "state_dim": spec.obs_dim, "act_dim": spec.act_dim, "hidden_size": d,
-              "n_layer": spec.n_layer, "n_head": spec.n_head, "n_inner": 4 * d, "max_ep_len": spec.max_ep_len,
-              "resid_pdrop": spec.dropout, "embd_pdrop": spec.dropout, "attn_pdrop": spec.dropout,
-              "vocab_size": 1, "bos_token_id": None, "eos_token_id": None, "use_cache": False, "dtype": "float32",
-              "state_mean": [float(v) for v in obs_mean], "state_std": [float(v) for v in obs_std],
-              "return_scale": float(rtg_scale), "context_length": int(context), "target_return": float(target_return),
-              "env_id": env_id, "odt_context_len": spec.context_len}  # the acting window above, the training one here
-    return config, {k: v.detach().float().contiguous().clone() for k, v in w.items()}
-
-
-def export_run(run: Path, cfg: Config, models: list[DecisionTransformer], state: dict, checkpoint: Path,
-               out: Path) -> int:
-    """`odt export RUN --format hf --out DIR`: config.json, model.safetensors and README.md (the
-    model card), written to DIR.tmp and renamed (an existing --out was cleared by --overwrite)."""
-    if len(models) > 1:
-        raise ConfigError(f"{run} is an ensemble of {len(models)} networks; Hugging Face's DecisionTransformerModel "
-                          "holds one (use --format torchscript or onnx, which average the members)")
-    low, high = state["act_low"].cpu().numpy(), state["act_high"].cpu().numpy()
-    if not (np.allclose(low, -1) and np.allclose(high, 1)):
-        raise ConfigError(f"{cfg.env}'s action bounds are not [-1, 1]: odt rescales its actions, which Hugging "
-                          "Face's DecisionTransformerModel cannot (use --format torchscript or onnx)")
-    if out.is_dir() and any(out.iterdir()) and not is_model_dir(out):
-        raise ConfigError(f"--out {out} is a directory that holds no model; odt export replaces only a model "
-                          "directory: give a new --out")
-    config, weights = to_hf(models[0], state["obs_mean"].cpu().numpy(), state["obs_std"].cpu().numpy(),
-                            cfg.rtg_scale, cfg.eval_context, cfg.g_eval, cfg.env)
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        safetensors.torch.save_file(weights, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "README.md").write_text(model_card(run, cfg, checkpoint, config, out))
-        if out.is_dir():
-            shutil.rmtree(out)
-        elif out.exists():
-            out.unlink()
-        tmp.replace(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    size = sum(f.stat().st_size for f in out.iterdir()) / 1e6
-    print(f"wrote {out} (Hugging Face DecisionTransformerModel, {size:.1f} MB): {cfg.env}, context "
-          f"{cfg.eval_context}, obs {config['state_dim']}, actions {config['act_dim']}, target {cfg.g_eval:g}")
-    return 0
-
-
-def model_card(run: Path, cfg: Config, checkpoint: Path, config: dict, out: Path) -> str:
-    """README.md: what the model is, how it was made (the run's command, dataset and scores, from
-    its config.json and summary.json), how to use it and how to upload it."""
-    try:
-        summary = json.loads((run / "summary.json").read_text())
-    except (OSError, ValueError):
-        summary = {}
-    rows = []
-    for name, what in (("offline", "after pretraining"), ("final", "after finetuning"), ("best", "best evaluation")):
-        s = summary.get(name)
-        if s and "return_mean" in s:
-            std = f" +- {s['return_std']:.1f}" if "return_std" in s else ""
-            norm = f"{s['normalized_mean']:.1f}" if "normalized_mean" in s else "-"
-            rows.append(f"| {name} ({what}) | {s.get('updates', '-')} | {s.get('online_steps', '-')} | "
-                        f"{s['return_mean']:.1f}{std} | {norm} | {s.get('episodes', '-')} |")
-    scores = ("| evaluation | updates | online steps | return (mean +- std) | normalized | episodes |\n"
-              "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(rows)) if rows else \
-        "The run has no summary.json (it did not finish), so no scores are recorded."
-    command = summary.get("command") or "(not recorded: the run has no summary.json)"
-    critics = " (its TD3 critics are not part of it)" if cfg.td3 else ""
-    head = (f"the deterministic actor's action{critics}" if cfg.resolved_action_head() == "deterministic" else
-            "the stochastic actor's mean action, tanh of its mean (the log-std layer "
-            f"{'and the TD3 critics are' if cfg.td3 else 'is'} not part of it)")
-    return f"""---
-library_name: transformers
-tags:
-- reinforcement-learning
-- decision-transformer
-- odt
-- {cfg.env}
----
-
-# Decision Transformer for {cfg.env}, trained with odt (`--algo {cfg.algo}`)
-
-A `transformers` `DecisionTransformerModel` exported by odt (`odt export --format hf`) from the
-run `{run.name}`, checkpoint `{checkpoint.name}`. It computes {head}.
-
-## How it was trained
-
-* command: `{command}`
-* algorithm: `{cfg.algo}`, dataset: `{cfg.dataset}`, environment: `{cfg.env}`, seed {cfg.seed}
-* transformer: {config['hidden_size']} wide, {config['n_layer']} layers, {config['n_head']} head(s), \
-training context {cfg.context_len}
-
-{scores}
-
-Returns are undiscounted episode returns at the target return `target_return` (mean actions);
-normalized scores are D4RL's (0 random, 100 expert) where the environment has a reference.
-
-## Using it
-
-config.json holds, beside the architecture, what acting needs:
-
-| key | value | meaning |
-| --- | --- | --- |
-| `env_id` | `{config['env_id']}` | the Gymnasium environment |
-| `state_mean`, `state_std` | lists of {config['state_dim']} | the model's states are `(obs - state_mean) / state_std` |
-| `return_scale` | {config['return_scale']:g} | returns-to-go are divided by it |
-| `context_length` | {config['context_length']} | the acting window, in timesteps |
-| `target_return` | {config['target_return']:g} | the return to ask for at the first step |
-
-With `transformers`, as in its Decision Transformer example: keep the last `context_length`
-states (normalized), actions (zero for the current step), returns-to-go (`target_return /
-return_scale`, lowered by each reward / `return_scale`) and timesteps, left-padded to
-`context_length` with `attention_mask` zeros, and take `action_preds[0, -1]`: it is the
-environment's action. With odt: `Policy.load(DIR)`, `odt eval --run DIR`, or
-`odt finetune --init DIR` to finetune it online.
-
-## Uploading
-
-```
-huggingface-cli login
-huggingface-cli upload YOUR_NAME/{run.name} {out} .
-```
-"""
-
+    ones = np.ones(spec["act_dim"], np.float32)
+    learner = {"model": model.state_dict(), "log_lambda": torch.tensor(math.log(cfg.init_lambda)), "updates": 0}
+    return Start("init", Path(init), networks_state(spec, Scaling(obs_mean, obs_std, -ones, ones).state_dict(), [learner]))

@@ -63,7 +63,7 @@ def eval_command(a: EvalArgs) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     hf.check_env(m, env_id)
-    policy = load_policy(a.run, device=a.device, deterministic=not a.sample, rtg_scale=rtg_scale, context=context)
+    policy = load_policy(a.run, device=a.device, action="sample" if a.sample else "mean", rtg_scale=rtg_scale, context=context)
     envs = make_vector_env(env_id, a.episodes)
     res = rollout(policy, envs, target, seed=a.seed)
     envs.close()

@@ -11,8 +11,9 @@ from . import hf
 from .checkpoint import build_model, load_from_run
 from .shipped import resolve
 from .config import Config, ConfigError
-from .envs.make import flatten_goal, scale_actions_from_unit
+from .envs.make import flatten_goal
 from .models.transformer import DecisionTransformer
+from .scaling import Scaling
 
 
 class Policy:
@@ -27,26 +28,30 @@ class Policy:
     advance together, which is how the vector-environment rollouts use it.
     """
 
-    def __init__(self, model: DecisionTransformer, obs_mean: np.ndarray, obs_std: np.ndarray,
-                 act_low: np.ndarray, act_high: np.ndarray, rtg_scale: float, context: int,
-                 deterministic: bool = True, generator: torch.Generator | None = None, noise_std: float = 0.0,
-                 sample: bool = True):
-        self.model = model
+    ACTIONS = ("mean", "mean+noise", "sample")
+
+    def __init__(self, model: DecisionTransformer, scaling: Scaling, rtg_scale: float, context: int,
+                 action: str = "mean", noise_std: float = 0.0, generator: torch.Generator | None = None):
+        """``action``: mean, the actor's mean action (a deterministic actor's action: evaluation,
+        never noisy); mean+noise, that plus Gaussian noise of std ``noise_std`` in the [-1, 1] box;
+        sample, a stochastic actor's sampled action, plus that noise where ``noise_std`` is set.
+        Exploration draws from ``generator``."""
+        if action not in self.ACTIONS:
+            raise ValueError(f"action {action!r}: choose one of {', '.join(self.ACTIONS)}")
+        self.model, self.scaling = model, scaling
         self.device = next(model.parameters()).device
-        self.obs_mean = torch.as_tensor(obs_mean, dtype=torch.float32, device=self.device)
-        self.obs_std = torch.as_tensor(obs_std, dtype=torch.float32, device=self.device)
-        self.act_low, self.act_high = np.asarray(act_low, np.float32), np.asarray(act_high, np.float32)
-        self.rtg_scale, self.context, self.deterministic = rtg_scale, context, deterministic
-        self.generator, self.noise_std = generator, noise_std  # noise: exploration, when not deterministic
-        self.sample = sample  # exploring: a stochastic actor's sampled action, or its mean (plus noise)
+        self.obs_mean = torch.as_tensor(scaling.obs_mean, dtype=torch.float32, device=self.device)
+        self.obs_std = torch.as_tensor(scaling.obs_std, dtype=torch.float32, device=self.device)
+        self.rtg_scale, self.context = rtg_scale, context
+        self.action, self.noise_std, self.generator = action, noise_std, generator
         self._n = 0
 
     @classmethod
-    def load(cls, run_dir: str | Path, checkpoint: str = "final", device: str = "cpu",
-             deterministic: bool = True, **hf_settings) -> "Policy":
+    def load(cls, run_dir: str | Path, checkpoint: str = "final", device: str = "cpu", action: str = "mean",
+             **hf_settings) -> "Policy":
         """A run directory's policy, or a Hugging Face DecisionTransformerModel directory's (odt.hf:
         ``rtg_scale=`` and ``context=`` give what its config.json lacks)."""
-        return load_policy(resolve(run_dir), checkpoint, device=device, deterministic=deterministic, **hf_settings)
+        return load_policy(resolve(run_dir), checkpoint, device=device, action=action, **hf_settings)
 
     def reset(self, target_return: float | np.ndarray, n: int = 1) -> None:
         spec, dev, C = self.model.spec, self.device, self.context
@@ -95,13 +100,13 @@ class Policy:
                                     self._actions[sel, :p + 1], ts)
         if not self.model.stochastic:
             a = out
-        elif self.deterministic or not self.sample:
+        elif self.action != "sample":
             a = out.mode()
         else:
             eps = torch.randn(out.mean.shape, generator=self.generator, device=self.device)
             u = out.mean + out.std * eps
             a = torch.tanh(u) if out.squashed else u.clamp(-1, 1)
-        if not self.deterministic and self.noise_std > 0:
+        if self.action != "mean" and self.noise_std > 0:
             a = a + self.noise_std * torch.randn(a.shape, generator=self.generator, device=self.device)
         return a.clamp(-1, 1)
 
@@ -112,7 +117,7 @@ class Policy:
         self._actions[sel, min(self._t, self.context - 1)] = a
         if rows is None:
             self.advance()
-        a = scale_actions_from_unit(a.cpu().numpy(), self.act_low, self.act_high)
+        a = self.scaling.from_unit(a.cpu().numpy())
         return a if self._batched or rows is not None else a[0]
 
     def advance(self) -> None:
@@ -123,7 +128,7 @@ class Policy:
 class EnsemblePolicy:
     """Several policies (separately seeded learners) acting as one.
 
-    Deterministic (evaluation): the mean of the members' mean actions. Exploring, ``mode``
+    Evaluating (``exploring`` False): the mean of the members' mean actions. Exploring, ``mode``
     ``disagreement``: that mean plus Gaussian noise whose std, per action dimension, is
     ``scale`` times the members' standard deviation (the tutorial's ensemble bonus), on top of the
     scheduled noise; ``member``: every episode follows one member drawn at random, sampling
@@ -131,13 +136,13 @@ class EnsemblePolicy:
     """
 
     def __init__(self, members: list[Policy], mode: str = "disagreement", scale: float = 1.0,
-                 deterministic: bool = True, noise_std: float = 0.0, generator: torch.Generator | None = None):
+                 exploring: bool = False, noise_std: float = 0.0, generator: torch.Generator | None = None):
         self.members, self.mode, self.scale = members, mode, scale
-        self.deterministic, self.noise_std, self.generator = deterministic, noise_std, generator
+        self.exploring, self.noise_std, self.generator = exploring, noise_std, generator
         for m in members:  # members propose mean actions except when each drives its own episodes
-            m.deterministic = deterministic or mode == "disagreement"
-            m.noise_std = noise_std if mode == "member" else 0.0
-        self.model, self.act_low, self.act_high = members[0].model, members[0].act_low, members[0].act_high
+            if not (exploring and mode == "member"):
+                m.action, m.noise_std = "mean", 0.0
+        self.model, self.scaling = members[0].model, members[0].scaling
         self.disagreement: list[float] = []  # mean std across members, per step
 
     def reset(self, target_return, n: int = 1) -> None:
@@ -151,7 +156,7 @@ class EnsemblePolicy:
         proposals = torch.stack([m.propose(obs, reward, rows) for m in self.members])  # (E, n, A)
         spread = proposals.std(0, correction=0)
         self.disagreement.append(float(spread.mean()))
-        if self.deterministic:
+        if not self.exploring:
             a = proposals.mean(0)
         elif self.mode == "member":
             pick = self._choice if rows is None else self._choice[torch.as_tensor(rows, device=self._choice.device)]
@@ -175,34 +180,31 @@ def load_models(run_dir: Path, checkpoint: str = "final",
     """A checkpoint's models in eval mode (one, or an ensemble's members), its state, its path."""
     state, path = load_from_run(Path(run_dir), checkpoint, device)
     models = []
-    for learner in [state["learner"], *state.get("extra", {}).get("ensemble", [])]:
+    for learner in state["ensemble"]["learners"]:
         model = build_model(state["spec"], device)
         model.load_state_dict(learner["model"])
         models.append(model.eval())
     return models, state, path
 
 
-def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu",
-                deterministic: bool = True, **hf_settings) -> Policy | EnsemblePolicy:
+def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu", action: str = "mean",
+                **hf_settings) -> Policy | EnsemblePolicy:
     if hf.is_model_dir(run_dir):  # a Hugging Face model directory: its weights and config.json's settings
-        return Policy(*hf.policy_parts(run_dir, device, **hf_settings), deterministic=deterministic)
+        return Policy(*hf.policy_parts(run_dir, device, **hf_settings), action=action)
     if hf_settings:
         raise ConfigError(f"{', '.join(hf_settings)}: for a Hugging Face model directory; the run {run_dir} has "
                           "its own in its config.json")
     models, state, _ = load_models(run_dir, checkpoint, device)
     cfg = Config.load(Path(run_dir) / "config.json")
-    return make_policy(models, cfg, *(state[k].cpu().numpy() for k in ("obs_mean", "obs_std", "act_low", "act_high")),
-                       deterministic=deterministic)
+    return make_policy(models, cfg, Scaling.from_state_dict(state["scaling"]), action, exploring=action != "mean")
 
 
-def make_policy(models: list[DecisionTransformer], cfg: Config, obs_mean: np.ndarray, obs_std: np.ndarray,
-                act_low: np.ndarray, act_high: np.ndarray, deterministic: bool, noise: float = 0.0,
-                generator: torch.Generator | None = None, sample: bool = True) -> Policy | EnsemblePolicy:
-    """One model's Policy, or an EnsemblePolicy over several."""
-    policies = [Policy(m, obs_mean, obs_std, act_low, act_high, cfg.rtg_scale, cfg.eval_context,
-                       deterministic=deterministic, generator=generator, noise_std=noise, sample=sample)
-                for m in models]
+def make_policy(models: list[DecisionTransformer], cfg: Config, scaling: Scaling, action: str = "mean",
+                noise: float = 0.0, generator: torch.Generator | None = None,
+                exploring: bool = False) -> Policy | EnsemblePolicy:
+    """One model's Policy, or an EnsemblePolicy over several (``exploring``: see EnsemblePolicy)."""
+    policies = [Policy(m, scaling, cfg.rtg_scale, cfg.eval_context, action, noise, generator) for m in models]
     if len(policies) == 1:
         return policies[0]
-    return EnsemblePolicy(policies, cfg.ensemble_mode, cfg.ensemble_scale, deterministic=deterministic,
-                          noise_std=noise, generator=generator)
+    return EnsemblePolicy(policies, cfg.ensemble_mode, cfg.ensemble_scale, exploring=exploring, noise_std=noise,
+                          generator=generator)

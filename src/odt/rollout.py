@@ -68,7 +68,7 @@ def rollout(policy: Policy | EnsemblePolicy, envs: gym.vector.VectorEnv, target_
         rewards = rew.astype(np.float32)
         obs = next_obs
     episodes = [Episode(np.asarray(ep_obs[i], np.float32),
-                        scale_actions_to_unit(np.asarray(ep_act[i], np.float32), policy.act_low, policy.act_high),
+                        policy.scaling.to_unit(np.asarray(ep_act[i], np.float32)),
                         np.asarray(ep_rew[i], np.float32), terminated=bool(terminated[i]),
                         truncated=not terminated[i], final_observation=final[i], online=True,
                         target=float(np.broadcast_to(target_return, (n,))[i]))

@@ -2,7 +2,6 @@
 back to it when an evaluation drops far below it, stop when none has beaten it for a while."""
 from __future__ import annotations
 
-import json
 from typing import Callable
 
 from .config import Config
@@ -53,8 +52,8 @@ class SafetyNets:
             return None
         return {"return_mean": self.state["best_return"], "updates": self.state["best_updates"]}
 
-    def encode(self) -> str:
-        return json.dumps(self.state)
+    def state_dict(self) -> dict:
+        return dict(self.state)
 
-    def restore(self, encoded: str) -> None:
-        self.state = json.loads(encoded)
+    def load_state_dict(self, state: dict) -> None:
+        self.state = dict(state)

@@ -106,10 +106,10 @@ class ReturnTarget:
             g = min(max(g, self.lowest), self.highest + (self.clip_c - 1.0) * abs(self.highest))
         return g
 
-    def state(self) -> dict:
+    def state_dict(self) -> dict:
         return {"recent": list(self.recent), "lowest": self.lowest, "highest": self.highest}
 
-    def load(self, state: dict) -> None:
+    def load_state_dict(self, state: dict) -> None:
         self.recent.clear()
         self.recent.extend(state["recent"])
         self.lowest, self.highest = float(state["lowest"]), float(state["highest"])

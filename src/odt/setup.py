@@ -5,33 +5,33 @@ check has passed."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import shlex
 import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 
-from . import resume
+from . import hf
 from .algos.ensemble import Ensemble
-from .algos.learner import Learner, LearnerSettings
+from .algos.learner import Learner
 from .baselines import check_baseline, run_baseline
 from .checkpoint import build_model, load_from_run
-from .config import Config, ConfigError, TD3Settings, check_out_dir
+from .config import Config, ConfigError, OptimSettings, TD3Settings, check_out_dir
 from .data.generate import collect
 from .data.sources import check_episodes, check_matches_env, load_dataset
 from .data.trajectories import TrajectoryDataset
-from .envs.make import make_env_with_horizon, scale_actions_to_unit
+from .envs.make import make_env_with_horizon
 from .envs.multitask import load_tasks
 from .envs.pool import EnvPool
 from .logging import RunLogger, check_wandb, wandb_mode
-from .models.transformer import ModelSpec
+from .models.transformer import ModelSettings, ModelSpec
 from .precision import resolve_precision
+from .run import Prepared, Start
+from .scaling import Scaling
 from .scores import reference_of
 from .train import Trainer, execute
 from .video import check_video
@@ -54,21 +54,28 @@ def _check_dims(state: dict, source: Path, env_id: str, obs_dim: int, act_dim: i
                           f"{spec['obs_dim']}/{spec['act_dim']}, but {env_id} has {obs_dim}/{act_dim}")
 
 
+# What a checkpoint's architecture does not fix: dropout trains, and the others act or estimate.
+_NOT_ARCHITECTURE = ("dropout", "eval_context", "entropy_samples")
+
+
 def _from_checkpoint(cfg: Config, state: dict) -> dict:
-    """The settings a pretrained checkpoint fixes: its architecture, and its actor's kind."""
+    """The settings a pretrained checkpoint fixes: its architecture and its actor's kind; and a
+    shipped model's critic warm-up, which counts as done."""
     spec = ModelSpec(**state["spec"])
-    # Every architecture setting but the data's dimensions and dropout (a training setting).
-    resolved = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ModelSpec)
-                if f.name not in ("obs_dim", "act_dim", "dropout")}
+    resolved = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ModelSettings)
+                if f.name not in _NOT_ARCHITECTURE}
     deterministic = spec.action_head == "deterministic"
     if deterministic != (cfg.resolved_action_head() == "deterministic"):
         # The actor's kind is the checkpoint's; keep the TD3 part as asked, else as pretrained.
-        td3 = cfg.td3 or "td3" in state["learner"]
+        td3 = cfg.td3 or "td3" in state["ensemble"]["learners"][0]
         resolved["algo"] = ("vidt" if td3 else "dt") if deterministic else ("odt-td3" if td3 else "odt")
+    warmed = int(state["run"].get("critic_pretrained", 0))
+    if warmed and cfg.td3:
+        resolved["critic_pretrain_updates"] = max(0, cfg.critic_pretrain_updates - warmed)
     return resolved
 
 
-def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None, given: TrajectoryDataset | None = None):
+def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None):
     """The dataset (multi-task: every task's, padded; ``given``: one held in memory, odt.train), the
     action bounds, the tasks, and what the environment resolves (the reference returns of
     normalized scores)."""
@@ -78,11 +85,12 @@ def _load_data(cfg: Config, init_state: dict | None, init_from: Path | None, giv
         act_low, act_high = -np.ones(dataset.act_dim, np.float32), np.ones(dataset.act_dim, np.float32)
         return dataset, act_low, act_high, tasks, resolved
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
-    if init_state is not None:  # before the dataset: it may take minutes
-        _check_dims(init_state, init_from, cfg.env, env.observation_space.shape[0], env.action_space.shape[0])
+    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    if start.kind == "init":  # before the dataset: it may take minutes
+        _check_dims(start.state, start.source, cfg.env, obs_dim, act_dim)
     if given is not None:  # held in memory: the checks a file gets, against this environment's widths
         dataset = given
-        check_episodes(dataset, env.observation_space.shape[0], env.action_space.shape[0])
+        check_episodes(dataset, obs_dim, act_dim)
     elif cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
         dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,
                           log=lambda line: None, episodes_wanted=cfg.random_episodes, horizon=cfg.max_ep_len)
@@ -111,11 +119,12 @@ def make_run_dir(cfg: Config) -> Path:
     return out
 
 
-def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: dict | None = None,
-          dataset: TrajectoryDataset | None = None) -> Trainer | Callable[[], dict]:
-    """Validate everything that can fail before anything is written, then create the run directory
-    (or, given the ``checkpoint`` of a killed run, reopen its directory where it stopped). A
-    baseline's run comes back as the call that runs it."""
+def prepare(cfg: Config, command: str, start: Start | None = None,
+            dataset: TrajectoryDataset | None = None) -> Prepared:
+    """Validate everything that can fail before anything is written, then load the data and
+    create the run directory (or, resuming, reopen it where its checkpoint stopped): the one path
+    of every run, fresh, --init, --resume, --extend and the baselines alike."""
+    start = start or Start()
     cfg.validate()
     if cfg.dataset == "none" and command == "pretrain":
         raise ConfigError("odt pretrain needs offline data (--dataset); --dataset none trains from scratch with odt run")
@@ -125,6 +134,46 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: 
         torch.set_num_threads(cfg.threads)
     # Cheap checks first: a wrong run directory or checkpoint must answer at once, not after a
     # dataset was generated (minutes on an empty cache) or downloaded.
+    mode = _check_cheap(cfg, command)
+    if start.kind == "init" and start.state is None:
+        start = dataclasses.replace(start, state=load_from_run(start.source, "pretrained", device)[0])
+    if not start.resumes and cfg.out is not None:
+        check_out_dir(cfg.out, cfg.overwrite, "run")
+    dataset, act_low, act_high, tasks, resolved = _load_data(cfg, start, dataset)
+    if start.kind == "init":
+        _check_dims(start.state, start.source, cfg.env, dataset.obs_dim, dataset.act_dim)
+        resolved.update(_from_checkpoint(cfg, start.state))
+    scaling = _scaling(start, tasks, dataset, act_low, act_high)
+    if not scaling.unit_actions:
+        for e in dataset.episodes:
+            e.actions = scaling.to_unit(e.actions)
+    resolved.update(precision=precision, wandb_mode=mode)
+    if not start.resumes:  # the directory's default name uses the resolved algorithm
+        resolved["out"] = make_run_dir(dataclasses.replace(cfg, **resolved))
+    # The one place where the config changes after validation: it records what was resolved.
+    for name, value in resolved.items():
+        setattr(cfg, name, value)
+    if start.resumes:  # rows written after the checkpoint are redone from it: drop them, so none is doubled
+        with open(cfg.out / "metrics.jsonl", "r+b") as f:
+            f.truncate(int(start.state["run"]["metrics_bytes"]))
+    else:
+        cfg.save(cfg.out / "config.json")
+    logger = RunLogger(cfg.out, cfg.to_dict(), echo=cfg.progress,
+                       wandb={"project": cfg.wandb_project, "mode": cfg.wandb_mode} if cfg.wandb else None)
+    threads = torch.get_num_threads()
+    logger.info(f"odt {command} on {device} in {precision} ({precision_why}), {threads} torch "
+                f"thread{'s' if threads != 1 else ''}: {shlex.join(sys.argv)}")
+    if precision_warning:
+        logger.info(f"warning: {precision_warning}")
+    logger.info(f"run directory {cfg.out}")
+    logger.info(f"dataset {dataset.name}: {len(dataset.episodes)} episodes, {dataset.n_transitions} steps, "
+                f"return mean {dataset.returns().mean():.1f} max {dataset.returns().max():.1f}")
+    torch.manual_seed(cfg.seed)
+    return Prepared(cfg, command, cfg.out, logger, dataset, scaling, tasks, device, start)
+
+
+def _check_cheap(cfg: Config, command: str) -> str | None:
+    """The checks that need neither data nor a directory; returns the W&B mode."""
     mode = wandb_mode(cfg.wandb_mode) if cfg.wandb else cfg.wandb_mode
     if cfg.wandb:
         check_wandb(mode)
@@ -132,103 +181,96 @@ def setup(cfg: Config, command: str, init_from: Path | None = None, checkpoint: 
         check_video(cfg.env, "--capture-video")
     if cfg.baseline:
         check_baseline(cfg, command)
-    init_state = checkpoint
-    if checkpoint is None and init_from is not None:
-        init_state, _ = load_from_run(init_from, "pretrained", device)
-    if checkpoint is None and cfg.out is not None:
-        check_out_dir(cfg.out, cfg.overwrite, "run")
-    dataset, act_low, act_high, tasks, resolved = _load_data(cfg, init_state if checkpoint is None else None,
-                                                              init_from, dataset)
-    if checkpoint is None and init_from is not None:
-        _check_dims(init_state, init_from, cfg.env, dataset.obs_dim, dataset.act_dim)
-        resolved.update(_from_checkpoint(cfg, init_state))
-        warmed = int(init_state.get("extra", {}).get("critic_pretrained", 0))
-        if warmed and cfg.td3:  # a shipped model's critics come warmed up: those updates count as done
-            resolved["critic_pretrain_updates"] = max(0, cfg.critic_pretrain_updates - warmed)
-    if not np.allclose(act_low, -1) or not np.allclose(act_high, 1):
-        for e in dataset.episodes:
-            e.actions = scale_actions_to_unit(e.actions, act_low, act_high)
-    resolved["precision"] = precision
-    resolved["wandb_mode"] = mode
-    if checkpoint is None:  # the directory's default name uses the resolved algorithm
-        resolved["out"] = make_run_dir(dataclasses.replace(cfg, **resolved))
-    # The one place where the config changes after validation: it records what was resolved.
-    for name, value in resolved.items():
-        setattr(cfg, name, value)
-    if checkpoint is None:
-        cfg.save(cfg.out / "config.json")
-    else:
-        # Rows written after the checkpoint are redone from it: drop them, so none is doubled.
-        with open(cfg.out / "metrics.jsonl", "r+b") as f:
-            f.truncate(int(checkpoint["extra"]["resume"]["metrics_bytes"]))
-    run_dir = cfg.out
-    logger = RunLogger(run_dir, cfg.to_dict(), echo=cfg.progress,
-                       wandb={"project": cfg.wandb_project, "mode": cfg.wandb_mode} if cfg.wandb else None)
-    threads = torch.get_num_threads()
-    logger.info(f"odt {command} on {device} in {precision} ({precision_why}), {threads} torch "
-                f"thread{'s' if threads != 1 else ''}: {shlex.join(sys.argv)}")
-    if precision_warning:
-        logger.info(f"warning: {precision_warning}")
-    logger.info(f"run directory {run_dir}")
-    logger.info(f"dataset {dataset.name}: {len(dataset.episodes)} episodes, {dataset.n_transitions} steps, "
-                f"return mean {dataset.returns().mean():.1f} max {dataset.returns().max():.1f}")
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    torch_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    if init_state is not None:
-        obs_mean, obs_std = init_state["obs_mean"].cpu().numpy(), init_state["obs_std"].cpu().numpy()
-    elif tasks:
-        obs_mean, obs_std = np.zeros(dataset.obs_dim, np.float32), np.ones(dataset.obs_dim, np.float32)
-    else:
-        obs_mean, obs_std = dataset.obs_stats()
+    return mode
+
+
+def _scaling(start: Start, tasks: list, dataset: TrajectoryDataset, act_low: np.ndarray,
+             act_high: np.ndarray) -> Scaling:
+    """The normalizer a checkpoint was trained with, else the data's (multi-task: none, each task
+    normalizes its own); the environment's action bounds."""
+    if start.state is not None:
+        saved = Scaling.from_state_dict(start.state["scaling"])
+        return Scaling(saved.obs_mean, saved.obs_std, act_low, act_high)
+    if tasks:
+        return Scaling.unit(dataset.obs_dim, dataset.act_dim)
+    return Scaling(*dataset.obs_stats(), act_low, act_high)
+
+
+def setup(cfg: Config, command: str, start: Start | None = None, dataset: TrajectoryDataset | None = None) -> Trainer:
+    """A transformer run's Trainer, everything before its loop done."""
     if cfg.baseline:
-        return functools.partial(run_baseline, cfg, run_dir, logger, dataset, obs_mean, obs_std, act_low, act_high,
-                                 device)
-    ensemble = _make_ensemble(cfg, dataset.obs_dim, dataset.act_dim, device, rng)
-    if checkpoint is None and init_state is not None:
-        _initialise(ensemble, cfg, init_state, init_from, logger)
-    trainer = Trainer(cfg, run_dir, logger, dataset, ensemble, obs_mean, obs_std, act_low, act_high, device,
-                      torch_gen, EnvPool(cfg.env, tasks, dataset.obs_dim, dataset.act_dim), command=command)
-    if checkpoint is not None:
-        trainer.learner.load_state_dict(checkpoint["learner"])  # everything: optimizers, schedules, critics
-        resume.restore(trainer, checkpoint)
-        logger.info(f"resumed: {trainer.pretrain_done} pretraining updates, round {trainer.rounds}, "
-                    f"{trainer.online_steps} online steps done")
+        raise ConfigError(f"--algo {cfg.algo} is a baseline, which runs its library's own loop: use "
+                          f"`odt baseline {cfg.algo}`")
+    return build(prepare(cfg, command, start, dataset))
+
+
+def build(p: Prepared) -> Trainer:
+    """The components, from the config alone, then the state the start gives them."""
+    cfg = p.cfg
+    rng = np.random.default_rng(cfg.seed)
+    torch_gen = torch.Generator(device=p.device).manual_seed(cfg.seed + 1)
+    ensemble = _make_ensemble(cfg, p.dataset.obs_dim, p.dataset.act_dim, p.device, rng)
+    trainer = Trainer(p, ensemble, torch_gen, EnvPool(cfg.env, p.tasks, p.dataset.obs_dim, p.dataset.act_dim))
+    if p.start.kind == "init":
+        _initialise(ensemble, cfg, p.start, p.logger)
+    elif p.start.resumes:
+        trainer.load_state_dict(p.start.state)
+        p.logger.info(f"resumed: {trainer.pretrain_done} pretraining updates, round {trainer.rounds}, "
+                      f"{trainer.online_steps} online steps done")
+    trainer.summary.update(p.start.summary)
     return trainer
 
 
 def _make_ensemble(cfg: Config, obs_dim: int, act_dim: int, device: str, rng: np.random.Generator) -> Ensemble:
-    spec = cfg.model_spec(obs_dim, act_dim).__dict__
-    settings = cfg.group(LearnerSettings)
-    td3 = cfg.group(TD3Settings) if cfg.td3 else None
-    learners = [Learner(build_model(spec, device), cfg.base_loss, settings, td3)]
+    spec = dataclasses.asdict(cfg.model_spec(obs_dim, act_dim))
+    optim, td3 = cfg.group(OptimSettings), cfg.group(TD3Settings) if cfg.td3 else None
+
+    def learner() -> Learner:
+        return Learner(build_model(spec, device), cfg.base_loss, optim, td3, precision=cfg.precision,
+                       compile=cfg.compile)
+
+    learners = [learner()]
     for i in range(1, cfg.ensemble):  # separately seeded networks; the first learner keeps the run's seed
         torch.manual_seed(cfg.seed + i)
-        learners.append(Learner(build_model(spec, device), cfg.base_loss, settings, td3))
+        learners.append(learner())
     return Ensemble(learners, [rng, *(np.random.default_rng(cfg.seed + i) for i in range(1, cfg.ensemble))])
 
 
-def _initialise(ensemble: Ensemble, cfg: Config, init_state: dict, init_from: Path, logger: RunLogger) -> None:
+def _initialise(ensemble: Ensemble, cfg: Config, start: Start, logger: RunLogger) -> None:
     """`odt finetune --init`: as in `odt run` (and the official code, one process for both phases),
     the networks, LAMB's moments, the warmup's position and lambda's Adam carry over; this run's
     --lr and --weight-decay apply from its first update. --restart-optimizers starts them afresh."""
-    saved = [init_state["learner"], *init_state.get("extra", {}).get("ensemble", [])]
+    saved = start.state["ensemble"]["learners"]
     if ensemble.members and len(saved) < cfg.ensemble:
-        logger.info(f"warning: {init_from} holds {len(saved)} pretrained network(s) for an ensemble of "
+        logger.info(f"warning: {start.source} holds {len(saved)} pretrained network(s) for an ensemble of "
                     f"{cfg.ensemble}; the others start from its first (pretrain with --ensemble {cfg.ensemble})")
     for i, learner in enumerate(ensemble):
         learner.load_state_dict(saved[i if i < len(saved) else 0], model_only=cfg.restart_optimizers)
-        learner.updates = int(init_state["learner"]["updates"])
+        learner.updates = int(saved[0]["updates"])
         learner.set_hyperparameters(cfg.lr, cfg.weight_decay, cfg.lambda_lr, cfg.critic_lr)
     lead = ensemble.lead
-    logger.info(f"initialised from {init_from} ({lead.updates} pretraining updates, lambda {lead.lam:.4f}; "
+    logger.info(f"initialised from {start.source} ({lead.updates} pretraining updates, lambda {lead.lam:.4f}; "
                 f"optimizers {'restarted' if cfg.restart_optimizers else 'carried over'})")
 
 
-def run_command(cfg: Config, command: str, pretrain: bool, finetune: bool, init_from: Path | None = None) -> dict:
-    """`odt pretrain`, `odt finetune`, `odt run`: set up, then run the phases."""
-    job = setup(cfg, command, init_from)
-    return job() if cfg.baseline else execute(job, pretrain, finetune)
+def init_start(cfg: Config, command: str, given: list[str]) -> Start:
+    """What `odt finetune --init` starts from: a run directory (read once its cheap checks have
+    passed), or a Hugging Face model directory converted in memory (``given``: the flags the user
+    gave, which its config.json does not override). Other commands start afresh."""
+    if command != "finetune" or cfg.init is None:
+        return Start()
+    if hf.is_model_dir(cfg.init):
+        return hf.finetune_start(cfg, cfg.init, given)
+    return Start("init", cfg.init)
+
+
+def run_command(cfg: Config, command: str, pretrain: bool, finetune: bool, start: Start | None = None,
+                dataset: TrajectoryDataset | None = None) -> dict:
+    """`odt pretrain`, `odt finetune`, `odt run`, `--resume`, `--extend`: set up, then run the phases."""
+    p = prepare(cfg, command, start, dataset)
+    if cfg.baseline:
+        return run_baseline(p)
+    return execute(build(p), pretrain, finetune)
 
 
 def _check_run_dir(run_dir: Path) -> None:
@@ -247,13 +289,12 @@ def resume_run(run_dir: Path) -> dict:
         raise ConfigError(f"{run_dir} is a {cfg.algo} baseline run, which keeps no resumable state; run it again "
                           "with --overwrite")
     state, _ = load_from_run(run_dir, "latest", resolve_device(cfg.device))
-    rs = state.get("extra", {}).get("resume")
-    if rs is None:
+    if "generators" not in state:
         raise ConfigError(f"the checkpoints of {run_dir} predate --resume; start the run again")
     cfg.out, cfg.overwrite = run_dir, False
-    original = rs["command"]
-    return execute(setup(cfg, original, checkpoint=state), pretrain=original in ("run", "pretrain"),
-                   finetune=original in ("run", "finetune"))
+    original = state["run"]["command"]
+    return run_command(cfg, original, pretrain=original in ("run", "pretrain"), finetune=original in ("run", "finetune"),
+                       start=Start("resume", run_dir, state))
 
 
 def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
@@ -288,14 +329,14 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
         raise ConfigError(f"{run_dir} uses {', '.join(bound)} on a schedule over its budget, which an extension "
                           f"would stretch; run afresh with --online-steps {online_steps}")
     state, path = load_from_run(run_dir, "final", resolve_device(cfg.device))
-    if path.stem not in ("final", "final.prev") or "resume" not in state.get("extra", {}):
+    if path.stem not in ("final", "final.prev") or "generators" not in state:
         raise ConfigError(f"{run_dir} has no final checkpoint with a resume state (found {path.name}); "
                           "run it again with this version of odt")
     shutil.copytree(run_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("summary.json"))
     cfg.out, cfg.overwrite, cfg.online_steps = out, False, online_steps
     cfg.save(out / "config.json")
-    trainer = setup(cfg, state["extra"]["resume"]["command"], checkpoint=state)
-    trainer.summary["extended_from"] = {"run": str(run_dir), "online_steps": did,
-                                        "command": done.get("command"), "wall_time_s": done.get("wall_time_s")}
+    extended_from = {"run": str(run_dir), "online_steps": did, "command": done.get("command"),
+                     "wall_time_s": done.get("wall_time_s")}
+    trainer = setup(cfg, state["run"]["command"], Start("resume", run_dir, state, {"extended_from": extended_from}))
     trainer.logger.info(f"extending {run_dir} from {trainer.online_steps} to {online_steps} online steps")
     return execute(trainer, pretrain=False, finetune=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from . import __version__
-from .checkpoint import load_from_run
+from .checkpoint import load_from_run, networks_state
 from .config import Config, ConfigError
 from .data.sources import load_dataset
 from .envs.make import make_vector_env
@@ -42,14 +42,14 @@ def make(name: str, work: Path) -> dict:
         raise ConfigError(f"the run of {name} failed; see {run}/run.log")
     cfg = Config.load(run / "config.json")
     state, path = load_from_run(run, "final" if RECIPES[name]["args"][0] == "run" else "pretrained")
-    kept = {k: state[k] for k in ("learner", "spec", "obs_mean", "obs_std", "act_low", "act_high")}
-    if "td3" in kept["learner"]:
+    lead = state["ensemble"]["learners"][0]
+    if "td3" in lead:
         # The target actor tracks the actor at tau through the critic-only warm-up (0.95^3500 of the
         # gap is left: they differ by float rounding, 2e-6 at most), so the learner rebuilds it from
         # the actor: 2.4 MB less, which keeps the file under 10 MB.
-        kept["learner"] = {**kept["learner"], "td3": {k: v for k, v in kept["learner"]["td3"].items()
-                                                       if k != "actor_target"}}
-    kept["extra"] = {"critic_pretrained": cfg.critic_pretrain_updates if cfg.td3 else 0}
+        lead = {**lead, "td3": {k: v for k, v in lead["td3"].items() if k != "actor_target"}}
+    warmed = int(state["run"]["critic_pretrained"])
+    kept = networks_state(state["spec"], state["scaling"], [lead], warmed)
     MODELS.mkdir(parents=True, exist_ok=True)
     pack(kept, MODELS / f"{name}.safetensors")
     torch.set_num_threads(1)  # the card's score, as the test re-evaluates it
@@ -66,7 +66,7 @@ def make(name: str, work: Path) -> dict:
         "run_command": "odt " + " ".join(args[:-2]),
         "algo": cfg.algo, "env": cfg.env, "dataset": cfg.dataset,
         "data": {k: ds[k] for k in ("n_episodes", "n_transitions", "return_mean", "return_max")},
-        "pretrain_updates": cfg.pretrain_updates, "critic_pretrain_updates": kept["extra"]["critic_pretrained"],
+        "pretrain_updates": cfg.pretrain_updates, "critic_pretrain_updates": warmed,
         "offline": {"episodes": n, "seed": EVAL_SEED, "target": cfg.g_eval,
                     "return_mean": stats["return_mean"], "return_se": stats["return_std"] / n ** 0.5,
                     "normalized_mean": stats["normalized_mean"], "normalized_se": stats["normalized_std"] / n ** 0.5,

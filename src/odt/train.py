@@ -4,29 +4,30 @@ out with g_online, adds the trajectories to the FIFO buffer, then makes I update
 loop calls is built by ``setup`` (setup.py)."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shlex
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from . import resume
 from .algos.ensemble import Ensemble
 from .algos.learner import Learner
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import FORMAT, generator_states, load_checkpoint, load_generator_states, plain, save_checkpoint
 from .config import Config
-from .data.buffer import Batch, ReplayBuffer
-from .data.trajectories import TrajectoryDataset
+from .data.buffer import ReplayBuffer
+from .data.replay import Replay
 from .envs.pool import EnvPool
 from .evaluation import Evaluator, summary_of, summary_table
 from .logging import Progress, RunLogger, fmt_return
 from .policy import EnsemblePolicy, Policy, make_policy
 from .rollout import RolloutResult, rollout
+from .run import Prepared
 from .safety import SafetyNets
 from .schedules import ReturnTarget, decay, linear, noise_std
 
@@ -38,33 +39,32 @@ def _critic_view(m: dict, first: str) -> dict:
     return {**view, "q": m["q_mean"], "mc": m["mc_return_mean"]} if "mc_return_mean" in m else view
 
 
-def whole_dataset(trainer: "Trainer") -> ReplayBuffer:
-    """Every offline trajectory in one buffer: pretraining's, replay mixing's and the critics' warm-up's."""
-    buffer = ReplayBuffer.for_config(trainer.cfg, len(trainer.dataset.episodes), trainer.obs_mean, trainer.obs_std)
-    buffer.fill(trainer.dataset.episodes)
-    return buffer
-
-
-def critic_pretrain(trainer: "Trainer") -> None:
+def critic_pretrain(ensemble: Ensemble, replay: Replay, logger: RunLogger) -> int:
     """--critic-pretrain-updates: the critics alone on the whole offline dataset, every learner of
-    the ensemble with its own batches, before the first online round."""
-    cfg, n = trainer.cfg, trainer.cfg.critic_pretrain_updates
-    if not (cfg.td3 and n):
-        return
-    data = whole_dataset(trainer)
-    progress = Progress(trainer.logger, "critic", n, "updates")
+    the ensemble with its own batches, before the first online round; the updates made."""
+    n = replay.cfg.critic_pretrain_updates
+    if not (replay.cfg.td3 and n):
+        return 0
+    data, progress = replay.whole_dataset(), Progress(logger, "critic", n, "updates")
     sums: dict[str, float] = defaultdict(float)
     for i in range(n):
-        for learner, rng in zip(trainer.ensemble, trainer.ensemble.rngs):
-            m = learner.critic_only_update(trainer._batch(data, rng, None))
-            if learner is trainer.learner:
-                lead = m
-                for k, v in m.items():
-                    sums[k] += v
+        lead = ensemble.critic_only_update(lambda rng: replay.batch(data, rng, None))
+        for k, v in lead.items():
+            sums[k] += v
         progress.update(i + 1, force=i + 1 == n, **_critic_view(lead, "critic_loss"))
-    trainer.logger.log({"phase": "online", "event": "critic_pretrained", "updates": trainer.learner.updates,
-                        "online_steps": 0, "critic_updates": trainer.learner.critic_updates,
-                        **{k: v / n for k, v in sums.items()}})
+    logger.log({"phase": "online", "event": "critic_pretrained", "updates": ensemble.lead.updates,
+                "online_steps": 0, "critic_updates": ensemble.lead.critic_updates, **{k: v / n for k, v in sums.items()}})
+    return n
+
+
+def seeded_event(cfg: Config, buffer: ReplayBuffer, n_offline: int) -> tuple[str, str, dict]:
+    """The buffer_seeded event: its name, message and fields."""
+    seeded = np.array([e.ret for e in buffer.episodes])
+    message = (f"buffer seeded with the {cfg.buffer_seeding} {len(seeded)} of {n_offline} offline trajectories "
+               f"(returns {fmt_return(seeded.min())} to {fmt_return(seeded.max())}); budget {cfg.online_steps} env steps")
+    return "buffer_seeded", message, {"phase": "online", "seeding": cfg.buffer_seeding, "trajectories": len(seeded),
+                                      "return_min": float(seeded.min()), "return_mean": float(seeded.mean()),
+                                      "return_max": float(seeded.max())}
 
 
 @dataclass
@@ -77,35 +77,22 @@ class Exploration:
     result: RolloutResult
 
 
-@dataclass
 class Trainer:
-    cfg: Config
-    run_dir: Path
-    logger: RunLogger
-    dataset: TrajectoryDataset
-    ensemble: Ensemble
-    obs_mean: np.ndarray
-    obs_std: np.ndarray
-    act_low: np.ndarray
-    act_high: np.ndarray
-    device: str
-    torch_gen: torch.Generator
-    envs: EnvPool
-    command: str = "run"
-    # Where the run stands; a checkpoint's resume state holds all of it (resume.py).
-    phase: str = "pretrain"
-    pretrain_done: int = 0
-    online_steps: int = 0
-    rounds: int = 0
-    buffer: ReplayBuffer | None = None  # the online buffer, once finetuning has begun
-    target: ReturnTarget | None = None  # g_online and the returns it has observed
-    summary: dict = field(default_factory=dict)
-    last_eval: dict | None = None  # the newest online evaluation, so that a resume does not redo it
+    """The loop's components, as ``setup.build`` made them from a ``Prepared`` run, and where the
+    run stands. Its ``state_dict`` is a checkpoint: every component's state dict and the counters."""
 
-    def __post_init__(self):
+    def __init__(self, p: Prepared, ensemble: Ensemble, torch_gen: torch.Generator, envs: EnvPool):
+        self.cfg, self.command, self.run_dir, self.logger = p.cfg, p.command, p.run_dir, p.logger
+        self.dataset, self.scaling, self.device = p.dataset, p.scaling, p.device
+        self.ensemble, self.torch_gen, self.envs = ensemble, torch_gen, envs
         self.evaluator = Evaluator(self.cfg, self.envs, self.logger)
         self.safety = SafetyNets(self.cfg)
-        self._offline: ReplayBuffer | None = None  # the whole dataset, with --offline-ratio
+        # Where the run stands: the counters every checkpoint holds.
+        self.phase, self.pretrain_done, self.online_steps, self.rounds, self.critic_pretrained = "pretrain", 0, 0, 0, 0
+        self.replay = Replay(self.cfg, self.dataset, self.scaling, self.device)
+        self.target: ReturnTarget | None = None  # g_online and the returns it has observed
+        self.summary: dict = {}
+        self.last_eval: dict | None = None  # the newest online evaluation, so that a resume does not redo it
 
     @property
     def learner(self) -> Learner:
@@ -115,10 +102,18 @@ class Trainer:
     def rng(self) -> np.random.Generator:
         return self.ensemble.rngs[0]
 
+    @property
+    def buffer(self) -> ReplayBuffer | None:
+        return self.replay.buffer
+
+    @buffer.setter
+    def buffer(self, buffer: ReplayBuffer) -> None:
+        self.replay.buffer = buffer
+
     # --- the loop ---------------------------------------------------------------------
     def pretrain(self) -> dict:
         cfg = self.cfg
-        buffer = whole_dataset(self)
+        buffer = self.replay.whole_dataset()
         self.learner.rl_active = cfg.rl_in_pretrain  # the critic still learns from the offline data
         self.logger.info(f"[pretrain] {cfg.pretrain_updates} updates on {len(buffer)} trajectories "
                          f"({buffer.n_transitions} steps), batch {cfg.batch_size}, K {cfg.context_len}")
@@ -176,7 +171,7 @@ class Trainer:
         lr_scale = (cfg.finetune_lr or cfg.lr) / cfg.lr * decay(cfg.lr_decay, p) * self.safety.lr_factor
         for learner in self.ensemble:
             learner.set_lr_scale(lr_scale)
-        policy = self.policy(deterministic=False, noise=noise)
+        policy = self.policy(explore_noise=noise)
         res = rollout(policy, envs, g_online, seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round,
                       max_steps=cfg.online_steps - self.online_steps)
         return Exploration(policy, g_online, noise, res)
@@ -216,39 +211,24 @@ class Trainer:
         cfg = self.cfg
         for learner in self.ensemble:
             learner.rl_active = True
-        mixing = cfg.offline_ratio is not None
-        if mixing:
-            self._offline = whole_dataset(self)
-        if self.buffer is None:
-            self.buffer = ReplayBuffer.for_config(self.cfg, cfg.buffer_size, self.obs_mean, self.obs_std)
-            if mixing:
+        if self.replay.start_online(len(self.envs.tasks), self.rng):
+            if self.replay.mixing:
                 self.logger.info(f"[online] offline share of each batch {cfg.offline_ratio} (start:end) from all "
                                  f"{len(self.dataset.episodes)} offline trajectories, the rest from online ones")
             else:
-                self.buffer.fill_per_task(self.dataset.episodes, len(self.envs.tasks),
-                                          rng=self.rng if cfg.buffer_seeding == "random" else None)
-                self._log_seeded()
+                name, message, fields = seeded_event(cfg, self.buffer, len(self.dataset.episodes))
+                self._event(name, message, **fields)
         if self.target is None:
-            seen = [e.ret for e in (self._offline if mixing else self.buffer).episodes]
-            self.target = ReturnTarget.for_config(cfg, seen, self.dataset.returns())
+            self.target = ReturnTarget.for_config(cfg, self.replay.seen_returns(), self.dataset.returns())
         if "offline" not in self.summary:
             self.summary["offline"] = summary_of(self.evaluate("online"))
         if self.phase != "online":
             self.phase = "online"
             for learner in self.ensemble:  # the pretrained weights, before any finetuning step
                 learner.set_anchor(cfg.reg_weight)
-            critic_pretrain(self)
+            self.critic_pretrained += critic_pretrain(self.ensemble, self.replay, self.logger)
             self._after_eval({f"eval_{k}": v for k, v in self.summary["offline"].items()})
             self.save("latest")  # a run killed before its first round resumes here
-
-    def _log_seeded(self) -> None:
-        cfg = self.cfg
-        seeded = np.array([e.ret for e in self.buffer.episodes])
-        self._event("buffer_seeded", f"buffer seeded with the {cfg.buffer_seeding} {len(seeded)} of "
-                    f"{len(self.dataset.episodes)} offline trajectories (returns {fmt_return(seeded.min())} to "
-                    f"{fmt_return(seeded.max())}); budget {cfg.online_steps} env steps", phase="online",
-                    seeding=cfg.buffer_seeding, trajectories=len(seeded), return_min=float(seeded.min()),
-                    return_mean=float(seeded.mean()), return_max=float(seeded.max()))
 
     def _updates(self, buffer: ReplayBuffer, n: int, progress: Progress | None = None,
                  offline_ratio: float | None = None) -> dict:
@@ -259,7 +239,7 @@ class Trainer:
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
         for _ in range(n * self.learner.calls_per_actor_update):
-            metrics = self.ensemble.update(lambda rng: self._batch(buffer, rng, offline_ratio), self._log_events)
+            metrics = self.ensemble.update(lambda rng: self.replay.batch(buffer, rng, offline_ratio), self._log_events)
             for k, v in metrics.items():
                 sums[k] += v
                 counts[k] += 1
@@ -267,24 +247,19 @@ class Trainer:
                 progress.update(progress.done + 1, **_critic_view({k: sums[k] / counts[k] for k in sums}, "loss"))
         return {k: v / counts[k] for k, v in sums.items()}
 
-    def _batch(self, buffer: ReplayBuffer, rng: np.random.Generator, offline_ratio: float | None) -> Batch:
-        B, K = self.cfg.batch_size, self.cfg.context_len
-        if offline_ratio is None or not len(buffer):
-            return (buffer if offline_ratio is None else self._offline).sample(B, K, rng).to(self.device)
-        n_off = int(round(B * offline_ratio))
-        parts = [self._offline.sample(n_off, K, rng) if n_off else None,
-                 buffer.sample(B - n_off, K, rng) if n_off < B else None]
-        return Batch.cat(parts).to(self.device)
-
     # --- acting and evaluating ----------------------------------------------------------
-    def policy(self, deterministic: bool, noise: float = 0.0) -> Policy | EnsemblePolicy:
-        return make_policy([learner.model for learner in self.ensemble], self.cfg, self.obs_mean, self.obs_std,
-                           self.act_low, self.act_high, deterministic, noise, self.torch_gen,
-                           sample=self.cfg.explore_action == "sample")
+    def policy(self, explore_noise: float | None = None) -> Policy | EnsemblePolicy:
+        """The evaluation policy (mean actions); given ``explore_noise``, the exploration policy
+        (--explore-action, plus that noise)."""
+        models = [learner.model for learner in self.ensemble]
+        if explore_noise is None:  # the generator too: an ensemble draws its members' episodes at every reset
+            return make_policy(models, self.cfg, self.scaling, generator=self.torch_gen)
+        action = "sample" if self.cfg.explore_action == "sample" else "mean+noise"
+        return make_policy(models, self.cfg, self.scaling, action, explore_noise, self.torch_gen, exploring=True)
 
     def evaluate(self, phase: str) -> dict:
         g_eval = self.evaluator.target(self.target, self.dataset)
-        return self.evaluator(self.policy(deterministic=True), g_eval, phase, self.learner.updates, self.online_steps)
+        return self.evaluator(self.policy(), g_eval, phase, self.learner.updates, self.online_steps)
 
     def _after_eval(self, row: dict) -> str | None:
         ret = row.get("eval_normalized_mean", row["eval_return_mean"]) if self.envs.tasks else row["eval_return_mean"]
@@ -292,10 +267,7 @@ class Trainer:
                                       self._event)
 
     def _restore_best(self) -> None:
-        state = load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.device)
-        self.learner.restore_weights(state["learner"])
-        for m, st in zip(self.ensemble.members, state["extra"].get("ensemble", [])):
-            m.restore_weights(st)
+        self.ensemble.restore_weights(load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.device)["ensemble"])
 
     # --- logging ----------------------------------------------------------------------
     def _log_events(self, learner: Learner) -> None:
@@ -315,13 +287,41 @@ class Trainer:
         self.logger.log(row)
         self.logger.info(f"[{row['phase']}] {message}")
 
-    # --- checkpoints and the resume state ---------------------------------------------
+    # --- checkpoints: every component's state, and where the run stands ---------------
     def save(self, name: str) -> None:
-        save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.learner, obs_mean=self.obs_mean,
-                        obs_std=self.obs_std, act_low=self.act_low, act_high=self.act_high,
-                        extra={"online_steps": self.online_steps, "rounds": self.rounds,
-                               "resume": resume.encode(self),
-                               **({"ensemble": self.ensemble.member_states()} if self.ensemble.members else {})})
+        save_checkpoint(self.run_dir / "checkpoints" / f"{name}.pt", self.state_dict())
+
+    def state_dict(self) -> dict:
+        self.logger.metrics.flush()
+        run = {"command": self.command, "phase": self.phase, "pretrain_done": self.pretrain_done,
+               "online_steps": self.online_steps, "rounds": self.rounds, "critic_pretrained": self.critic_pretrained,
+               "metrics_bytes": self.logger.metrics.tell(), "summary": plain(self.summary),
+               "last_eval": plain(self.last_eval)}
+        state = {"format": FORMAT, "spec": dataclasses.asdict(self.learner.model.spec),
+                 "scaling": self.scaling.state_dict(), "ensemble": self.ensemble.state_dict(),
+                 "safety": plain(self.safety.state_dict()), "generators": generator_states(self.torch_gen), "run": run}
+        if self.target is not None:
+            state["target"] = self.target.state_dict()
+        if self.buffer is not None:
+            state["buffer"] = self.replay.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        """A resumed run's state, into the components its own config built."""
+        run = state["run"]
+        self.command, self.phase, self.pretrain_done = run["command"], run["phase"], int(run["pretrain_done"])
+        self.online_steps, self.rounds = int(run["online_steps"]), int(run["rounds"])
+        self.critic_pretrained = int(run.get("critic_pretrained", 0))
+        self.summary, self.last_eval = run["summary"], run["last_eval"]
+        self.ensemble.load_state_dict(state["ensemble"])
+        load_generator_states(state["generators"], self.torch_gen)
+        if "safety" in state:  # checkpoints from before the toolbox: its defaults are what those runs used
+            self.safety.load_state_dict(state["safety"])
+        if "target" in state:
+            self.target = ReturnTarget.for_config(self.cfg)
+            self.target.load_state_dict(state["target"])
+        if "buffer" in state:
+            self.replay.load_state_dict(state["buffer"])
 
     def close(self) -> None:
         self.envs.close()

@@ -43,15 +43,27 @@ class Ensemble:
                 lead_metrics = metrics
         return lead_metrics
 
-    # --- what a checkpoint holds beyond the lead ---------------------------------------
-    def member_states(self) -> list[dict]:
-        return [m.state_dict() for m in self.members]
+    def critic_only_update(self, sample: Callable[[np.random.Generator], Batch]) -> dict[str, float]:
+        """One critic-only step of every learner (--critic-pretrain-updates), in order; the lead's metrics."""
+        metrics = [learner.critic_only_update(sample(rng)) for learner, rng in zip(self.learners, self.rngs)]
+        return metrics[0]
 
-    def rng_states(self) -> list[dict]:
-        return [g.bit_generator.state for g in self.rngs[1:]]
+    # --- state: every learner's, and every learner's batch generator -----------------
+    def state_dict(self) -> dict:
+        return {"learners": [learner.state_dict() for learner in self.learners],
+                "batch_rngs": [g.bit_generator.state for g in self.rngs]}
 
-    def load_members(self, states: list[dict], rng_states: list[dict]) -> None:
-        for g, st in zip(self.rngs[1:], rng_states):
-            g.bit_generator.state = st
-        for m, st in zip(self.members, states):
-            m.load_state_dict(st)
+    def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
+        """``weights_only``: each learner's networks (``--init --restart-optimizers``), not its
+        optimizers, nor the generators."""
+        for learner, st in zip(self.learners, state["learners"]):
+            learner.load_state_dict(st, model_only=weights_only)
+        if not weights_only:
+            for g, st in zip(self.rngs, state["batch_rngs"]):
+                g.bit_generator.state = st
+
+    def restore_weights(self, state: dict) -> None:
+        """Roll every learner back to ``state``'s networks and optimizers (the best checkpoint's),
+        their counters going on."""
+        for learner, st in zip(self.learners, state["learners"]):
+            learner.restore_weights(st)

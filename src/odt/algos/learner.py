@@ -4,34 +4,17 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import replace
+from typing import Callable
 
 import torch
 
-from ..config import TD3Settings
+from ..config import OptimSettings, TD3Settings
 from ..data.buffer import Batch
-from ..models.critic import TwinCritic
 from ..models.transformer import DecisionTransformer
 from .lamb import Lamb
-from .losses import LOSSES, critic_loss, masked_mean, rl_term, td3_target, temperature_loss
-
-
-@dataclass
-class LearnerSettings:
-    """LAMB and its warmup, the temperature, the divergence guard (named as in ``Config``, whose
-    ``group`` fills them)."""
-
-    lr: float = 1e-4
-    weight_decay: float = 5e-4
-    warmup_steps: int = 10_000
-    grad_clip: float = 0.25
-    init_lambda: float = 0.1
-    lambda_lr: float = 1e-4
-    target_entropy: float | None = None
-    entropy_samples: int = 1
-    precision: str = "fp32"
-    max_bad_updates: int = 10
-    compile: str = "off"
+from .losses import LOSSES, rl_term, temperature_loss
+from .td3 import TD3Critic
 
 
 def _read(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -55,94 +38,44 @@ def temperature_step(log_lambda: torch.Tensor, optimizer: torch.optim.Optimizer,
     return finite, log_lambda.detach().exp()
 
 
-def critic_target(target_actor: DecisionTransformer, target_critic: TwinCritic, batch: Batch,
-                  td3: TD3Settings) -> torch.Tensor:
-    """TD3's y = r + gamma (1 - terminated) min(Q1', Q2'): the target actor acts on the window shifted
-    by one step, and its action at s_{t+1}, smoothed by clipped noise, is what the target critics
-    judge. The critics themselves run in fp32 (autocast leaves them alone: see the cast)."""
-    ts = (batch.timesteps + 1).clamp(max=target_actor.spec.max_ep_len - 1)
-    pred = target_actor(batch.next_rtg, batch.next_states, batch.next_actions, ts)
-    a = (pred if isinstance(pred, torch.Tensor) else pred.mode()).float()
-    noise = (torch.randn_like(a) * td3.target_noise).clamp(-td3.noise_clip, td3.noise_clip)
-    with torch.autocast(a.device.type, enabled=False):
-        q1_next, q2_next = target_critic(batch.next_states, (a + noise).clamp(-1, 1))
-    return td3_target(batch.rewards + td3.td_reward_shift, batch.terminals, q1_next, q2_next, td3.gamma)
+class Anchor:
+    """Forgetting prevention: an L2 penalty of weight ``weight`` toward the weights the model had
+    when the anchor was set, sum over tensors of mean((theta - theta_0)^2) (the tutorial's form, so
+    tensors weigh alike whatever their size)."""
+
+    def __init__(self, model: DecisionTransformer, weight: float, params: list[torch.Tensor] | None = None):
+        self.model, self.weight = model, float(weight)
+        self.params = [p.detach().clone() for p in (model.parameters() if params is None else params)]
+
+    def loss(self) -> torch.Tensor:
+        return sum(torch.mean((p - a) ** 2) for p, a in zip(self.model.parameters(), self.params))
+
+    def state_dict(self) -> dict:
+        return {"weight": self.weight, "params": [a.clone() for a in self.params]}
+
+    @classmethod
+    def from_state_dict(cls, model: DecisionTransformer, state: dict) -> "Anchor":
+        device = next(model.parameters()).device
+        return cls(model, state["weight"], [a.to(device) for a in state["params"]])
 
 
-class _CriticSteps:
-    """TD3's half of the Learner (vidt, odt-td3): the critics' step and the targets' Polyak update."""
-
-    def _critic_loss(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """TD3's critic loss against ``critic_target``'s bootstrapped target, and Q1."""
-        with torch.no_grad(), self._autocast():
-            y = critic_target(self.actor_target, self.critic_target, batch, self.td3)
-        q1, q2 = self.critic(batch.states, batch.actions)
-        return critic_loss(q1, q2, y, batch.critic_mask), q1.detach()
-
-    def _critic_update(self, batch: Batch) -> dict[str, torch.Tensor]:
-        """TD3's critic step on the device. A non-finite loss leaves the critics as they were
-        (``found_inf``)."""
-        loss, q1 = _compiled(self, "_critic_loss")(batch)
-        self.critic_optimizer.zero_grad(set_to_none=True)  # also drops what the actor's RL term left
-        loss.backward()
-        loss = loss.detach()
-        # Left to eager: fused Adam is one kernel already, and dynamo drops the ``found_inf`` it reads.
-        self.critic_optimizer.found_inf = (~torch.isfinite(loss)).float()
-        self.critic_optimizer.step()
-        # q_mean against mc_return_mean over the same steps: how far ahead the critic sees.
-        return {"critic_loss": loss, "q_mean": masked_mean(q1, batch.critic_mask),
-                "mc_return_mean": masked_mean(batch.mc_returns, batch.critic_mask)}
-
-    def _critic_step(self, batch: Batch) -> dict[str, float]:
-        out = _read(self._critic_update(batch))
-        self.critic_updates += 1  # a skipped step counts too: it keeps the policy delay's rhythm
-        if not math.isfinite(out["critic_loss"]):
-            return self._skip("critic", "loss", out["critic_loss"])
-        return out
-
-    def critic_only_update(self, batch: Batch) -> dict[str, float]:
-        """A critic step with the actor held (--critic-pretrain-updates); the targets' Polyak step
-        every policy_delay critic steps, as TD3 takes it with each actor step."""
-        out = self._critic_step(batch)
-        if self.critic_updates % self.td3.policy_delay == 0:
-            self._soft_update()
-        return out
-
-    @torch.no_grad()
-    def _soft_update(self) -> None:
-        for target, source in ((self.critic_target, self.critic), (self.actor_target, self.model)):
-            torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), self.td3.tau)
-
-
-def _compiled(learner: "Learner", name: str):
-    """The learner's method ``name`` (a part of a device half), through torch.compile where asked:
-    one graph with no break allowed (``fullgraph``), so that a GPU can replay it whole."""
-    fn = getattr(learner, name)
-    if learner.compile == "off":
-        return fn
-    cache = learner.__dict__.setdefault("_compiled_fns", {})
-    if name not in cache:
-        inductor = learner.compile_backend == "inductor"
-        cache[name] = torch.compile(fn, fullgraph=True, dynamic=False,
-                                    backend=learner.compile_backend,
-                                    mode=None if learner.compile == "default" or not inductor else learner.compile)
-    return cache[name]
-
-
-class Learner(_CriticSteps):
+class Learner:
     compile_backend = "inductor"  # tests check graph capture with aot_eager, which skips code generation
 
-    def __init__(self, model: DecisionTransformer, loss: str, settings: LearnerSettings | None = None,
-                 td3: TD3Settings | None = None, snapshot_every: int = 100, **fields):
-        """``loss``: the supervised part of the actor loss (dt or odt); ``fields`` override
-        ``settings`` one by one."""
-        s = replace(settings or LearnerSettings(), **fields)
+    def __init__(self, model: DecisionTransformer, loss: str, optim: OptimSettings | None = None,
+                 td3: TD3Settings | None = None, *, precision: str = "fp32", compile: str = "off",
+                 snapshot_every: int = 100, **fields):
+        """``loss``: the supervised part of the actor loss (dt or odt); ``optim``: the config's group,
+        whose fields ``fields`` override one by one; ``precision``: as setup resolved --precision
+        (fp32 or bf16); ``compile``: --compile. The entropy's samples are the model's setting."""
+        s = replace(optim or OptimSettings(), **fields)
         lr, weight_decay, warmup_steps, max_bad_updates = s.lr, s.weight_decay, s.warmup_steps, s.max_bad_updates
         init_lambda, lambda_lr, target_entropy = s.init_lambda, s.lambda_lr, s.target_entropy
         self.model, self.loss_name = model, loss
         self.loss_fn = LOSSES[loss]
-        self.grad_clip, self.entropy_samples, self.precision = s.grad_clip, s.entropy_samples, s.precision
-        self.compile = s.compile
+        self.grad_clip, self.entropy_samples, self.precision = s.grad_clip, model.spec.entropy_samples, precision
+        self.compile = compile
+        self._compiled_fns: dict[str, Callable] = {}
         device = next(model.parameters()).device
         # The official LAMB: L2 decay folded into the Adam step before the trust ratio (lamb.py).
         self.optimizer = Lamb(model.parameters(), lr=lr, weight_decay=weight_decay, eps=1e-8)
@@ -151,8 +84,7 @@ class Learner(_CriticSteps):
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min((step + 1) / max(warmup_steps, 1), 1.0) * self.lr_scale)
         self.scheduler.base_lrs = [float(lr)]  # a float: the schedule then fills LAMB's rate tensor, no read
-        # Forgetting prevention: weight of the L2 penalty toward ``anchor``, the pretrained weights.
-        self.reg_weight, self.anchor = 0.0, None
+        self.anchor: Anchor | None = None  # forgetting prevention: toward the pretrained weights
         self.target_entropy = -float(model.spec.act_dim) if target_entropy is None else float(target_entropy)
         self.log_lambda = torch.tensor(math.log(init_lambda), device=device, requires_grad=True)
         # fused: the one Adam that skips a step on the device (found_inf) on CPUs and GPUs alike.
@@ -160,19 +92,13 @@ class Learner(_CriticSteps):
         self.updates = 0  # actor updates: the warmup schedule and every log count these
         self.td3 = td3
         self.rl_active = True  # the loop turns the RL term off in pretraining unless asked
-        self.critic_updates = 0
         # Divergence guard: a non-finite loss, gradient or lambda skips the update; after
         # max_bad_updates in a row the learner returns to its last good state (a snapshot taken
         # every snapshot_every good actor updates). ``events`` holds what happened, for the log.
         self.max_bad_updates, self.snapshot_every = max_bad_updates, snapshot_every
         self.events: list[dict] = []
         self._bad = 0
-        if td3 is not None:
-            spec = model.spec
-            self.critic = TwinCritic(spec.obs_dim, spec.act_dim, td3.critic_hidden, td3.critic_layernorm).to(device)
-            self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
-            self.actor_target = copy.deepcopy(model).requires_grad_(False).eval()
-            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=td3.critic_lr, fused=True)
+        self.critics = TD3Critic(model, td3, self._autocast) if td3 is not None else None
         self._snapshot = copy.deepcopy(self.state_dict())
 
     @property
@@ -200,27 +126,26 @@ class Learner(_CriticSteps):
             group["weight_decay"] = weight_decay
         for group in self.lambda_optimizer.param_groups:
             group["lr"] = lambda_lr
-        if self.td3 is not None and critic_lr is not None:
-            for group in self.critic_optimizer.param_groups:
-                group["lr"] = critic_lr
+        if self.critics is not None and critic_lr is not None:
+            self.critics.set_lr(critic_lr)
         self.set_lr_scale(self.lr_scale)
 
     def set_anchor(self, reg_weight: float) -> None:
-        """Penalise drift from the current weights: reg = sum over tensors of mean((theta - theta_0)^2)
-        (the tutorial's form, so tensors weigh alike whatever their size)."""
-        self.reg_weight = float(reg_weight)
-        self.anchor = [p.detach().clone() for p in self.model.parameters()] if reg_weight > 0 else None
+        """Penalise drift from the current weights (``Anchor``); a weight of 0 sets none."""
+        self.anchor = Anchor(self.model, reg_weight) if reg_weight > 0 else None
 
     def reg_loss(self) -> torch.Tensor:
-        return sum(torch.mean((p - a) ** 2) for p, a in zip(self.model.parameters(), self.anchor))
+        return self.anchor.loss()
 
     def restore_weights(self, state: dict) -> None:
         """Roll back to an earlier learner state (networks, optimizers, lambda) while the counters
         and the warmup schedule keep going forward."""
-        updates, critic_updates, scheduler = self.updates, self.critic_updates, self.scheduler.state_dict()
-        lr_scale = self.lr_scale
+        updates, scheduler, lr_scale = self.updates, self.scheduler.state_dict(), self.lr_scale
+        critic_updates = self.critic_updates
         self.load_state_dict(state)
-        self.updates, self.critic_updates = updates, critic_updates
+        self.updates = updates
+        if self.critics is not None:
+            self.critics.updates = critic_updates
         self.scheduler.load_state_dict(scheduler)
         self.set_lr_scale(lr_scale)
         self._snapshot = copy.deepcopy(self.state_dict())
@@ -230,17 +155,47 @@ class Learner(_CriticSteps):
             return torch.autocast(device_type=self.log_lambda.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
+    @property
+    def critic_updates(self) -> int:
+        return self.critics.updates if self.critics is not None else 0
+
+    def _compiled(self, name: str, fn: Callable) -> Callable:
+        """``fn`` (a part of a step's device half), through torch.compile where asked: one graph with
+        no break allowed (``fullgraph``), so that a GPU can replay it whole."""
+        if self.compile == "off":
+            return fn
+        if name not in self._compiled_fns:
+            inductor = self.compile_backend == "inductor"
+            self._compiled_fns[name] = torch.compile(
+                fn, fullgraph=True, dynamic=False, backend=self.compile_backend,
+                mode=None if self.compile == "default" or not inductor else self.compile)
+        return self._compiled_fns[name]
+
     def update(self, batch: Batch) -> dict[str, float]:
         """One critic step (TD3 algorithms), and an actor step every ``calls_per_actor_update`` calls."""
         out: dict[str, float] = {}
-        if self.td3 is not None:
+        if self.critics is not None:
             out.update(self._critic_step(batch))
-            if self.critic_updates % self.td3.policy_delay:
+            if not self.critics.targets_due:
                 return out
         actor = self._actor_step(batch)
         out.update(actor)
-        if self.td3 is not None and "loss" in actor:
-            self._soft_update()
+        if self.critics is not None and "loss" in actor:
+            self.critics.soft_update(self.model)
+        return out
+
+    def _critic_step(self, batch: Batch) -> dict[str, float]:
+        out = _read(self.critics.update(batch, self._compiled("_critic_loss", self.critics.loss)))
+        if not math.isfinite(out["critic_loss"]):
+            return self._skip("critic", "loss", out["critic_loss"])
+        return out
+
+    def critic_only_update(self, batch: Batch) -> dict[str, float]:
+        """A critic step with the actor held (--critic-pretrain-updates); the targets' Polyak step
+        every policy_delay critic steps, as TD3 takes it with each actor step."""
+        out = self._critic_step(batch)
+        if self.critics.targets_due:
+            self.critics.soft_update(self.model)
         return out
 
     # Each step is two halves: the device's work (forward, backward, optimizer step, guards), which
@@ -254,15 +209,15 @@ class Learner(_CriticSteps):
         # The head and the loss run in fp32: log-probabilities are sensitive to rounding.
         pred = self.model.head(hidden.float())
         loss, entropy, metrics = self.loss_fn(pred, batch, self.log_lambda.exp(), self.entropy_samples)
-        if self.td3 is not None and self.rl_active:
+        if self.critics is not None and self.rl_active:
             mean_action = pred if isinstance(pred, torch.Tensor) else pred.mode()
-            rl = rl_term(self.critic.q1_only(batch.states, mean_action.clamp(-1, 1)), batch.mask,
+            rl = rl_term(self.critics.q1(batch.states, mean_action.clamp(-1, 1)), batch.mask,
                          self.td3.rl_normalize)
             loss = loss + self.td3.rl_alpha * rl
             metrics["rl_loss"] = rl.detach()
         if self.anchor is not None:
             reg = self.reg_loss()
-            loss = loss + self.reg_weight * reg
+            loss = loss + self.anchor.weight * reg
             metrics["reg_loss"] = reg.detach()
         return loss, entropy, metrics
 
@@ -281,11 +236,11 @@ class Learner(_CriticSteps):
         """The actor's gradient step on the device. A non-finite loss or gradient norm leaves the
         weights and moments unchanged (``found_inf``); a non-finite lambda keeps the old one."""
         self.model.train()
-        loss, entropy, metrics = _compiled(self, "_actor_loss")(batch)
+        loss, entropy, metrics = self._compiled("_actor_loss", self._actor_loss)(batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         loss = loss.detach()
-        grad_norm, ok = _compiled(self, "_actor_apply")(loss)
+        grad_norm, ok = self._compiled("_actor_apply", self._actor_apply)(loss)
         metrics.update(loss=loss, grad_norm=grad_norm, ok=ok)
         if entropy is not None:
             metrics["lambda_ok"], metrics["lambda_value"] = temperature_step(
@@ -331,12 +286,9 @@ class Learner(_CriticSteps):
                  "lambda_optimizer": self.lambda_optimizer.state_dict(), "updates": self.updates,
                  "lr_scale": self.lr_scale}
         if self.anchor is not None:
-            state["anchor"] = {"weight": self.reg_weight, "params": [a.clone() for a in self.anchor]}
-        if self.td3 is not None:
-            state["td3"] = {"critic": self.critic.state_dict(), "critic_target": self.critic_target.state_dict(),
-                            "actor_target": self.actor_target.state_dict(),
-                            "critic_optimizer": self.critic_optimizer.state_dict(),
-                            "critic_updates": self.critic_updates}
+            state["anchor"] = self.anchor.state_dict()
+        if self.critics is not None:
+            state["td3"] = self.critics.state_dict()
         return state
 
     def load_state_dict(self, state: dict, model_only: bool = False) -> None:
@@ -346,17 +298,8 @@ class Learner(_CriticSteps):
         self.model.load_state_dict(state["model"])
         with torch.no_grad():
             self.log_lambda.copy_(state["log_lambda"])
-        if self.td3 is not None:
-            self.actor_target.load_state_dict(self.model.state_dict())
-            saved = state.get("td3")
-            if saved is not None:
-                self.critic.load_state_dict(saved["critic"])
-                self.critic_target.load_state_dict(saved["critic_target"])
-                if "actor_target" in saved:  # a shipped model's is the actor (odt.ship)
-                    self.actor_target.load_state_dict(saved["actor_target"])
-                if not model_only:
-                    self.critic_optimizer.load_state_dict(saved["critic_optimizer"])
-                    self.critic_updates = int(saved["critic_updates"])
+        if self.critics is not None:
+            self.critics.load_state_dict(state.get("td3"), self.model, weights_only=model_only)
         if model_only:
             return
         self.optimizer.load_state_dict(state["optimizer"])
@@ -365,5 +308,4 @@ class Learner(_CriticSteps):
         self.updates = int(state["updates"])
         self.lr_scale = float(state.get("lr_scale", 1.0))
         if "anchor" in state:
-            self.reg_weight = float(state["anchor"]["weight"])
-            self.anchor = [a.to(self.log_lambda.device).clone() for a in state["anchor"]["params"]]
+            self.anchor = Anchor.from_state_dict(self.model, state["anchor"])

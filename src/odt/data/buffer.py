@@ -3,12 +3,16 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ..config import Config
 from .trajectories import Episode, discounted_returns, flatten_episodes, returns_to_go, split_episodes
+
+if TYPE_CHECKING:  # a type only: the normalizer's two arrays are what the buffer keeps of it
+    from ..scaling import Scaling
 
 
 @dataclass
@@ -73,8 +77,8 @@ class ReplayBuffer:
         self._packed: dict[str, np.ndarray] | None = None
 
     @classmethod
-    def for_config(cls, cfg: Config, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray) -> "ReplayBuffer":
-        return cls(capacity, obs_mean, obs_std, cfg.rtg_scale, keep_next=cfg.td3,
+    def for_config(cls, cfg: Config, capacity: int, scaling: Scaling) -> "ReplayBuffer":
+        return cls(capacity, scaling.obs_mean, scaling.obs_std, cfg.rtg_scale, keep_next=cfg.td3,
                    priority_alpha=cfg.priority_alpha if cfg.sampling == "return" else None, hindsight=cfg.hindsight,
                    gamma=cfg.gamma, reward_shift=cfg.td_reward_shift)
 
@@ -93,9 +97,9 @@ class ReplayBuffer:
             self.episodes.append(offline[i])
         self._packed = None
 
-    def encode(self, offline: list[Episode]) -> dict:
-        """The contents for ``--resume``: offline trajectories by their index in ``offline``, online
-        ones whole (with their targets and tasks)."""
+    def state_dict(self, offline: list[Episode]) -> dict:
+        """The contents: offline trajectories by their index in ``offline`` (the run's dataset, which
+        a resumed run loads again), online ones whole, with their targets and tasks."""
         index = {id(e): i for i, e in enumerate(offline)}
         order, online = [], []
         for e in self.episodes:
@@ -104,7 +108,7 @@ class ReplayBuffer:
             else:
                 order.append(-1 - len(online))
                 online.append(e)
-        state = {"buffer_order": torch.tensor(order, dtype=torch.long)}
+        state = {"order": torch.tensor(order, dtype=torch.long)}
         if online:
             state["online"] = {k: torch.from_numpy(v) for k, v in flatten_episodes(online).items()}
             state["online_targets"] = torch.tensor([np.nan if e.target is None else e.target for e in online],
@@ -112,14 +116,14 @@ class ReplayBuffer:
             state["online_tasks"] = torch.tensor([e.task for e in online], dtype=torch.long)
         return state
 
-    def restore(self, state: dict, offline: list[Episode]) -> None:
-        """The counterpart of ``encode``, into an empty buffer."""
+    def load_state_dict(self, state: dict, offline: list[Episode]) -> None:
+        """The counterpart of ``state_dict``, into an empty buffer."""
         online = split_episodes(**{k: v.numpy() for k, v in state["online"].items()}) if "online" in state else []
         targets = state.get("online_targets", torch.full((len(online),), float("nan"))).tolist()
         tasks = state.get("online_tasks", torch.zeros(len(online), dtype=torch.long)).tolist()
         for e, g, t in zip(online, targets, tasks):
             e.online, e.target, e.task = True, None if np.isnan(g) else g, int(t)
-        for i in state["buffer_order"].tolist():
+        for i in state["order"].tolist():
             self.episodes.append(offline[i] if i >= 0 else online[-1 - i])
         self._packed = None
 

@@ -7,6 +7,7 @@ serves every batch, and only the losses look at the mask.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -16,19 +17,46 @@ from .heads import make_head
 
 
 @dataclass
-class ModelSpec:
+class ModelSettings:
+    """The transformer and its action head."""
+
+    embed_dim: int = 512
+    """Transformer embedding size."""
+    n_layer: int = 4
+    """Number of transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block."""
+    dropout: float = 0.1
+    """Dropout in embeddings, attention and MLP."""
+    context_len: int = 20
+    """Training context K (timesteps; the transformer sees 3K tokens)."""
+    eval_context: int = 5
+    """Context length used when acting; acting costs what this length costs, not K."""
+    timestep_embedding: bool = False
+    """Add a learned absolute timestep embedding (the paper uses it for AntMaze, not Gym)."""
+    max_ep_len: int = 1000
+    """Largest timestep the timestep embedding can represent."""
+    action_head: Literal["auto", "deterministic", "gaussian", "tanh_gaussian"] = "auto"
+    """auto: deterministic for dt, tanh_gaussian for odt."""
+    log_std_min: float = -5.0
+    """Lower bound of the policy log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper bound of the policy log standard deviation."""
+    entropy_samples: int = 1
+    """Monte Carlo samples per position for the entropy of the tanh-squashed Gaussian."""
+
+
+@dataclass(kw_only=True)
+class ModelSpec(ModelSettings):
+    """One network's architecture: the settings, the data's dimensions, and a resolved action head
+    (``auto``, which the config resolves by algorithm, means the stochastic actor here)."""
+
     obs_dim: int
     act_dim: int
-    embed_dim: int = 128
-    n_layer: int = 3
-    n_head: int = 1
-    dropout: float = 0.1
-    context_len: int = 20
-    timestep_embedding: bool = False
-    max_ep_len: int = 1000
-    action_head: str = "tanh_gaussian"
-    log_std_min: float = -5.0
-    log_std_max: float = 2.0
+
+    def __post_init__(self):
+        if self.action_head == "auto":
+            self.action_head = "tanh_gaussian"
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
