@@ -24,10 +24,10 @@ import torch
 
 from .config import ConfigError
 from .models.transformer import DecisionTransformer, ModelSpec
+from .scaling import Scaling
 
 
 FORMAT = 2
-_SCALING = ("obs_mean", "obs_std", "act_low", "act_high")
 
 
 def plain(value):
@@ -58,10 +58,9 @@ def upgrade(state: dict) -> dict:
     if state.get("format") == FORMAT:
         return state
     extra = state.get("extra", {})
-    new = {"format": FORMAT, "spec": state["spec"], "scaling": {k: state[k] for k in _SCALING},
-           "ensemble": {"learners": [state["learner"], *extra.get("ensemble", [])]},
-           "run": {"online_steps": int(extra.get("online_steps", 0)), "rounds": int(extra.get("rounds", 0)),
-                   "critic_pretrained": int(extra.get("critic_pretrained", 0))}}
+    new = networks_state(state["spec"], {k: state[k] for k in Scaling.FIELDS},
+                         [state["learner"], *extra.get("ensemble", [])], int(extra.get("critic_pretrained", 0)))
+    new["run"].update(online_steps=int(extra.get("online_steps", 0)), rounds=int(extra.get("rounds", 0)))
     rs = extra.get("resume")
     if rs is None:  # a checkpoint from before --resume, or a shipped model's: networks only
         return new

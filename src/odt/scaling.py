@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -17,9 +18,10 @@ class Scaling:
     obs_std: np.ndarray
     act_low: np.ndarray
     act_high: np.ndarray
+    FIELDS: ClassVar[tuple[str, ...]] = ("obs_mean", "obs_std", "act_low", "act_high")
 
     def __post_init__(self):
-        for name in ("obs_mean", "obs_std", "act_low", "act_high"):
+        for name in self.FIELDS:
             value = getattr(self, name)
             setattr(self, name, (value.cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value))
                     .astype(np.float32, copy=False))
@@ -40,8 +42,8 @@ class Scaling:
         return scale_actions_from_unit(actions, self.act_low, self.act_high)
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        return {name: torch.as_tensor(getattr(self, name)) for name in ("obs_mean", "obs_std", "act_low", "act_high")}
+        return {name: torch.as_tensor(getattr(self, name)) for name in self.FIELDS}
 
     @classmethod
     def from_state_dict(cls, state: dict) -> "Scaling":
-        return cls(**{name: state[name] for name in ("obs_mean", "obs_std", "act_low", "act_high")})
+        return cls(**{name: state[name] for name in cls.FIELDS})

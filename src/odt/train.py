@@ -302,8 +302,9 @@ class Trainer:
                  "safety": plain(self.safety.state_dict()), "generators": generator_states(self.torch_gen), "run": run}
         if self.target is not None:
             state["target"] = self.target.state_dict()
-        if self.buffer is not None:
-            state["buffer"] = self.replay.state_dict()
+        buffer = self.replay.state_dict()
+        if buffer is not None:
+            state["buffer"] = buffer
         return state
 
     def load_state_dict(self, state: dict) -> None:

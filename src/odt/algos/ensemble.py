@@ -53,14 +53,11 @@ class Ensemble:
         return {"learners": [learner.state_dict() for learner in self.learners],
                 "batch_rngs": [g.bit_generator.state for g in self.rngs]}
 
-    def load_state_dict(self, state: dict, weights_only: bool = False) -> None:
-        """``weights_only``: each learner's networks (``--init --restart-optimizers``), not its
-        optimizers, nor the generators."""
+    def load_state_dict(self, state: dict) -> None:
         for learner, st in zip(self.learners, state["learners"]):
-            learner.load_state_dict(st, model_only=weights_only)
-        if not weights_only:
-            for g, st in zip(self.rngs, state["batch_rngs"]):
-                g.bit_generator.state = st
+            learner.load_state_dict(st)
+        for g, st in zip(self.rngs, state["batch_rngs"]):
+            g.bit_generator.state = st
 
     def restore_weights(self, state: dict) -> None:
         """Roll every learner back to ``state``'s networks and optimizers (the best checkpoint's),
