@@ -1,3 +1,7 @@
+import json
+import math
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -68,3 +72,48 @@ def wandb_records(run_file) -> list:
             records.append(record)
             buf = b""
     return records
+
+
+def _assert_close(actual, expected, where: str, rel: float) -> None:
+    if isinstance(expected, dict):
+        assert isinstance(actual, dict) and actual.keys() == expected.keys(), f"{where}: keys differ"
+        for k in expected:
+            _assert_close(actual[k], expected[k], f"{where}.{k}", rel)
+    elif isinstance(expected, list):
+        assert isinstance(actual, list) and len(actual) == len(expected), f"{where}: lengths differ"
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            _assert_close(a, e, f"{where}[{i}]", rel)
+    elif isinstance(expected, float) and not isinstance(actual, (bool, str)):
+        # Relative to the row's scale as well as the value's: a standard deviation of nearly equal
+        # returns carries the returns' rounding, not its own.
+        assert math.isclose(actual, expected, rel_tol=rel, abs_tol=1e-6), f"{where}: {actual} != {expected}"
+    else:  # integers, strings, booleans, None: exact
+        assert actual == expected and type(actual) is type(expected), f"{where}: {actual!r} != {expected!r}"
+
+
+def assert_metrics_match(actual: Path, expected: Path, rel: float = 1e-4) -> None:
+    """metrics.jsonl written on another machine: the same rows, keys, integers and strings, and
+    floats equal up to ``rel``. Matrix kernels round differently from one CPU kind to another (AMX,
+    AVX512_BF16, AVX2), by about 1e-5 relative after some hundred updates; a change in what is
+    computed moves these numbers by far more. What one machine computes twice is compared byte
+    for byte instead."""
+    rows = [json.loads(line) for line in Path(actual).read_text().splitlines()]
+    want = [json.loads(line) for line in Path(expected).read_text().splitlines()]
+    assert len(rows) == len(want), f"{len(rows)} rows, expected {len(want)}"
+    for i, (a, e) in enumerate(zip(rows, want)):
+        _assert_close(a, e, f"row {i + 1}", rel)
+
+
+def assert_line_matches(actual: str, expected: str) -> None:
+    """A printed line from another machine: the same words, and each number within one unit of its
+    last printed digit, since a value on a rounding boundary prints either way."""
+    got, want = actual.split(), expected.split()
+    assert len(got) == len(want), f"{actual!r} != {expected!r}"
+    for a, e in zip(got, want):
+        try:
+            x, y = float(a), float(e)
+        except ValueError:
+            assert a == e, f"{actual!r} != {expected!r}"
+            continue
+        unit = 10.0 ** -(len(e.split(".")[1]) if "." in e else 0)
+        assert abs(x - y) <= unit * (1 + 1e-9), f"{actual!r} != {expected!r}"
