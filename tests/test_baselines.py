@@ -10,7 +10,7 @@ from odt.baselines import Transitions
 from odt.cli import main
 from odt.data.formats import save_npz
 from odt.data.trajectories import Episode
-from odt.envs.reward_hill import reward_hill_dataset
+from odt.data.embedded import reward_hill_dataset
 
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("torchrl")

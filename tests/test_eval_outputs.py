@@ -27,7 +27,7 @@ def run(hopper_npz, tmp_path_factory):
 
 
 def gl_or_skip():
-    from odt.video import check_video
+    from odt.envs.video import check_video
 
     try:
         check_video("Hopper-v5", "--video")

@@ -7,7 +7,8 @@ import pytest
 
 from odt.cli import main
 from odt.data.formats import save_npz
-from odt.envs.reward_hill import hill_reward, reward_hill_dataset
+from odt.data.embedded import reward_hill_dataset
+from odt.envs.reward_hill import hill_reward
 from odt.toy import probe
 
 TARGETS = [0.2, 0.45, 0.7, 0.9]  # spread over the data's returns, 0 to 1

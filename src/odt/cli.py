@@ -10,7 +10,7 @@ from .config import Config, ConfigError, preset_description, preset_names
 from .data.commands import data_command
 from .export import ExportArgs, export_command
 from .flags import COMMANDS, parse, parse_config
-from .hf_eval import EvalArgs, eval_command
+from .evaluate import EvalArgs, eval_command
 from .report import ReportArgs, report_command
 from .setup import extend_run, init_start, resume_run, run_command
 from .shipped import names as shipped_names, resolve

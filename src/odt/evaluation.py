@@ -1,27 +1,21 @@
-"""Evaluation: mean actions at g_eval over a vector environment, rows for metrics.jsonl (per task in
-multi-task runs), the run's summary table, and `odt eval`."""
+"""The loop's evaluations: mean actions at g_eval over a vector environment, rows for metrics.jsonl
+(per task in multi-task runs), and the run's summary table."""
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
-import torch
 
-from .config import Config, ConfigError
+from .config import Config
 from .data.trajectories import TrajectoryDataset
-from .envs.make import make_env_checked, make_vector_env
 from .envs.pool import EnvPool
-from .following import check_curve_args, curve_command, data_returns, evaluate_target
 from .logging import RunLogger, fmt_return, fmt_time
-from .policy import EnsemblePolicy, Policy, load_policy
+from .policy import EnsemblePolicy, Policy
 from .rollout import RolloutResult, rollout
 from .schedules import ReturnTarget
 from .scores import return_stats
-from .video import MAX_FRAMES, check_video, recorders, recording_vector_env
+from .envs.video import recorders
 
 
 class Evaluator:
@@ -117,93 +111,3 @@ def summary_table(summary: dict) -> str:
     lines.append("(+- is the standard error of the mean over the evaluation episodes)")
     lines.append(f"wall time {fmt_time(summary.get('wall_time_s', 0))}; run directory {summary.get('run_dir')}")
     return "\n".join(["", "summary", *lines])
-
-
-@dataclass
-class EvalArgs:
-    run: Path
-    """Run directory to evaluate, or odt:NAME, a shipped model (`odt presets` lists them)."""
-    checkpoint: str = "final"
-    """Checkpoint name in the run's checkpoints/ (final, latest, pretrained) or a file path."""
-    episodes: int = 10
-    """Episodes (per target with --targets), run together in one vector environment."""
-    target: Optional[float] = None
-    """Return-to-go target; default the run's g_eval."""
-    targets: Optional[str] = None
-    """The return-following curve: targets 900,1800,2700,3600, or auto (over the data's returns and beyond)."""
-    out: Optional[Path] = None
-    """--targets: the JSON file (must not exist); default RUN_DIR/return_following.json, else -2, -3, ..."""
-    plot: Optional[Path] = None
-    """--targets: a PNG of achieved return (mean, standard error) against target (must not exist)."""
-    compare: tuple[Path, ...] = ()
-    """--plot: earlier --targets JSON files drawn on the same axes (e.g. the pretrained checkpoint's)."""
-    video: Optional[Path] = None
-    """A new or empty directory for MP4s of the first --video-episodes episodes (of each target)."""
-    video_episodes: int = 1
-    """--video: episodes recorded (of each target); rendering costs about 0.1 s a frame on a CPU."""
-    video_frames: int = MAX_FRAMES
-    """--video: frames per video at most, one per step (the episode goes on unrendered past them)."""
-    seed: int = 0
-    """Seed of the evaluation environments."""
-    sample: bool = False
-    """Sample actions instead of taking the mean action."""
-    device: str = "cpu"
-    """Torch device."""
-    threads: int = 0
-    """torch.set_num_threads; 0 keeps torch's default (one per core: give 1 beside a running sweep)."""
-    json: bool = False
-    """Print one JSON object instead of text."""
-
-
-def eval_command(a: EvalArgs) -> int:
-    """`odt eval RUN`: a run's policy over fresh episodes, at one target or (--targets) several."""
-    if a.episodes <= 0 or a.threads < 0:
-        raise ConfigError(f"--episodes must be positive and --threads >= 0, got {a.episodes} and {a.threads}")
-    if a.video_episodes <= 0 or a.video_frames <= 0:
-        raise ConfigError(f"--video-episodes and --video-frames must be positive, got {a.video_episodes} and "
-                          f"{a.video_frames}")
-    cfg = Config.load(a.run / "config.json") if (a.run / "config.json").is_file() else None
-    if cfg is None:
-        raise ConfigError(f"{a.run} is not a run directory (no config.json); give the --out of an odt run")
-    if cfg.baseline:
-        raise ConfigError(f"{a.run} is a {cfg.algo} baseline run; its evaluations are in its metrics.jsonl "
-                          "(odt eval takes transformer runs)")
-    if cfg.tasks:
-        raise ConfigError(f"{a.run} is a multi-task run; its per-task evaluations are the eval_<task>_* entries "
-                          "of its metrics.jsonl (odt eval takes single-task runs)")
-    targets = check_curve_args(a)
-    if a.video is not None:  # before any rollout: the directory, PyAV and off-screen rendering
-        if a.video.exists() and (not a.video.is_dir() or any(a.video.iterdir())):
-            raise ConfigError(f"--video {a.video} exists and is not an empty directory; give a new or empty one "
-                              "(odt eval overwrites nothing)")
-        check_video(cfg.env, "--video")
-    data = data_returns(cfg, a.run, needed=targets == "auto") if targets is not None else None
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    policy = load_policy(a.run, a.checkpoint, device=a.device, action="sample" if a.sample else "mean")
-    make_env_checked(cfg.env).close()
-    if a.video is not None:  # every check passed: now something is written
-        a.video.mkdir(parents=True, exist_ok=True)
-    recorded = min(a.video_episodes, a.episodes) if a.video is not None else 0
-    envs = (recording_vector_env(cfg.env, a.episodes, recorded, a.video_frames) if recorded
-            else make_vector_env(cfg.env, a.episodes))
-    try:
-        if targets is not None:
-            return curve_command(a, cfg, policy, envs, targets, data)
-        target = cfg.g_eval if a.target is None else a.target
-        res, videos = evaluate_target(policy, envs, target, a.seed, a.video)
-    finally:
-        envs.close()
-    out = {"run": str(a.run), "env": cfg.env, "target": target, "episodes": a.episodes,
-           **return_stats(cfg.env, res.returns, cfg.reference()), "length_mean": float(res.lengths.mean()),
-           "returns": res.returns.tolist(), "lengths": res.lengths.tolist(),
-           **({"videos": [str(v.path) for v in videos]} if a.video is not None else {})}
-    if a.json:
-        print(json.dumps(out))
-    else:
-        norm = f", normalized {out['normalized_mean']:.1f} +- {out['normalized_std']:.1f}" if "normalized_mean" in out else ""
-        print(f"{cfg.env} at target {target:g} over {a.episodes} episodes: return "
-              f"{fmt_return(out['return_mean'])} +- {fmt_return(out['return_std'])}{norm}")
-        if videos:
-            print(f"videos: {', '.join(str(v.path) for v in videos)}")
-    return 0

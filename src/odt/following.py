@@ -1,4 +1,4 @@
-"""`odt eval --targets`: the return-following curve. A return-conditioned policy is asked for each
+"""The return-following curve of `odt eval --targets`. A return-conditioned policy is asked for each
 of several returns over the same episode seeds (so the target is the only difference between
 them); the achieved return against the target, beside the offline data's range, shows where the
 policy follows its condition, where it saturates, and whether it extrapolates beyond the data."""
@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -16,10 +15,7 @@ from .data.sources import load_dataset
 from .logging import fmt_return
 from .rollout import RolloutResult, rollout
 from .scores import return_stats
-from .video import recorders
-
-if TYPE_CHECKING:
-    from .evaluation import EvalArgs
+from .envs.video import recorders
 
 DEFAULT_NAME = "return_following"
 
@@ -44,24 +40,6 @@ def parse_targets(text: str) -> list[float] | str:
     if not values or not all(math.isfinite(v) for v in values):
         raise ConfigError(f"--targets takes comma-separated returns (900,1800,2700,3600) or auto, got {text!r}")
     return values
-
-
-def check_curve_args(a: EvalArgs) -> list[float] | str | None:
-    """The targets of --targets (None without it), and its flags checked before any work."""
-    if a.targets is None:
-        if a.out is not None or a.plot is not None:
-            raise ConfigError("--out and --plot belong to the return-following curve; add --targets T1,T2,... or auto")
-        return None
-    if a.target is not None:
-        raise ConfigError("give --target (one target) or --targets (the return-following curve), not both")
-    if a.compare and a.plot is None:
-        raise ConfigError("--compare draws earlier curves beside this one on --plot; add --plot FILE.png")
-    for path in a.compare:
-        read_curve(path)
-    for flag, path in (("--out", a.out), ("--plot", a.plot)):
-        if path is not None and path.exists():
-            raise ConfigError(f"{flag} {path} exists; odt eval overwrites nothing: choose another name")
-    return parse_targets(a.targets)
 
 
 def data_returns(cfg: Config, run: Path, needed: bool) -> dict | None:
@@ -102,30 +80,6 @@ def target_row(cfg: Config, target: float, res: RolloutResult, videos: list) -> 
     if videos:
         row["videos"] = [str(v.path) for v in videos]
     return row
-
-
-def curve_command(a: EvalArgs, cfg: Config, policy, envs, targets: list[float] | str, data: dict | None) -> int:
-    """Each target over the same seeds; the table (or --json), the JSON file and the plot."""
-    if targets == "auto":
-        targets = auto_targets(data["min"], data["max"])
-    rows = []
-    for target in targets:
-        res, videos = evaluate_target(policy, envs, target, a.seed, a.video, prefix=f"target-{target:g}-")
-        rows.append(target_row(cfg, target, res, videos))
-    curve = {"run": str(a.run), "env": cfg.env, "checkpoint": a.checkpoint, "episodes": a.episodes, "seed": a.seed,
-             "sample": a.sample, "data_returns": data, "targets": rows}
-    if a.plot is not None:  # first: a plot that fails leaves no JSON behind to block the rerun
-        a.plot.parent.mkdir(parents=True, exist_ok=True)
-        plot_curve([*(read_curve(p) for p in a.compare), curve], a.plot)
-    out = a.out or free_path(a.run / f"{DEFAULT_NAME}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(curve, indent=2) + "\n")
-    if a.json:
-        print(json.dumps(curve))
-    else:
-        print(curve_table(curve))
-        print(f"wrote {out}" + (f" and {a.plot}" if a.plot is not None else ""))
-    return 0
 
 
 def read_curve(path: Path) -> dict:

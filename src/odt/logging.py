@@ -137,7 +137,7 @@ class RunLogger:
             self.tracker.log(row)
 
     def video(self, row: dict, video) -> None:
-        """An evaluation episode's video (odt.video.Video) beside the row's numbers: TensorBoard gets
+        """An evaluation episode's video (odt.envs.video.Video) beside the row's numbers: TensorBoard gets
         the thumbnails as an animated GIF, W&B the MP4."""
         phase = row.get("phase", "run")
         if self.tb is not None and video.thumbnails:

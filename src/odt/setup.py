@@ -23,9 +23,9 @@ from .checkpoint import build_model, load_from_run
 from .config import Config, ConfigError, OptimSettings, TD3Settings, check_out_dir
 from .data.generate import collect
 from .data.sources import check_episodes, check_matches_env, load_dataset
+from .data.tasks import load_tasks
 from .data.trajectories import TrajectoryDataset
 from .envs.make import make_env_with_horizon
-from .envs.multitask import load_tasks
 from .envs.pool import EnvPool
 from .logging import RunLogger, check_wandb, wandb_mode
 from .models.transformer import ModelSettings, ModelSpec
@@ -34,7 +34,7 @@ from .run import Prepared, Start
 from .scaling import Scaling
 from .scores import reference_of
 from .train import Trainer, execute
-from .video import check_video
+from .envs.video import check_video
 
 
 def resolve_device(name: str) -> str:

@@ -11,7 +11,8 @@ from typing import Literal
 import numpy as np
 
 from .config import preset
-from .envs.reward_hill import hill_reward, reward_hill_dataset
+from .data.embedded import reward_hill_dataset
+from .envs.reward_hill import hill_reward
 from .policy import load_policy
 from .setup import run_command
 

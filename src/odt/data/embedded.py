@@ -7,12 +7,13 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import numpy as np
 from filelock import FileLock
 
-from ..envs.reward_hill import reward_hill_dataset
+from ..envs.reward_hill import hill_reward
 from .formats import cache_dir, from_arrays, read_npz, save_npz
 from .generate import BehaviourPolicy, collect
-from .trajectories import TrajectoryDataset
+from .trajectories import Episode, TrajectoryDataset
 from .waypoints import collect_waypoints, waypoint_reference
 
 ASSETS = Path(__file__).parent / "assets"
@@ -81,3 +82,17 @@ def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
     if "command" in entry:  # read from here, not the cache: a cache made before it was recorded lacks it
         ds.metadata["behaviour_command"] = entry["command"]
     return ds
+
+
+def reward_hill_dataset(seed: int = 0, n_left: int = 100, n_right: int = 28,
+                        left: tuple[float, float] = (-1.0, -0.95)) -> TrajectoryDataset:
+    """The toy's offline data; ``left=(-1, 0)``, ``n_right=0`` spreads the actions over the whole
+    rising side, where the action that earns a return g is sqrt(g) - 1 (the return-following test)."""
+    rng = np.random.default_rng(seed)
+    actions = np.concatenate([rng.uniform(*left, n_left), rng.uniform(0.5, 1.0, n_right)]).astype(np.float32)
+    zero = np.zeros((1, 1), np.float32)
+    episodes = [Episode(zero, np.array([[a]], np.float32), np.array([hill_reward(a)], np.float32),
+                        terminated=True, final_observation=zero[0]) for a in actions]
+    return TrajectoryDataset(episodes, env_id="odt/RewardHill-v0", name="odt/reward-hill",
+                             metadata={"env_id": "odt/RewardHill-v0", "seed": seed,
+                                       "description": f"{n_left} actions in [{left[0]:g}, {left[1]:g}], {n_right} in [0.5, 1]"})

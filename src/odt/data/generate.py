@@ -173,6 +173,39 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
     return policy, out / "replay.npz"
 
 
+def _vector_env(env_id: str, n_envs: int, horizon: int | None) -> gym.vector.SyncVectorEnv:
+    def one():
+        env = make_env(env_id, disable_env_checker=True)  # the checker costs a wrapper call per step
+        limited = horizon is None or (env.spec and env.spec.max_episode_steps)
+        return env if limited else gym.wrappers.TimeLimit(env, horizon)
+
+    return gym.vector.SyncVectorEnv([one for _ in range(n_envs)], autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+
+
+class _Episodes:
+    """The steps of environments stepped together, cut into episodes as each one ends."""
+
+    def __init__(self, n_envs: int):
+        self.steps: list[tuple[list, list, list]] = [([], [], []) for _ in range(n_envs)]
+        self.done: list[Episode] = []
+        self.recent = collections.deque(maxlen=100)  # the last returns, kept: summing 100 episodes a step cost 23%
+
+    def add(self, i: int, obs: np.ndarray, act: np.ndarray, rew: float) -> None:
+        for seq, x in zip(self.steps[i], (obs, act, rew)):
+            seq.append(x)
+
+    def end(self, i: int, final: np.ndarray, terminated: bool, counted: bool = True) -> None:
+        """Environment i's episode so far, if it has steps, ended (else truncated) before ``final``."""
+        o, a, r = self.steps[i]
+        if not o:
+            return
+        self.done.append(Episode(np.array(o, np.float32), np.array(a, np.float32), np.array(r, np.float32),
+                                 terminated=terminated, truncated=not terminated, final_observation=final))
+        if counted:
+            self.recent.append(self.done[-1].ret)
+        self.steps[i] = ([], [], [])
+
+
 def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | None, name: str = "",
             n_envs: int = 10, log=_log, episodes_wanted: int | None = None,
             horizon: int | None = None) -> TrajectoryDataset:
@@ -188,50 +221,35 @@ def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | 
     instead of 29 s on two busy cores). The data is the same on any thread count, bit for bit.
     ``n_envs`` is part of the data: the policy's noise is drawn per batch."""
     rng = np.random.default_rng(seed)
-    def one():
-        env = make_env(env_id, disable_env_checker=True)  # the checker costs a wrapper call per step
-        limited = horizon is None or (env.spec and env.spec.max_episode_steps)
-        return env if limited else gym.wrappers.TimeLimit(env, horizon)
-
-    envs = gym.vector.SyncVectorEnv([one for _ in range(n_envs)],
-                                    autoreset_mode=gym.vector.AutoresetMode.SAME_STEP)
+    envs = _vector_env(env_id, n_envs, horizon)
     envs.action_space.seed(seed)
     obs, _ = envs.reset(seed=seed)
     low, high = envs.single_action_space.low, envs.single_action_space.high
-    bufs = [([], [], []) for _ in range(n_envs)]
-    episodes: list[Episode] = []
-    recent = collections.deque(maxlen=100)  # the last returns, kept: summing 100 episodes a step cost 23%
+    eps = _Episodes(n_envs)
     total = 0
     progress = Progress(SimpleNamespace(info=log), "collect", transitions, "steps", every=10.0)
     with threadpool_limits(1, user_api="blas"):
-        while total < transitions and (episodes_wanted is None or len(episodes) < episodes_wanted):
+        while total < transitions and (episodes_wanted is None or len(eps.done) < episodes_wanted):
             if policy is None:
                 act = rng.uniform(low, high, size=(n_envs, len(low))).astype(np.float32)
             else:
                 act = policy.act(obs, rng)
             nxt, rew, term, trunc, info = envs.step(act)
             for i in range(n_envs):
-                o, a, r = bufs[i]
-                o.append(obs[i]); a.append(act[i]); r.append(rew[i])
+                eps.add(i, obs[i], act[i], rew[i])
                 total += 1
                 if term[i] or trunc[i] or total >= transitions:
-                    final = info["final_obs"][i] if (term[i] or trunc[i]) else nxt[i]
-                    episodes.append(Episode(np.array(o, np.float32), np.array(a, np.float32), np.array(r, np.float32),
-                                            terminated=bool(term[i]), truncated=not term[i], final_observation=final))
-                    recent.append(episodes[-1].ret)
-                    bufs[i] = ([], [], [])
+                    eps.end(i, info["final_obs"][i] if (term[i] or trunc[i]) else nxt[i], bool(term[i]))
                 if total >= transitions and episodes_wanted is None:
-                    # The budget is spent mid-step: keep every partial episode, cut (truncated).
+                    # The budget is spent mid-step: keep every partial episode, cut (truncated). The
+                    # environments before i have taken this step, the others not yet.
                     for j in range(n_envs):
-                        o, a, r = bufs[j]
-                        if o:
-                            episodes.append(Episode(np.array(o, np.float32), np.array(a, np.float32),
-                                                    np.array(r, np.float32), truncated=True,
-                                                    final_observation=nxt[j] if j < i else obs[j]))
+                        eps.end(j, nxt[j] if j < i else obs[j], False, counted=False)
                     break
             obs = nxt
-            progress.update(total, force=total >= transitions, episodes=len(episodes),
-                            **({"return_mean": float(np.mean(recent))} if recent else {}))
+            progress.update(total, force=total >= transitions, episodes=len(eps.done),
+                            **({"return_mean": float(np.mean(eps.recent))} if eps.recent else {}))
+    episodes = eps.done
     envs.close()
     if episodes_wanted is not None:
         episodes = episodes[:episodes_wanted]
@@ -284,38 +302,9 @@ class GenerateArgs:
 
 def generate_command(a: GenerateArgs, log=_log) -> dict:
     """``odt data generate``: validate everything first, then train, record and write."""
-    import minari
-    from minari.dataset.minari_dataset import parse_dataset_id
-
-    make_env_checked(a.env).close()
-    if a.transitions <= 0:
-        raise ConfigError(f"--transitions must be positive, got {a.transitions}")
-    try:
-        parse_dataset_id(a.out)
-    except ValueError as e:
-        raise ConfigError(f"--out {a.out!r} is not a Minari dataset id; use the form namespace/name-v0, "
-                          "e.g. hopper/medium-v0") from e
-    if a.quality == "waypoints" and (maze_of(a.env) or ("",))[0] != "pointmaze":
-        raise ConfigError(f"--quality waypoints is the PointMaze recipe; {a.env} is not a PointMaze environment "
-                          "(e.g. PointMaze_UMaze-v3)")
-    if a.out in minari.list_local_datasets():
-        raise ConfigError(f"Minari dataset {a.out} already exists in the local store; choose another --out "
-                          f"or delete it first with `minari delete {a.out}`")
+    target, work = _check_generate(a)
     if a.quality == "waypoints":
         return _generate_waypoints(a, log)
-    target = a.target_return
-    if target is None and a.quality != "random" and a.policy is None:
-        task = task_of(a.env)
-        if task is None:
-            raise ConfigError(f"no expert reference return for {a.env}; give the training target with --target-return")
-        target = QUALITY_FRACTION[a.quality] * REFERENCE_RETURNS[task][1]
-    if a.quality == "medium-replay" and a.policy is not None:
-        raise ConfigError("--quality medium-replay records SAC's training replay buffer; drop --policy")
-    work = a.work_dir or Path("runs") / "generate" / a.out.replace("/", "__")
-    if a.quality != "random" and a.policy is None and (work / "policy.safetensors").exists():
-        raise ConfigError(f"{work} already holds a behaviour policy; pass --policy {work / 'policy.safetensors'} "
-                          "to record with it, or choose another --work-dir")
-
     t0 = time.time()
     policy, replay = None, None
     if a.policy is not None:
@@ -334,6 +323,47 @@ def generate_command(a: GenerateArgs, log=_log) -> dict:
         log(f"[generate] recording {a.transitions} transitions of "
             f"{'uniform random actions' if policy is None else 'the behaviour policy (sampled actions)'}")
         ds = collect(a.env, a.transitions, a.seed, policy, name=a.out, log=log)
+    return _write_generated(a, ds, policy, target, work, t0, log)
+
+
+def _check_generate(a: GenerateArgs) -> tuple[float | None, Path]:
+    """Every check of `odt data generate`, before any training or recording; the training target
+    and the work directory."""
+    import minari
+    from minari.dataset.minari_dataset import parse_dataset_id
+
+    make_env_checked(a.env).close()
+    if a.transitions <= 0:
+        raise ConfigError(f"--transitions must be positive, got {a.transitions}")
+    try:
+        parse_dataset_id(a.out)
+    except ValueError as e:
+        raise ConfigError(f"--out {a.out!r} is not a Minari dataset id; use the form namespace/name-v0, "
+                          "e.g. hopper/medium-v0") from e
+    if a.quality == "waypoints" and (maze_of(a.env) or ("",))[0] != "pointmaze":
+        raise ConfigError(f"--quality waypoints is the PointMaze recipe; {a.env} is not a PointMaze environment "
+                          "(e.g. PointMaze_UMaze-v3)")
+    if a.out in minari.list_local_datasets():
+        raise ConfigError(f"Minari dataset {a.out} already exists in the local store; choose another --out "
+                          f"or delete it first with `minari delete {a.out}`")
+    target = a.target_return
+    if target is None and a.quality not in ("random", "waypoints") and a.policy is None:
+        task = task_of(a.env)
+        if task is None:
+            raise ConfigError(f"no expert reference return for {a.env}; give the training target with --target-return")
+        target = QUALITY_FRACTION[a.quality] * REFERENCE_RETURNS[task][1]
+    if a.quality == "medium-replay" and a.policy is not None:
+        raise ConfigError("--quality medium-replay records SAC's training replay buffer; drop --policy")
+    work = a.work_dir or Path("runs") / "generate" / a.out.replace("/", "__")
+    if a.quality not in ("random", "waypoints") and a.policy is None and (work / "policy.safetensors").exists():
+        raise ConfigError(f"{work} already holds a behaviour policy; pass --policy {work / 'policy.safetensors'} "
+                          "to record with it, or choose another --work-dir")
+    return target, work
+
+
+def _write_generated(a: GenerateArgs, ds: TrajectoryDataset, policy: BehaviourPolicy | None, target: float | None,
+                     work: Path, t0: float, log) -> dict:
+    """The recorded data into the Minari store, with its behaviour policy and how it was made."""
     behaviour = policy.meta if policy is not None else {}
     extra = {"quality": a.quality, "env_id": a.env, "transitions": ds.n_transitions, "seed": a.seed,
              "target_return": target, "behaviour": behaviour or None, "versions": versions(),

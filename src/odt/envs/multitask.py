@@ -13,13 +13,10 @@ import gymnasium as gym
 import numpy as np
 
 from ..config import ConfigError
-from ..data.sources import check_matches_env, load_dataset
-from ..data.trajectories import Episode, TrajectoryDataset
-from ..scores import reference_of
-from .make import make_env, scale_actions_from_unit, scale_actions_to_unit
+from .make import make_env, scale_actions_from_unit
 
 
-def _pad(x: np.ndarray, dim: int) -> np.ndarray:
+def pad(x: np.ndarray, dim: int) -> np.ndarray:
     """Zeros after the last axis's own entries, up to ``dim``."""
     out = np.zeros((*x.shape[:-1], dim), np.float32)
     out[..., :x.shape[-1]] = x
@@ -40,7 +37,7 @@ class Task:
 
     def observation(self, obs: np.ndarray, obs_dim: int) -> np.ndarray:
         """Raw observations (one or many) as the model sees them: normalized, then padded."""
-        return _pad((obs - self.obs_mean) / self.obs_std, obs_dim)
+        return pad((obs - self.obs_mean) / self.obs_std, obs_dim)
 
     @property
     def key(self) -> str:
@@ -82,37 +79,6 @@ class PaddedTask(gym.Wrapper):
         obs, reward, terminated, truncated, info = self.env.step(
             scale_actions_from_unit(a, self.task.act_low, self.task.act_high))
         return self.task.observation(obs, self._obs_dim), reward, terminated, truncated, info
-
-
-def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list[Task]]:
-    """Every task's dataset, checked against its environment, normalized, padded and merged
-    (``Episode.task`` says whose it is); targets default to the expert return (else the best in
-    the data) for evaluation and twice that for exploration, the paper's ratio."""
-    loaded = []
-    for spec in specs:
-        env_id, source, g_eval, g_online = parse_task(spec)
-        env = make_env(env_id)
-        ds = load_dataset(source, download=cfg.download)
-        check_matches_env(ds, env)
-        low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
-        env.close()
-        reference = reference_of(env_id, (None, None), ds.metadata)
-        if g_eval is None:
-            g_eval = reference[1] if reference is not None else float(ds.returns().max())
-            g_online = 2.0 * g_eval
-        mean, std = ds.obs_stats()
-        loaded.append((Task(env_id, source, g_eval, g_online, reference, mean, std, low, high), ds))
-    obs_dim = max(ds.obs_dim for _, ds in loaded)
-    act_dim = max(ds.act_dim for _, ds in loaded)
-    episodes = []
-    for i, (task, ds) in enumerate(loaded):
-        for e in ds.episodes:
-            final = None if e.final_observation is None else task.observation(e.final_observation, obs_dim)
-            episodes.append(Episode(task.observation(e.observations, obs_dim),
-                                    _pad(scale_actions_to_unit(e.actions, task.act_low, task.act_high), act_dim),
-                                    e.rewards, e.terminated, e.truncated, final, task=i))
-    name = " + ".join(task.dataset for task, _ in loaded)
-    return TrajectoryDataset(episodes, env_id=None, name=name), [task for task, _ in loaded]
 
 
 def make_task_envs(tasks: list[Task], per_task: int, obs_dim: int, act_dim: int) -> gym.vector.VectorEnv:

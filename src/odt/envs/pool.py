@@ -6,7 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from ..video import recording_vector_env
+from .video import recording_vector_env
 from .make import make_vector_env
 from .multitask import Task, make_task_envs
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 
-from ..data.trajectories import Episode, TrajectoryDataset
-
 
 def hill_reward(a):
     a = np.asarray(a, dtype=np.float64)
@@ -33,17 +31,3 @@ class RewardHillEnv(gym.Env):
     def step(self, action):
         a = float(np.clip(np.asarray(action).reshape(-1)[0], -1.0, 1.0))
         return np.zeros(1, np.float32), float(hill_reward(a)), True, False, {}
-
-
-def reward_hill_dataset(seed: int = 0, n_left: int = 100, n_right: int = 28,
-                        left: tuple[float, float] = (-1.0, -0.95)) -> TrajectoryDataset:
-    """The toy's offline data; ``left=(-1, 0)``, ``n_right=0`` spreads the actions over the whole
-    rising side, where the action that earns a return g is sqrt(g) - 1 (the return-following test)."""
-    rng = np.random.default_rng(seed)
-    actions = np.concatenate([rng.uniform(*left, n_left), rng.uniform(0.5, 1.0, n_right)]).astype(np.float32)
-    zero = np.zeros((1, 1), np.float32)
-    episodes = [Episode(zero, np.array([[a]], np.float32), np.array([hill_reward(a)], np.float32),
-                        terminated=True, final_observation=zero[0]) for a in actions]
-    return TrajectoryDataset(episodes, env_id="odt/RewardHill-v0", name="odt/reward-hill",
-                             metadata={"env_id": "odt/RewardHill-v0", "seed": seed,
-                                       "description": f"{n_left} actions in [{left[0]:g}, {left[1]:g}], {n_right} in [0.5, 1]"})

@@ -13,8 +13,8 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 
-from .config import ConfigError
-from .envs.make import make_env, make_env_checked
+from ..config import ConfigError
+from .make import make_env, make_env_checked
 
 MAX_FRAMES = 1000  # a whole episode of the Gym locomotion tasks, whose horizon is 1000 steps
 THUMBNAIL_FPS = 20  # TensorBoard's copy: at most this rate, half the size (its GIF lives in the events file)
