@@ -27,6 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from odt.algos.learner import Learner
+from odt.config import OptimSettings
 from odt.algos.lamb import Lamb
 from odt.config import TD3Settings
 from odt.data.buffer import Batch
@@ -62,8 +63,8 @@ def odt_learner(size: str, precision: str, algo: str = "odt") -> Learner:
     model = DecisionTransformer(ModelSpec(obs_dim=OBS, act_dim=ACT, embed_dim=d, n_layer=n_layer, n_head=n_head, dropout=0.1, context_len=K,
                                           action_head=head))
     td3 = TD3Settings() if algo in ("vidt", "odt-td3") else None
-    return Learner(model, "dt" if algo == "vidt" else "odt", lr=LR, weight_decay=WD, warmup_steps=1,
-                   grad_clip=CLIP, precision=precision, td3=td3)
+    return Learner(model, "dt" if algo == "vidt" else "odt", OptimSettings(lr=LR, weight_decay=WD, warmup_steps=1, grad_clip=CLIP),
+                   td3=td3, precision=precision)
 
 
 class TorchRLUpdate:

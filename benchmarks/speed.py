@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from odt.algos.learner import Learner
+from odt.config import OptimSettings
 from odt.data.buffer import Batch
 from odt.envs.make import make_vector_env
 from odt.models.transformer import DecisionTransformer, ModelSpec
@@ -64,8 +65,9 @@ def time_train_step(size: str, precision: str, reps: int, device: str, compile_:
     torch.manual_seed(0)
     spec = ModelSpec(obs_dim=obs_dim, act_dim=act_dim, embed_dim=d, n_layer=n_layer, n_head=n_head, dropout=0.1, context_len=K)
     model = DecisionTransformer(spec).to(device)
-    learner = Learner(model, "odt", lr=1e-4, weight_decay=5e-4, warmup_steps=10_000, grad_clip=0.25,
-                      precision=precision, compile=compile_)  # what `odt run --compile MODE` does
+    # what `odt run --compile MODE` does
+    learner = Learner(model, "odt", OptimSettings(lr=1e-4, weight_decay=5e-4, warmup_steps=10_000, grad_clip=0.25),
+                      precision=precision, compile=compile_)
     g = torch.Generator().manual_seed(0)
     lengths = torch.randint(1, K + 1, (B,), generator=g)
     mask = (torch.arange(K)[None] < lengths[:, None]).float()

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -5,11 +6,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from odt.config import preset
+from odt.config import Config, preset
+from odt.data.buffer import ReplayBuffer, Sampling
 from odt.data.formats import save_npz
 from odt.data.generate import collect
 from odt.data.trajectories import Episode
 from odt.policy import load_policy
+from odt.scaling import Scaling
 from odt.setup import setup
 
 
@@ -117,3 +120,12 @@ def assert_line_matches(actual: str, expected: str) -> None:
             continue
         unit = 10.0 ** -(len(e.split(".")[1]) if "." in e else 0)
         assert abs(x - y) <= unit * (1 + 1e-9), f"{actual!r} != {expected!r}"
+
+
+def make_buffer(capacity: int, obs_dim: int = 3, act_dim: int = 2, *, obs_mean=None, obs_std=None, offline=(),
+                **sampling) -> ReplayBuffer:
+    """A replay buffer with the config's sampling settings, ``sampling`` overriding them (rtg_scale,
+    keep_next, priority_alpha, hindsight, gamma, reward_shift)."""
+    scaling = Scaling(np.zeros(obs_dim) if obs_mean is None else obs_mean, np.ones(obs_dim) if obs_std is None else obs_std,
+                      -np.ones(act_dim), np.ones(act_dim))
+    return ReplayBuffer(capacity, scaling, dataclasses.replace(Sampling.of(Config()), **sampling), offline)

@@ -32,12 +32,12 @@ def _run_dir(tmp, obs_dim=None, config=True, config_text=None):
     if obs_dim is not None:
         from odt.algos.learner import Learner
         from odt.checkpoint import networks_state, save_checkpoint
+        from odt.config import OptimSettings
         from odt.models.transformer import DecisionTransformer, ModelSpec
         from odt.scaling import Scaling
 
-        learner = Learner(DecisionTransformer(ModelSpec(obs_dim=obs_dim, act_dim=6, embed_dim=16, n_layer=1,
-                                                        n_head=1)), "odt", lr=1e-3, weight_decay=0.0,
-                          warmup_steps=1, grad_clip=1.0)
+        learner = Learner(DecisionTransformer(ModelSpec(obs_dim=obs_dim, act_dim=6, embed_dim=16, n_layer=1, n_head=1)),
+                          "odt", OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0))
         scaling = Scaling(np.zeros(obs_dim), np.ones(obs_dim), -np.ones(6), np.ones(6)).state_dict()
         save_checkpoint(run / "checkpoints" / "pretrained.pt",
                         networks_state(dataclasses.asdict(learner.model.spec), scaling, [learner.state_dict()]))

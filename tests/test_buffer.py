@@ -1,13 +1,15 @@
+import dataclasses
+
 import numpy as np
 import pytest
-from helpers import const_episodes, make_episode
+from helpers import const_episodes, make_buffer, make_episode
 
-from odt.data.buffer import Batch, ReplayBuffer
+from odt.data.buffer import Batch
 from odt.data.trajectories import Episode
 
 
 def _buf(cap):
-    return ReplayBuffer(cap, np.zeros(3, np.float32), np.ones(3, np.float32), rtg_scale=1.0)
+    return make_buffer(cap, obs_dim=3, rtg_scale=1.0)
 
 
 def test_trajectory_frequencies_proportional_to_length():
@@ -49,7 +51,7 @@ def test_windows_are_the_trajectory_slices_right_padded():
 def test_states_are_normalized():
     ep = make_episode(4, seed=2)
     mean, std = np.array([1.0, 2.0, 3.0], np.float32), np.array([2.0, 4.0, 0.5], np.float32)
-    buf = ReplayBuffer(2, mean, std, 1.0)
+    buf = make_buffer(2, obs_mean=mean, obs_std=std, rtg_scale=1.0)
     buf.add(ep)
     b = buf.sample(8, K=4, rng=np.random.default_rng(0))
     t0 = int(b.timesteps[0, 0])
@@ -87,14 +89,14 @@ def test_capacity_must_be_positive():
 # --- the toolbox's replay: prioritized sampling, hindsight ablation, random seeding ---------
 def test_prioritized_probabilities_and_empirical_frequencies():
     eps = const_episodes([0.0, 1.0, 2.0], [10, 10, 10])  # returns 0, 10, 20
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, priority_alpha=1.0)
+    buf = make_buffer(10, obs_dim=3, rtg_scale=1.0, priority_alpha=1.0)
     buf.fill(eps)
     priority = np.array([0.2, 10.2, 20.2])  # return - lowest + 1% of the range
     order = np.argsort([e.ret for e in buf.episodes])
     np.testing.assert_allclose(buf.sampling_probabilities()[order], priority / priority.sum())
-    buf.priority_alpha = 2.0
+    buf.sampling = dataclasses.replace(buf.sampling, priority_alpha=2.0)
     np.testing.assert_allclose(buf.sampling_probabilities()[order], priority ** 2 / (priority ** 2).sum())
-    buf.priority_alpha, buf._packed = 1.0, None
+    buf.sampling = dataclasses.replace(buf.sampling, priority_alpha=1.0)
     b = buf.sample(30_000, 3, np.random.default_rng(0))
     freq = np.array([(b.rewards[:, 0] == r).float().mean().item() for r in (0.0, 1.0, 2.0)])
     np.testing.assert_allclose(freq, priority / priority.sum(), atol=0.01)
@@ -102,7 +104,7 @@ def test_prioritized_probabilities_and_empirical_frequencies():
 
 def test_length_proportional_sampling_unchanged_by_default():
     eps = const_episodes([1.0, 2.0], [10, 30])
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0)
+    buf = make_buffer(10, obs_dim=3, rtg_scale=1.0)
     buf.fill(eps)
     b = buf.sample(20_000, 1, np.random.default_rng(0))
     assert (b.rewards[:, 0] == 2.0).float().mean().item() == pytest.approx(0.75, abs=0.01)
@@ -113,7 +115,7 @@ def test_hindsight_off_keeps_the_conditioning_target():
                      truncated=True, online=True, target=10.0)
     offline = make_episode(4, reward=1.0)
     for hindsight, expected in ((True, [6, 5, 3]), (False, [10, 9, 7])):
-        buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, hindsight=hindsight, keep_next=True)
+        buf = make_buffer(10, obs_dim=3, rtg_scale=1.0, hindsight=hindsight, keep_next=True)
         buf.add(online)
         buf.add(offline)
         p = buf._pack()
@@ -124,17 +126,17 @@ def test_hindsight_off_keeps_the_conditioning_target():
 
 def test_random_seeding_takes_n_at_random():
     eps = const_episodes(np.arange(20, dtype=float), [5] * 20)
-    top = ReplayBuffer(5, np.zeros(3), np.ones(3), 1.0)
+    top = make_buffer(5, obs_dim=3, rtg_scale=1.0)
     top.fill(eps)
     assert sorted(e.ret for e in top.episodes) == [75, 80, 85, 90, 95]
-    rnd = ReplayBuffer(5, np.zeros(3), np.ones(3), 1.0)
+    rnd = make_buffer(5, obs_dim=3, rtg_scale=1.0)
     rnd.fill(eps, rng=np.random.default_rng(3))
     chosen = np.random.default_rng(3).choice(20, size=5, replace=False)
     assert sorted(e.ret for e in rnd.episodes) == sorted(eps[i].ret for i in chosen)
 
 
 def test_batch_cat():
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1.0, keep_next=True)
+    buf = make_buffer(10, obs_dim=3, rtg_scale=1.0, keep_next=True)
     buf.fill(const_episodes([1.0, 2.0], [10, 10]))
     rng = np.random.default_rng(0)
     b = Batch.cat([buf.sample(3, 4, rng), None, buf.sample(5, 4, rng)])

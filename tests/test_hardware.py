@@ -7,15 +7,15 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_episode
+from helpers import make_buffer, make_episode
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
 import odt.precision as precision
 from odt.algos.lamb import Lamb
 from odt.algos.learner import Learner
+from odt.config import OptimSettings
 from odt.config import TD3Settings, preset
-from odt.data.buffer import ReplayBuffer
 from odt.models.transformer import DecisionTransformer, ModelSpec, dropout
 from odt.setup import setup
 
@@ -116,8 +116,8 @@ def _learner(algo, **kw):
     head = "deterministic" if algo == "vidt" else "tanh_gaussian"
     model = DecisionTransformer(ModelSpec(obs_dim=3, act_dim=2, embed_dim=32, n_layer=2, n_head=2, dropout=0.1, context_len=5, action_head=head))
     td3 = TD3Settings(**kw) if algo in ("vidt", "odt-td3") else None
-    learner = Learner(model, "dt" if algo == "vidt" else "odt", warmup_steps=1, td3=td3)
-    buf = ReplayBuffer(10, np.zeros(3, np.float32), np.ones(3, np.float32), 10.0, keep_next=True)
+    learner = Learner(model, "dt" if algo == "vidt" else "odt", OptimSettings(warmup_steps=1), td3=td3)
+    buf = make_buffer(10, obs_dim=3, rtg_scale=10.0, keep_next=True)
     for i in range(4):
         buf.add(make_episode(12, seed=i))
     return learner, buf.sample(16, 5, np.random.default_rng(0))

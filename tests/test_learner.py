@@ -4,12 +4,12 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from helpers import const_episodes, make_episode
+from helpers import const_episodes, make_buffer, make_episode
 
 from odt.algos.learner import Learner
+from odt.config import OptimSettings
 from odt.checkpoint import load_checkpoint, networks_state, save_checkpoint
 from odt.config import Config
-from odt.data.buffer import ReplayBuffer
 from odt.models.transformer import DecisionTransformer, ModelSpec
 from odt.scaling import Scaling
 
@@ -18,8 +18,9 @@ def _setup(head="tanh_gaussian", algo="odt", lr=1e-4, **kw):
     spec = ModelSpec(obs_dim=3, act_dim=2, embed_dim=32, n_layer=2, n_head=2, dropout=0.0, context_len=5,
                      action_head=head, **kw)
     model = DecisionTransformer(spec)
-    learner = Learner(model, algo, lr=lr, weight_decay=1e-4, warmup_steps=1, grad_clip=0.25, lambda_lr=1e-2)
-    buf = ReplayBuffer(10, np.zeros(3, np.float32), np.ones(3, np.float32), 10.0)
+    learner = Learner(model, algo, OptimSettings(lr=lr, weight_decay=1e-4, warmup_steps=1, grad_clip=0.25,
+                                                 lambda_lr=1e-2))
+    buf = make_buffer(10, obs_dim=3, rtg_scale=10.0)
     for i in range(4):
         buf.add(make_episode(12, seed=i))
     return learner, buf.sample(16, 5, np.random.default_rng(0))
@@ -29,7 +30,7 @@ def _eval_loss(learner, batch):
     with torch.no_grad():
         pred = learner.model(batch.rtg, batch.states, batch.actions, batch.timesteps)
         torch.manual_seed(0)
-        loss, _, _ = learner.loss_fn(pred, batch, learner.log_lambda.exp(), 64)
+        loss, _, _ = learner.loss_fn(pred, batch, learner.temperature.value, 64)
     return loss.item()
 
 
@@ -44,22 +45,23 @@ def test_one_step_lowers_loss_on_fixed_batch(head, algo):
 def test_lambda_moves_toward_target_entropy():
     # Entropy of a fresh policy is far above beta = -dim(A) = -2 here: lambda must fall.
     learner, batch = _setup("gaussian")
-    lam0 = learner.lam
+    lam0 = learner.temperature.lam
     for _ in range(5):
         m = learner.update(batch)
-    assert m["entropy"] > learner.target_entropy and learner.lam < lam0
+    assert m["entropy"] > learner.temperature.target_entropy and learner.temperature.lam < lam0
     # With a target above the entropy, lambda rises.
     learner2, batch2 = _setup("gaussian")
-    learner2.target_entropy = 100.0
-    lam0 = learner2.lam
+    learner2.temperature.target_entropy = 100.0
+    lam0 = learner2.temperature.lam
     for _ in range(5):
         learner2.update(batch2)
-    assert learner2.lam > lam0
+    assert learner2.temperature.lam > lam0
 
 
 def test_warmup_is_linear():
     spec = ModelSpec(obs_dim=3, act_dim=2, embed_dim=16, n_layer=1, n_head=1, dropout=0.0)
-    learner = Learner(DecisionTransformer(spec), "odt", lr=1e-3, weight_decay=0.0, warmup_steps=10, grad_clip=0.25)
+    learner = Learner(DecisionTransformer(spec), "odt",
+                      OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=10, grad_clip=0.25))
     _, batch = _setup()
     lrs = [learner.update(batch)["lr"] for _ in range(12)]
     np.testing.assert_allclose(lrs[:9], [1e-3 * (i + 2) / 10 for i in range(9)])
@@ -76,7 +78,7 @@ def test_save_load_round_trips_everything_exactly(tmp_path):
     state = load_checkpoint(tmp_path / "c.pt")
     other, _ = _setup()
     other.load_state_dict(state["ensemble"]["learners"][0])
-    assert other.lam == learner.lam and other.updates == 3
+    assert other.temperature.lam == learner.temperature.lam and other.updates == 3
     for (k, a), (_, b) in zip(learner.model.state_dict().items(), other.model.state_dict().items()):
         assert torch.equal(a, b), k
     sa, sb = learner.optimizer.state_dict(), other.optimizer.state_dict()
@@ -84,7 +86,7 @@ def test_save_load_round_trips_everything_exactly(tmp_path):
         for k, v in sa["state"][pid].items():
             assert torch.equal(torch.as_tensor(v), torch.as_tensor(sb["state"][pid][k]))
     assert learner.scheduler.state_dict() == other.scheduler.state_dict()
-    assert str(learner.lambda_optimizer.state_dict()) == str(other.lambda_optimizer.state_dict())
+    assert str(learner.temperature.optimizer.state_dict()) == str(other.temperature.optimizer.state_dict())
     # Continuing from the copy gives exactly what continuing the original gives.
     torch.manual_seed(5)
     m1 = learner.update(batch)
@@ -111,7 +113,7 @@ def _params(learner):
 
 def test_non_finite_updates_are_skipped_then_rolled_back():
     learner, batch = _setup("deterministic", "dt")
-    learner.max_bad_updates, learner.snapshot_every = 3, 2
+    learner.guard.max_bad, learner.guard.snapshot_every = 3, 2
     for _ in range(2):
         learner.update(batch)
     good = _params(learner)  # the snapshot at update 2
@@ -123,12 +125,12 @@ def test_non_finite_updates_are_skipped_then_rolled_back():
         m = learner.update(bad)
         assert m == {"skipped": 1.0} and learner.updates == 3
         assert all(torch.equal(a, b) for a, b in zip(after3, learner.model.parameters()))
-    assert [e["event"] for e in learner.events] == ["skipped_update"] * 2
-    assert learner.events[0]["reason"] == "non-finite loss"
+    assert [e["event"] for e in learner.guard.events] == ["skipped_update"] * 2
+    assert learner.guard.events[0]["reason"] == "non-finite loss"
     m = learner.update(bad)  # the third in a row: back to the last snapshot, optimizer state included
     assert m == {"skipped": 1.0, "rollback": 1.0} and learner.updates == 2
     assert all(torch.equal(a, b) for a, b in zip(good, learner.model.parameters()))
-    assert learner.events[-1]["event"] == "rollback" and learner.events[-1]["to_updates"] == 2
+    assert learner.guard.events[-1]["event"] == "rollback" and learner.guard.events[-1]["to_updates"] == 2
     assert learner.scheduler.last_epoch == 2  # the schedule came back with it
     learner.update(batch)  # and learning goes on
     assert learner.updates == 3
@@ -136,10 +138,10 @@ def test_non_finite_updates_are_skipped_then_rolled_back():
 
 def test_non_finite_lambda_is_restored(monkeypatch):
     learner, batch = _setup()
-    lam = learner.lam
-    monkeypatch.setattr("odt.algos.learner.temperature_loss", lambda log_lambda, h, beta: log_lambda.exp() * float("inf"))
+    lam = learner.temperature.lam
+    monkeypatch.setattr("odt.algos.temperature.temperature_loss", lambda log_lambda, h, beta: log_lambda.exp() * float("inf"))
     m = learner.update(batch)
-    assert m == {"skipped": 1.0} and learner.lam == lam and learner.events[-1]["reason"] == "non-finite lambda"
+    assert m == {"skipped": 1.0} and learner.temperature.lam == lam and learner.guard.events[-1]["reason"] == "non-finite lambda"
 
 
 def test_skips_and_rollbacks_reach_metrics_and_the_log(tmp_path, monkeypatch):
@@ -171,14 +173,15 @@ def test_skips_and_rollbacks_reach_metrics_and_the_log(tmp_path, monkeypatch):
 def _learner(**kw):
     torch.manual_seed(0)
     spec = Config(embed_dim=16, n_layer=1, n_head=1, context_len=4, dropout=0.0).model_spec(3, 2)
-    return Learner(DecisionTransformer(spec), "odt", lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0, **kw)
+    return Learner(DecisionTransformer(spec), "odt",
+                   OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0, **kw))
 
 
 def test_reg_loss_equals_the_tutorials_formula_and_enters_the_loss():
     learner = _learner()
     learner.set_anchor(2.0)
     anchor = [p.detach().clone() for p in learner.model.parameters()]
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
+    buf = make_buffer(10, obs_dim=3, rtg_scale=1000.0)
     buf.fill(const_episodes([1.0, 2.0], [10, 10]))
     for _ in range(3):
         m = learner.update(buf.sample(8, 4, np.random.default_rng(0)))
@@ -191,7 +194,7 @@ def test_reg_loss_equals_the_tutorials_formula_and_enters_the_loss():
 
 def test_lr_scale_and_restore_weights_keep_counters_forward():
     learner = _learner()
-    buf = ReplayBuffer(10, np.zeros(3), np.ones(3), 1000.0)
+    buf = make_buffer(10, obs_dim=3, rtg_scale=1000.0)
     buf.fill(const_episodes([1.0, 2.0], [10, 10]))
     learner.update(buf.sample(8, 4, np.random.default_rng(0)))
     saved = {k: v for k, v in learner.state_dict().items()}

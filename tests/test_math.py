@@ -4,10 +4,10 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_episode
+from helpers import make_buffer, make_episode
 
 from odt.algos.losses import dt_loss, masked_mean, odt_loss, temperature_loss
-from odt.data.buffer import Batch, ReplayBuffer
+from odt.data.buffer import Batch
 from odt.data.trajectories import returns_to_go, split_episodes
 from odt.models.heads import ActionDist, gaussian_entropy
 
@@ -23,7 +23,7 @@ def test_hindsight_relabeling_uses_achieved_rewards():
     the last RTG of a trajectory equals its last reward (Algorithm 2, line 6)."""
     ep = make_episode(5, reward=None, seed=3)
     ep.online = True
-    buf = ReplayBuffer(10, np.zeros(3, np.float32), np.ones(3, np.float32), rtg_scale=10.0)
+    buf = make_buffer(10, obs_dim=3, rtg_scale=10.0)
     buf.add(ep)
     b = buf.sample(64, K=5, rng=np.random.default_rng(0))
     r = ep.rewards.astype(np.float64)

@@ -165,3 +165,25 @@ def test_extend_refuses_budget_schedules(tmp_path, capsys):
     assert main(["finetune", "--extend", str(run), "--online-steps", "400", "--out", str(tmp_path / "new")]) == 2
     assert "--noise-schedule on a schedule over its budget" in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("edit,needle", [
+    ({"dropout": 1.5}, "--dropout must be in [0, 1)"),  # refused by the config's validation
+    ({"env": "Walker2d-v5"}, "Walker2d-v5"),  # refused once the data is loaded against the environment
+])
+def test_a_refused_extension_writes_nothing(edit, needle, tmp_path, hopper_npz, capsys):
+    """--extend copies the run only once every check has passed: a refusal leaves no --out."""
+    import shutil
+    from pathlib import Path
+
+    from odt.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run-vidt-ensemble", run)
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "dataset": str(hopper_npz), **edit}))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["finetune", "--extend", str(run), "--online-steps", "2000", "--out", str(tmp_path / "new")]) == 2
+    assert needle in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

@@ -47,15 +47,16 @@ def test_object_arrays_in_a_dataset_are_refused(tmp_path):
 
 
 def test_corrupted_latest_checkpoint_falls_back_to_the_previous(tmp_path, capsys):
-    from odt.algos.learner import Learner
     from dataclasses import asdict
 
+    from odt.algos.learner import Learner
     from odt.checkpoint import load_checkpoint, load_from_run, networks_state, save_checkpoint
-    from odt.scaling import Scaling
+    from odt.config import OptimSettings
     from odt.models.transformer import DecisionTransformer, ModelSpec
+    from odt.scaling import Scaling
 
-    learner = Learner(DecisionTransformer(ModelSpec(obs_dim=3, act_dim=2, embed_dim=16, n_layer=1, n_head=1)),
-                      "odt", lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0)
+    learner = Learner(DecisionTransformer(ModelSpec(obs_dim=3, act_dim=2, embed_dim=16, n_layer=1, n_head=1)), "odt",
+                      OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0))
     path = tmp_path / "checkpoints" / "latest.pt"
     stats = Scaling(obs_mean=np.zeros(3), obs_std=np.ones(3), act_low=-np.ones(2), act_high=np.ones(2))
     for updates in (1, 2):

@@ -4,12 +4,12 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import make_episode
+from helpers import make_buffer, make_episode
 
 from odt.algos.learner import Learner, TD3Settings
+from odt.config import OptimSettings
 from odt.algos.losses import critic_loss, rl_term, td3_target
 from odt.cli import main
-from odt.data.buffer import ReplayBuffer
 from odt.data.trajectories import Episode
 from odt.envs.reward_hill import hill_reward
 from odt.models.transformer import DecisionTransformer, ModelSpec
@@ -35,7 +35,7 @@ def test_buffer_keeps_next_states_and_termination_apart_from_truncation():
     cut = make_episode(2, obs_dim=2, act_dim=1, seed=2)  # time limit, s_{T+1} known
     cut.final_observation = np.full(2, 9.0, np.float32)
     unknown = make_episode(2, obs_dim=2, act_dim=1, seed=3)  # truncated, s_{T+1} unknown
-    buf = ReplayBuffer(10, np.zeros(2, np.float32), np.ones(2, np.float32), rtg_scale=2.0, keep_next=True)
+    buf = make_buffer(10, obs_dim=2, rtg_scale=2.0, keep_next=True)
     for e in (term, cut, unknown):
         buf.add(e)
     p = buf._pack()
@@ -57,7 +57,7 @@ def test_mc_returns_are_the_critics_discounted_rewards_to_the_end_by_hand():
     e = make_episode(3, obs_dim=2, act_dim=1, seed=1)
     e.terminated = True
     cut = make_episode(2, obs_dim=2, act_dim=1, seed=2)
-    buf = ReplayBuffer(10, np.zeros(2, np.float32), np.ones(2, np.float32), rtg_scale=2.0, keep_next=True,
+    buf = make_buffer(10, obs_dim=2, rtg_scale=2.0, keep_next=True,
                        gamma=0.5, reward_shift=-1.0)
     buf.add(e), buf.add(cut)
     r, c = e.rewards.astype(np.float64) - 1.0, cut.rewards.astype(np.float64) - 1.0
@@ -71,12 +71,13 @@ def _learner(td3: TD3Settings, algo="dt", head="deterministic"):
     torch.manual_seed(0)
     spec = ModelSpec(obs_dim=1, act_dim=1, embed_dim=16, n_layer=1, n_head=1, dropout=0.0, context_len=1,
                      action_head=head)
-    return Learner(DecisionTransformer(spec), algo, lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0, td3=td3)
+    return Learner(DecisionTransformer(spec), algo, OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=1, grad_clip=1.0),
+                   td3=td3)
 
 
 def _hill_buffer(n=256, seed=0):
     rng = np.random.default_rng(seed)
-    buf = ReplayBuffer(n, np.zeros(1, np.float32), np.ones(1, np.float32), rtg_scale=1.0, keep_next=True)
+    buf = make_buffer(n, obs_dim=1, rtg_scale=1.0, keep_next=True)
     for a in rng.uniform(-1, 1, n):
         buf.add(Episode(np.zeros((1, 1), np.float32), np.array([[a]], np.float32),
                         np.array([hill_reward(a)], np.float32), terminated=True,
@@ -145,7 +146,7 @@ def test_state_dict_round_trip_keeps_the_critic():
     # A checkpoint without critics (dt) gives a fresh critic and a target actor equal to the actor.
     plain = _learner(None)
     c = _learner(TD3Settings())
-    c.load_state_dict(plain.state_dict(), model_only=True)
+    c.load_networks(plain.state_dict())
     for x, y in zip(c.critics.actor_target.parameters(), plain.model.parameters()):
         assert torch.equal(x, y)
 

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from odt.algos.learner import Learner
+from odt.config import OptimSettings
 from odt.data.buffer import Batch
 from odt.models.transformer import DecisionTransformer, ModelSpec
 
@@ -86,7 +87,7 @@ def test_action_follows_rtg_and_state_scale_after_training():
     # variance for a long while here; tests/test_return_following.py checks ODT's conditioning.)
     torch.manual_seed(0)
     model = _model("deterministic")
-    learner = Learner(model, "dt", lr=1e-3, weight_decay=0.0, warmup_steps=10, grad_clip=1.0)
+    learner = Learner(model, "dt", OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=10, grad_clip=1.0))
     rng = np.random.default_rng(0)
     for _ in range(300):
         learner.update(_train_batch(rng))

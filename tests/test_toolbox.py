@@ -73,7 +73,6 @@ def test_target_clip_multiple_and_best_eval_target(tmp_path):
 
 def test_best_checkpoint_rollback_restores_best_weights_exactly_and_early_stop(tmp_path):
     from odt.checkpoint import load_checkpoint
-    from odt.data.buffer import ReplayBuffer
     from odt.setup import setup
 
     cfg = preset("reward-hill")
@@ -82,9 +81,8 @@ def test_best_checkpoint_rollback_restores_best_weights_exactly_and_early_stop(t
     run = setup(cfg, "run")
     try:
         run.pretrain()
-        run.phase = "online"
-        run.buffer = ReplayBuffer.for_config(run.cfg, 100, run.scaling)
-        run.buffer.fill(run.dataset.episodes)
+        run.run.phase = "online"
+        run.replay.buffer = run.replay.whole_dataset()
         assert run._after_eval({"eval_return_mean": 1.0}) is None  # the first is the best
         best = load_checkpoint(run.run_dir / "checkpoints" / "best.pt")
         run._updates(run.buffer, 5)
@@ -95,7 +93,7 @@ def test_best_checkpoint_rollback_restores_best_weights_exactly_and_early_stop(t
         assert run._after_eval({"eval_return_mean": 0.5}) == "rolled_back"
         for k, v in run.learner.model.state_dict().items():
             assert torch.equal(v, best["ensemble"]["learners"][0]["model"][k]), k
-        assert torch.equal(run.learner.log_lambda, best["ensemble"]["learners"][0]["log_lambda"])
+        assert torch.equal(run.learner.temperature.log_lambda, best["ensemble"]["learners"][0]["log_lambda"])
         assert run.learner.updates == updates and run.safety.lr_factor == 0.5
         assert run._after_eval({"eval_return_mean": 0.99}) == "stop"  # 3 evaluations without a new best
     finally:

@@ -24,6 +24,7 @@ import torch
 
 from .config import ConfigError
 from .models.transformer import DecisionTransformer, ModelSpec
+from .safety import SafetyNets
 from .scaling import Scaling
 
 
@@ -53,13 +54,27 @@ def load_generator_states(state: dict, torch_gen: torch.Generator) -> None:
 
 
 def upgrade(state: dict) -> dict:
+    """A checkpoint as this version lays it out, whichever version wrote it: the one place where
+    earlier layouts convert (``_from_format_1``), and where a shipped model's compact learner is
+    completed (ship.py leaves out the target actor, which equals the actor after the critics'
+    warm-up)."""
+    if state.get("format") != FORMAT:
+        state = _from_format_1(state)
+    for learner in state["ensemble"]["learners"]:
+        td3 = learner.get("td3")
+        if td3 is not None and "actor_target" not in td3:
+            learner["td3"] = {**td3, "actor_target": learner["model"]}
+    return state
+
+
+def _from_format_1(state: dict) -> dict:
     """An earlier version's checkpoint (the lead learner and the normalizer at the top, the rest
-    under ``extra``, the resume state as JSON strings) in this version's layout."""
-    if state.get("format") == FORMAT:
-        return state
+    under ``extra``, the resume state as JSON strings) in this version's layout. What that version
+    did not save yet takes the value its runs used."""
     extra = state.get("extra", {})
-    new = networks_state(state["spec"], {k: state[k] for k in Scaling.FIELDS},
-                         [state["learner"], *extra.get("ensemble", [])], int(extra.get("critic_pretrained", 0)))
+    learners = [{"lr_scale": 1.0, **learner} for learner in [state["learner"], *extra.get("ensemble", [])]]
+    new = networks_state(state["spec"], {k: state[k] for k in Scaling.FIELDS}, learners,
+                         int(extra.get("critic_pretrained", 0)))
     new["run"].update(online_steps=int(extra.get("online_steps", 0)), rounds=int(extra.get("rounds", 0)))
     rs = extra.get("resume")
     if rs is None:  # a checkpoint from before --resume, or a shipped model's: networks only
@@ -70,12 +85,16 @@ def upgrade(state: dict) -> dict:
                       last_eval=json.loads(rs.get("last_eval", "null")))
     new["generators"] = {"torch": rs["torch_rng"], "policy": rs["generator_rng"],
                          **({"cuda": rs["cuda_rng"]} if "cuda_rng" in rs else {})}
-    for name in ("safety", "target"):  # absent before the toolbox: the defaults are what those runs used
-        if name in rs:
-            new[name] = json.loads(rs[name])
+    new["safety"] = json.loads(rs["safety"]) if "safety" in rs else dict(SafetyNets.FRESH)
+    if "target" in rs:  # absent before the adaptive targets: a fresh one is made at the next round
+        new["target"] = json.loads(rs["target"])
     if "buffer_order" in rs:
         new["buffer"] = {"order": rs["buffer_order"],
                          **{k: rs[k] for k in ("online", "online_targets", "online_tasks") if k in rs}}
+        n_online = int((rs["buffer_order"] < 0).sum())
+        if n_online:  # before targets and tasks were kept: none known, one task
+            new["buffer"].setdefault("online_targets", torch.full((n_online,), float("nan"), dtype=torch.float64))
+            new["buffer"].setdefault("online_tasks", torch.zeros(n_online, dtype=torch.long))
     return new
 
 
@@ -172,6 +191,13 @@ def load_from_run(run_dir: Path, name: str = "final", device: str = "cpu") -> tu
         raise ConfigError(f"every checkpoint in {ckpts} failed its checksum ({', '.join(corrupted)}); "
                           "the run cannot be loaded")
     raise ConfigError(f"no checkpoint in {ckpts}; was the run stopped before it saved one?")
+
+
+def scaling_of(state: dict) -> Scaling:
+    """A checkpoint's normalizer and action bounds."""
+    scaling = Scaling.unit(state["spec"]["obs_dim"], state["spec"]["act_dim"])
+    scaling.load_state_dict(state["scaling"])
+    return scaling
 
 
 def build_model(spec: dict, device: str) -> DecisionTransformer:

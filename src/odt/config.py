@@ -15,7 +15,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 from .models.transformer import ModelSettings, ModelSpec
-from .schedules import parse_range
+from .schedules import TargetSettings, parse_range
 
 T = TypeVar("T")
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -197,32 +197,12 @@ class OnlineSettings:
 
 
 @dataclass
-class ToolboxSettings:
-    """The practical toolbox (tutorial sections 3, 5, 7, 9) and the ablations; off by default."""
+class ToolboxSettings(TargetSettings):
+    """The practical toolbox (tutorial sections 3, 5, 7, 9) and the ablations; off by default.
+    Schedules run over the online budget: progress = online steps done / --online-steps."""
 
-    # Schedules run over the online budget: progress = online steps done / --online-steps.
-    return_target: Literal["fixed", "percentile", "ucb", "curriculum"] = "fixed"
-    """Exploration target g_online. fixed: --g-online (or --target-multiple x the expert return);
-    percentile: the p-th percentile of recent returns, p from --target-p0 to --target-p1; ucb: mean +
-    beta * std of recent returns, beta from --target-beta0 to --target-beta1; curriculum: linear from
-    the lowest to the highest recent return. Logged as g_online every round."""
     target_multiple: Optional[float] = None
     """fixed target = this multiple of the expert return (--ref-max-score); the paper uses 2."""
-    target_p0: float = 50.0
-    """percentile: the percentile at the start of finetuning."""
-    target_p1: float = 100.0
-    """percentile: the percentile at the end of the online budget."""
-    target_beta0: float = 2.0
-    """ucb: beta at the start of finetuning."""
-    target_beta1: float = 0.0
-    """ucb: beta at the end of the online budget."""
-    target_window: int = 100
-    """Recent returns the adaptive targets use: the last this many (seeded with the returns of the
-    buffer's offline trajectories, highest last)."""
-    target_clip: bool = False
-    """Clip g_online to [lowest observed return, --target-clip-c x highest observed return]."""
-    target_clip_c: float = 1.2
-    """Optimism allowed by --target-clip."""
     eval_target: Literal["fixed", "best"] = "fixed"
     """Evaluation target: fixed --g-eval, or best: the highest return observed so far (offline data
     included). Logged as g_eval in every eval row."""

@@ -32,6 +32,7 @@ import tyro
 from torch import nn
 
 from . import hf, hf_export
+from .checkpoint import scaling_of
 from .config import Config, ConfigError
 from .envs.make import scale_actions_from_unit
 from .policy import load_models
@@ -96,7 +97,7 @@ def exported_policy(run_dir: Path, cfg: Config, checkpoint: str = "final") -> tu
     """The run's policy as an ExportedPolicy in eval mode, and the metadata stored beside it."""
     models, state, path = load_models(run_dir, checkpoint, "cpu")
     spec = state["spec"]
-    policy = ExportedPolicy(models, Scaling.from_state_dict(state["scaling"]), cfg.rtg_scale, cfg.eval_context).eval()
+    policy = ExportedPolicy(models, scaling_of(state), cfg.rtg_scale, cfg.eval_context).eval()
     meta = {"env": cfg.env, "algo": cfg.algo, "obs_dim": spec["obs_dim"], "act_dim": spec["act_dim"],
             "context": cfg.eval_context, "rtg_scale": cfg.rtg_scale, "g_eval": cfg.g_eval,
             "inputs": INPUTS, "outputs": OUTPUTS, "run": str(run_dir), "checkpoint": str(path)}

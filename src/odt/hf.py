@@ -30,7 +30,7 @@ from safetensors import SafetensorError
 from .checkpoint import networks_state
 from .config import Config, ConfigError
 from .envs.make import make_env_checked
-from .models.transformer import DecisionTransformer, ModelSpec
+from .models.transformer import DecisionTransformer, ModelSettings, ModelSpec
 from .run import Start
 from .scaling import Scaling
 
@@ -167,10 +167,9 @@ DROPPED = ("encoder.wte.weight", "predict_state.weight", "predict_state.bias", "
            "predict_return.bias")
 
 
-def build(m: HFModel, action_head: str, context_len: int, seed: int = 0, log_std_min: float = -5.0,
-          log_std_max: float = 2.0) -> DecisionTransformer:
-    """odt's transformer with the model's weights. What HF lacks (a Gaussian head's log-std layer)
-    starts as a fresh odt model's would, seeded by ``seed``."""
+def build(m: HFModel, action_head: str, context_len: int, seed: int, log_std: tuple[float, float]) -> DecisionTransformer:
+    """odt's transformer with the model's weights. What HF lacks (a Gaussian head's log-std layer,
+    bounded by ``log_std``) starts as a fresh odt model's would, seeded by ``seed``."""
     c = m.config
     if action_head == "gaussian":
         raise ConfigError("--action-head gaussian would act with the mean unsquashed; the Hugging Face model's action "
@@ -178,7 +177,7 @@ def build(m: HFModel, action_head: str, context_len: int, seed: int = 0, log_std
     spec = ModelSpec(obs_dim=c["state_dim"], act_dim=c["act_dim"], embed_dim=c["hidden_size"], n_layer=c["n_layer"],
                      n_head=c["n_head"], dropout=float(c["resid_pdrop"]), context_len=context_len,
                      timestep_embedding=True, max_ep_len=c["max_ep_len"], action_head=action_head,
-                     log_std_min=log_std_min, log_std_max=log_std_max)
+                     log_std_min=log_std[0], log_std_max=log_std[1])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = DecisionTransformer(spec)
@@ -254,7 +253,8 @@ def policy_parts(path, device: str = "cpu", rtg_scale: float | None = None, cont
     rtg_scale = setting(m, "return_scale", rtg_scale, "Policy.load(..., rtg_scale=...)")
     context = setting(m, "context_length", context, "Policy.load(..., context=...)")
     mean, std = normalizer(m)
-    model = build(m, "deterministic", context_len=context).to(device)
+    # HF's own head is deterministic: no log-std bounds apply, the settings' defaults stand in.
+    model = build(m, "deterministic", context, 0, (ModelSettings.log_std_min, ModelSettings.log_std_max)).to(device)
     ones = np.ones(m.config["act_dim"], np.float32)
     return model, Scaling(mean, std, -ones, ones), float(rtg_scale), int(context)
 
@@ -295,7 +295,7 @@ def finetune_start(cfg: Config, init: Path, args: list[str]) -> Start:
     key = "odt_context_len" if "odt_context_len" in m.config else "context_length"
     trained = None if _given(args, "context_len") else m.config.get(key)
     context_len = cfg.context_len if trained is None else _checked(m, key, trained)
-    model = build(m, cfg.resolved_action_head(), context_len, cfg.seed, cfg.log_std_min, cfg.log_std_max)
+    model = build(m, cfg.resolved_action_head(), context_len, cfg.seed, (cfg.log_std_min, cfg.log_std_max))
     spec = dataclasses.asdict(model.spec)
     for name in ("embed_dim", "n_layer", "n_head", "context_len", "timestep_embedding", "max_ep_len"):
         setattr(cfg, name, spec[name])  # before setup validates the config, as the checkpoint fixes them

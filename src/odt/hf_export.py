@@ -10,10 +10,10 @@ from pathlib import Path
 import safetensors.torch
 import torch
 
+from .checkpoint import scaling_of
 from .config import Config, ConfigError
 from .hf import DEFAULTS, is_model_dir, weight_pairs
 from .models.transformer import DecisionTransformer
-from .scaling import Scaling
 
 
 def to_hf(model: DecisionTransformer, obs_mean, obs_std, rtg_scale: float, context: int, target_return: float,
@@ -52,7 +52,7 @@ def export_run(run: Path, cfg: Config, models: list[DecisionTransformer], state:
     if len(models) > 1:
         raise ConfigError(f"{run} is an ensemble of {len(models)} networks; Hugging Face's DecisionTransformerModel "
                           "holds one (use --format torchscript or onnx, which average the members)")
-    scaling = Scaling.from_state_dict(state["scaling"])
+    scaling = scaling_of(state)
     if not scaling.unit_actions:
         raise ConfigError(f"{cfg.env}'s action bounds are not [-1, 1]: odt rescales its actions, which Hugging "
                           "Face's DecisionTransformerModel cannot (use --format torchscript or onnx)")

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from . import hf
-from .checkpoint import build_model, load_from_run
+from .checkpoint import build_model, load_from_run, scaling_of
 from .shipped import resolve
 from .config import Config, ConfigError
 from .envs.make import flatten_goal
@@ -196,7 +196,7 @@ def load_policy(run_dir: Path, checkpoint: str = "final", device: str = "cpu", a
                           "its own in its config.json")
     models, state, _ = load_models(run_dir, checkpoint, device)
     cfg = Config.load(Path(run_dir) / "config.json")
-    return make_policy(models, cfg, Scaling.from_state_dict(state["scaling"]), action, exploring=action != "mean")
+    return make_policy(models, cfg, scaling_of(state), action, exploring=action != "mean")
 
 
 def make_policy(models: list[DecisionTransformer], cfg: Config, scaling: Scaling, action: str = "mean",

@@ -1,8 +1,11 @@
 """What a run is before its loop starts: ``Start`` says what it starts from, ``Prepared`` holds what
 setup made (the resolved config, the run directory and its logger, the data, the scaling). The
-transformer's ``Trainer`` and the baselines both begin from a ``Prepared``."""
+transformer's ``Trainer`` and the baselines both begin from a ``Prepared``. ``RunState`` is where a
+run stands once it goes."""
 from __future__ import annotations
 
+import dataclasses
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,3 +44,27 @@ class Prepared:
     tasks: list[Task]
     device: str
     start: Start
+
+
+@dataclass
+class RunState:
+    """Where a run stands: the counters every checkpoint holds, the summary so far, and the newest
+    online evaluation (so that a resume does not redo it). ``metrics_bytes``, the length of
+    metrics.jsonl that the state goes with, is the logger's: the trainer adds it."""
+
+    command: str
+    phase: str = "pretrain"
+    pretrain_done: int = 0
+    online_steps: int = 0
+    rounds: int = 0
+    critic_pretrained: int = 0  # critic-only updates the critics have had
+    summary: dict = field(default_factory=dict)
+    last_eval: dict | None = None
+
+    def state_dict(self) -> dict:
+        # Plain Python values (numpy scalars become floats), which a checkpoint loads with weights_only.
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def load_state_dict(self, state: dict) -> None:
+        for f in dataclasses.fields(self):
+            setattr(self, f.name, state[f.name])

@@ -9,10 +9,12 @@ from .logging import fmt_return
 
 
 class SafetyNets:
+    # lr_factor: the learning rate's factor, multiplied by --rollback-lr-factor at each rollback.
+    FRESH = {"best_return": None, "best_updates": None, "since_best": 0, "lr_factor": 1.0}
+
     def __init__(self, cfg: Config):
         self.cfg = cfg
-        # lr_factor: the learning rate's factor, multiplied by --rollback-lr-factor at each rollback.
-        self.state = {"best_return": None, "best_updates": None, "since_best": 0, "lr_factor": 1.0}
+        self.state = dict(self.FRESH)
 
     @property
     def lr_factor(self) -> float:

@@ -44,6 +44,5 @@ class Scaling:
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: torch.as_tensor(getattr(self, name)) for name in self.FIELDS}
 
-    @classmethod
-    def from_state_dict(cls, state: dict) -> "Scaling":
-        return cls(**{name: state[name] for name in cls.FIELDS})
+    def load_state_dict(self, state: dict) -> None:
+        self.__init__(**{name: state[name] for name in self.FIELDS})

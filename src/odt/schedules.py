@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -29,7 +31,7 @@ def decay(kind: str, progress: float, rate: float = 5.0) -> float:
     raise ValueError(f"unknown decay {kind!r}; choose one of {', '.join(DECAYS)}")
 
 
-def noise_std(std: float, schedule: str, progress: float, floor: float = 0.0) -> float:
+def noise_std(std: float, schedule: str, progress: float, floor: float) -> float:
     """Exploration noise: ``std`` decayed by ``schedule``, never below ``floor``."""
     return max(floor, std * decay(schedule, progress))
 
@@ -51,27 +53,54 @@ def parse_range(text: str, name: str) -> tuple[float, float]:
     return values[0], values[-1]
 
 
+@dataclass
+class TargetSettings:
+    """The exploration target's settings: a group of the config's toolbox (config.py)."""
+
+    return_target: Literal["fixed", "percentile", "ucb", "curriculum"] = "fixed"
+    """Exploration target g_online. fixed: --g-online (or --target-multiple x the expert return);
+    percentile: the p-th percentile of recent returns, p from --target-p0 to --target-p1; ucb: mean +
+    beta * std of recent returns, beta from --target-beta0 to --target-beta1; curriculum: linear from
+    the lowest to the highest recent return. Logged as g_online every round."""
+    target_p0: float = 50.0
+    """percentile: the percentile at the start of finetuning."""
+    target_p1: float = 100.0
+    """percentile: the percentile at the end of the online budget."""
+    target_beta0: float = 2.0
+    """ucb: beta at the start of finetuning."""
+    target_beta1: float = 0.0
+    """ucb: beta at the end of the online budget."""
+    target_window: int = 100
+    """Recent returns the adaptive targets use: the last this many (seeded with the returns of the
+    buffer's offline trajectories, highest last)."""
+    target_clip: bool = False
+    """Clip g_online to [lowest observed return, --target-clip-c x highest observed return]."""
+    target_clip_c: float = 1.2
+    """Optimism allowed by --target-clip."""
+
+
 class ReturnTarget:
     """g_online from the returns observed so far.
 
-    fixed: ``g_fixed``. percentile: the p-th percentile of the last ``window`` returns, p rising
-    linearly from p0 to p1. ucb: mean + beta * std of those returns, beta falling from beta0 to
-    beta1. curriculum: linear from the lowest to the highest of those returns. With ``clip``, the
-    value is clipped to [lowest observed, c * highest observed] over the whole run (for a negative
-    highest return, highest + (c - 1) |highest|, so that c > 1 stays optimistic).
+    fixed: ``g_fixed``. percentile: the p-th percentile of the last --target-window returns, p
+    rising linearly from --target-p0 to --target-p1. ucb: mean + beta * std of those returns, beta
+    falling from --target-beta0 to --target-beta1. curriculum: linear from the lowest to the highest
+    of those returns. With --target-clip, the value is clipped to [lowest observed, c * highest
+    observed] over the whole run (c: --target-clip-c; for a negative highest return, highest +
+    (c - 1) |highest|, so that c > 1 stays optimistic).
     """
 
     STRATEGIES = ("fixed", "percentile", "ucb", "curriculum")
 
-    def __init__(self, strategy: str, g_fixed: float, *, p0: float = 50.0, p1: float = 100.0,
-                 beta0: float = 2.0, beta1: float = 0.0, window: int = 100, clip: bool = False, clip_c: float = 1.2):
-        if strategy not in self.STRATEGIES:
-            raise ValueError(f"unknown return target {strategy!r}; choose one of {', '.join(self.STRATEGIES)}")
-        self.strategy, self.g_fixed = strategy, g_fixed
-        self.p0, self.p1, self.beta0, self.beta1 = p0, p1, beta0, beta1
-        self.clip, self.clip_c = clip, clip_c
-        self.recent: deque[float] = deque(maxlen=window)
-        self.lowest, self.highest = math.inf, -math.inf
+    def __init__(self, settings: TargetSettings, g_fixed: float):
+        if settings.return_target not in self.STRATEGIES:
+            raise ValueError(f"unknown return target {settings.return_target!r}; choose one of "
+                             f"{', '.join(self.STRATEGIES)}")
+        self.s = settings
+        self.g_fixed = g_fixed
+        self.recent: deque[float] = deque(maxlen=settings.target_window)
+        self.lowest = math.inf
+        self.highest = -math.inf
 
     @classmethod
     def for_config(cls, cfg, seen=(), data_returns=None) -> "ReturnTarget":
@@ -80,8 +109,7 @@ class ReturnTarget:
         them, highest last, become the "recent" ones); ``data_returns``: the offline data's, whose
         lowest and highest start the clip's range."""
         g = cfg.g_online if cfg.target_multiple is None else cfg.target_multiple * cfg.ref_max_score
-        target = cls(cfg.return_target, g, p0=cfg.target_p0, p1=cfg.target_p1, beta0=cfg.target_beta0,
-                     beta1=cfg.target_beta1, window=cfg.target_window, clip=cfg.target_clip, clip_c=cfg.target_clip_c)
+        target = cls(cfg.group(TargetSettings), g)
         target.observe(sorted(seen)[-cfg.target_window:])
         if data_returns is not None:
             target.lowest, target.highest = float(np.min(data_returns)), float(np.max(data_returns))
@@ -94,16 +122,17 @@ class ReturnTarget:
 
     def value(self, progress: float) -> float:
         h = np.asarray(self.recent, dtype=np.float64)
-        if self.strategy == "fixed" or not len(h):
+        s = self.s
+        if s.return_target == "fixed" or not len(h):
             g = self.g_fixed
-        elif self.strategy == "percentile":
-            g = float(np.percentile(h, linear(self.p0, self.p1, progress)))
-        elif self.strategy == "ucb":
-            g = float(h.mean() + linear(self.beta0, self.beta1, progress) * h.std())
+        elif s.return_target == "percentile":
+            g = float(np.percentile(h, linear(s.target_p0, s.target_p1, progress)))
+        elif s.return_target == "ucb":
+            g = float(h.mean() + linear(s.target_beta0, s.target_beta1, progress) * h.std())
         else:
             g = float(linear(h.min(), h.max(), progress))
-        if self.clip and self.highest > -math.inf:
-            g = min(max(g, self.lowest), self.highest + (self.clip_c - 1.0) * abs(self.highest))
+        if s.target_clip and self.highest > -math.inf:
+            g = min(max(g, self.lowest), self.highest + (s.target_clip_c - 1.0) * abs(self.highest))
         return g
 
     def state_dict(self) -> dict:
@@ -112,4 +141,5 @@ class ReturnTarget:
     def load_state_dict(self, state: dict) -> None:
         self.recent.clear()
         self.recent.extend(state["recent"])
-        self.lowest, self.highest = float(state["lowest"]), float(state["highest"])
+        self.lowest = float(state["lowest"])
+        self.highest = float(state["highest"])

@@ -19,7 +19,7 @@ from . import hf
 from .algos.ensemble import Ensemble
 from .algos.learner import Learner
 from .baselines import check_baseline, run_baseline
-from .checkpoint import build_model, load_from_run
+from .checkpoint import build_model, load_from_run, scaling_of
 from .config import Config, ConfigError, OptimSettings, TD3Settings, check_out_dir
 from .data.generate import collect
 from .data.sources import check_episodes, check_matches_env, load_dataset
@@ -69,7 +69,7 @@ def _from_checkpoint(cfg: Config, state: dict) -> dict:
         # The actor's kind is the checkpoint's; keep the TD3 part as asked, else as pretrained.
         td3 = cfg.td3 or "td3" in state["ensemble"]["learners"][0]
         resolved["algo"] = ("vidt" if td3 else "dt") if deterministic else ("odt-td3" if td3 else "odt")
-    warmed = int(state["run"].get("critic_pretrained", 0))
+    warmed = int(state["run"]["critic_pretrained"])
     if warmed and cfg.td3:
         resolved["critic_pretrain_updates"] = max(0, cfg.critic_pretrain_updates - warmed)
     return resolved
@@ -153,10 +153,12 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
     # The one place where the config changes after validation: it records what was resolved.
     for name, value in resolved.items():
         setattr(cfg, name, value)
+    if start.resumes and start.source != cfg.out:  # --extend: a copy of the run, which stays as it was
+        shutil.copytree(start.source, cfg.out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("summary.json"))
     if start.resumes:  # rows written after the checkpoint are redone from it: drop them, so none is doubled
         with open(cfg.out / "metrics.jsonl", "r+b") as f:
             f.truncate(int(start.state["run"]["metrics_bytes"]))
-    else:
+    if not start.resumes or start.source != cfg.out:
         cfg.save(cfg.out / "config.json")
     logger = RunLogger(cfg.out, cfg.to_dict(), echo=cfg.progress,
                        wandb={"project": cfg.wandb_project, "mode": cfg.wandb_mode} if cfg.wandb else None)
@@ -189,7 +191,7 @@ def _scaling(start: Start, tasks: list, dataset: TrajectoryDataset, act_low: np.
     """The normalizer a checkpoint was trained with, else the data's (multi-task: none, each task
     normalizes its own); the environment's action bounds."""
     if start.state is not None:
-        saved = Scaling.from_state_dict(start.state["scaling"])
+        saved = scaling_of(start.state)
         return Scaling(saved.obs_mean, saved.obs_std, act_low, act_high)
     if tasks:
         return Scaling.unit(dataset.obs_dim, dataset.act_dim)
@@ -215,9 +217,9 @@ def build(p: Prepared) -> Trainer:
         _initialise(ensemble, cfg, p.start, p.logger)
     elif p.start.resumes:
         trainer.load_state_dict(p.start.state)
-        p.logger.info(f"resumed: {trainer.pretrain_done} pretraining updates, round {trainer.rounds}, "
-                      f"{trainer.online_steps} online steps done")
-    trainer.summary.update(p.start.summary)
+        p.logger.info(f"resumed: {trainer.run.pretrain_done} pretraining updates, round {trainer.run.rounds}, "
+                      f"{trainer.run.online_steps} online steps done")
+    trainer.run.summary.update(p.start.summary)
     return trainer
 
 
@@ -245,11 +247,15 @@ def _initialise(ensemble: Ensemble, cfg: Config, start: Start, logger: RunLogger
         logger.info(f"warning: {start.source} holds {len(saved)} pretrained network(s) for an ensemble of "
                     f"{cfg.ensemble}; the others start from its first (pretrain with --ensemble {cfg.ensemble})")
     for i, learner in enumerate(ensemble):
-        learner.load_state_dict(saved[i if i < len(saved) else 0], model_only=cfg.restart_optimizers)
+        state = saved[i if i < len(saved) else 0]
+        if cfg.restart_optimizers:
+            learner.load_networks(state)
+        else:
+            learner.load_state_dict(state)
         learner.updates = int(saved[0]["updates"])
         learner.set_hyperparameters(cfg.lr, cfg.weight_decay, cfg.lambda_lr, cfg.critic_lr)
     lead = ensemble.lead
-    logger.info(f"initialised from {start.source} ({lead.updates} pretraining updates, lambda {lead.lam:.4f}; "
+    logger.info(f"initialised from {start.source} ({lead.updates} pretraining updates, lambda {lead.temperature.lam:.4f}; "
                 f"optimizers {'restarted' if cfg.restart_optimizers else 'carried over'})")
 
 
@@ -299,7 +305,7 @@ def resume_run(run_dir: Path) -> dict:
 
 def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
     """``--extend RUN_DIR --online-steps N --out NEW``: a complete run continued to a budget of N
-    online steps, in a copy, so that RUN_DIR stays as it was. The copy starts from RUN_DIR's final
+    online steps, in a copy (made once every check has passed), so that RUN_DIR stays as it was. The copy starts from RUN_DIR's final
     checkpoint (learner, critics, buffer, random generators, metrics so far) and writes the
     metrics.jsonl and summary.json of one N-step run. Its one difference from a run that had N from
     the start: RUN_DIR's last round was cut at its budget, and its closing evaluation stays in the
@@ -332,11 +338,11 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
     if path.stem not in ("final", "final.prev") or "generators" not in state:
         raise ConfigError(f"{run_dir} has no final checkpoint with a resume state (found {path.name}); "
                           "run it again with this version of odt")
-    shutil.copytree(run_dir, out, dirs_exist_ok=True, ignore=shutil.ignore_patterns("summary.json"))
-    cfg.out, cfg.overwrite, cfg.online_steps = out, False, online_steps
-    cfg.save(out / "config.json")
+    cfg.out = out
+    cfg.overwrite = False
+    cfg.online_steps = online_steps
     extended_from = {"run": str(run_dir), "online_steps": did, "command": done.get("command"),
                      "wall_time_s": done.get("wall_time_s")}
     trainer = setup(cfg, state["run"]["command"], Start("resume", run_dir, state, {"extended_from": extended_from}))
-    trainer.logger.info(f"extending {run_dir} from {trainer.online_steps} to {online_steps} online steps")
+    trainer.logger.info(f"extending {run_dir} from {trainer.run.online_steps} to {online_steps} online steps")
     return execute(trainer, pretrain=False, finetune=True)

@@ -27,7 +27,7 @@ from .evaluation import Evaluator, summary_of, summary_table
 from .logging import Progress, RunLogger, fmt_return
 from .policy import EnsemblePolicy, Policy, make_policy
 from .rollout import RolloutResult, rollout
-from .run import Prepared
+from .run import Prepared, RunState
 from .safety import SafetyNets
 from .schedules import ReturnTarget, decay, linear, noise_std
 
@@ -82,17 +82,20 @@ class Trainer:
     run stands. Its ``state_dict`` is a checkpoint: every component's state dict and the counters."""
 
     def __init__(self, p: Prepared, ensemble: Ensemble, torch_gen: torch.Generator, envs: EnvPool):
-        self.cfg, self.command, self.run_dir, self.logger = p.cfg, p.command, p.run_dir, p.logger
-        self.dataset, self.scaling, self.device = p.dataset, p.scaling, p.device
-        self.ensemble, self.torch_gen, self.envs = ensemble, torch_gen, envs
+        self.cfg = p.cfg
+        self.run_dir = p.run_dir
+        self.logger = p.logger
+        self.dataset = p.dataset
+        self.scaling = p.scaling
+        self.device = p.device
+        self.ensemble = ensemble
+        self.torch_gen = torch_gen
+        self.envs = envs
         self.evaluator = Evaluator(self.cfg, self.envs, self.logger)
         self.safety = SafetyNets(self.cfg)
-        # Where the run stands: the counters every checkpoint holds.
-        self.phase, self.pretrain_done, self.online_steps, self.rounds, self.critic_pretrained = "pretrain", 0, 0, 0, 0
+        self.run = RunState(p.command)
         self.replay = Replay(self.cfg, self.dataset, self.scaling, self.device)
         self.target: ReturnTarget | None = None  # g_online and the returns it has observed
-        self.summary: dict = {}
-        self.last_eval: dict | None = None  # the newest online evaluation, so that a resume does not redo it
 
     @property
     def learner(self) -> Learner:
@@ -106,10 +109,6 @@ class Trainer:
     def buffer(self) -> ReplayBuffer | None:
         return self.replay.buffer
 
-    @buffer.setter
-    def buffer(self, buffer: ReplayBuffer) -> None:
-        self.replay.buffer = buffer
-
     # --- the loop ---------------------------------------------------------------------
     def pretrain(self) -> dict:
         cfg = self.cfg
@@ -117,50 +116,50 @@ class Trainer:
         self.learner.rl_active = cfg.rl_in_pretrain  # the critic still learns from the offline data
         self.logger.info(f"[pretrain] {cfg.pretrain_updates} updates on {len(buffer)} trajectories "
                          f"({buffer.n_transitions} steps), batch {cfg.batch_size}, K {cfg.context_len}")
-        progress = Progress(self.logger, "pretrain", cfg.pretrain_updates, "updates", done=self.pretrain_done)
+        progress = Progress(self.logger, "pretrain", cfg.pretrain_updates, "updates", done=self.run.pretrain_done)
         log_every = max(1, min(1000, cfg.pretrain_updates // 20))
-        while self.pretrain_done < cfg.pretrain_updates:
-            n = min(log_every, cfg.pretrain_updates - self.pretrain_done)
+        while self.run.pretrain_done < cfg.pretrain_updates:
+            n = min(log_every, cfg.pretrain_updates - self.run.pretrain_done)
             m = self._updates(buffer, n, progress)
-            self.pretrain_done += n
+            self.run.pretrain_done += n
             self.logger.log({"phase": "pretrain", "updates": self.learner.updates, "online_steps": 0, **m})
-            done = self.pretrain_done
+            done = self.run.pretrain_done
             if cfg.pretrain_eval_every and done % cfg.pretrain_eval_every < n and done < cfg.pretrain_updates:
                 self.evaluate("pretrain")
             self.save("latest")  # a killed pretraining resumes from here
-        progress.update(self.pretrain_done, force=True)
+        progress.update(self.run.pretrain_done, force=True)
         self.save("pretrained")
         row = self.evaluate("pretrain")
-        self.summary["offline"] = summary_of(row)
+        self.run.summary["offline"] = summary_of(row)
         return row
 
     def finetune(self) -> dict:
         cfg = self.cfg
         self._start_online()
         mixing = cfg.offline_ratio is not None
-        progress = Progress(self.logger, "online", cfg.online_steps, "steps", done=self.online_steps)
+        progress = Progress(self.logger, "online", cfg.online_steps, "steps", done=self.run.online_steps)
         explore = self.envs.get(cfg.episodes_per_round)
-        while self.online_steps < cfg.online_steps:
-            self.rounds += 1
-            p = self.online_steps / cfg.online_steps if cfg.online_steps else 1.0
+        while self.run.online_steps < cfg.online_steps:
+            self.run.rounds += 1
+            p = self.run.online_steps / cfg.online_steps if cfg.online_steps else 1.0
             explored = self._act(p, explore)
             self._store(explored.result)
             ratio = linear(*cfg.offline_ratios(), p) if mixing else None
             metrics = self._updates(self.buffer, cfg.round_updates(explored.result.steps), offline_ratio=ratio)
             self._log_round(explored, ratio, metrics, progress)
-            verdict = self._evaluate_round() if self.rounds % cfg.eval_every == 0 else None
-            if self.rounds % cfg.checkpoint_every == 0 or verdict == "stop":
+            verdict = self._evaluate_round() if self.run.rounds % cfg.eval_every == 0 else None
+            if self.run.rounds % cfg.checkpoint_every == 0 or verdict == "stop":
                 self.save("latest")
             if verdict == "stop":
                 break
-        progress.update(self.online_steps, force=True)
-        last_eval = self.last_eval
+        progress.update(self.run.online_steps, force=True)
+        last_eval = self.run.last_eval
         if last_eval is None or last_eval["updates"] != self.learner.updates:
             last_eval = self.evaluate("online")
         self.save("final")
-        self.summary["final"] = summary_of(last_eval)
+        self.run.summary["final"] = summary_of(last_eval)
         if self.safety.best() is not None:
-            self.summary["best"] = self.safety.best()
+            self.run.summary["best"] = self.safety.best()
         return last_eval
 
     def _act(self, p: float, envs) -> Exploration:
@@ -172,8 +171,8 @@ class Trainer:
         for learner in self.ensemble:
             learner.set_lr_scale(lr_scale)
         policy = self.policy(explore_noise=noise)
-        res = rollout(policy, envs, g_online, seed=cfg.seed * 1_000_003 + self.rounds * cfg.episodes_per_round,
-                      max_steps=cfg.online_steps - self.online_steps)
+        res = rollout(policy, envs, g_online, seed=cfg.seed * 1_000_003 + self.run.rounds * cfg.episodes_per_round,
+                      max_steps=cfg.online_steps - self.run.online_steps)
         return Exploration(policy, g_online, noise, res)
 
     def _store(self, res: RolloutResult) -> None:
@@ -181,27 +180,29 @@ class Trainer:
             ep.task = i % max(len(self.envs.tasks), 1)
             self.buffer.add(ep)
         self.target.observe(res.returns)
-        self.online_steps += res.steps
+        self.run.online_steps += res.steps
 
     def _log_round(self, x: Exploration, ratio: float | None, m: dict, progress: Progress) -> None:
-        tasks, res, buffer = self.envs.tasks, x.result, self.buffer
+        tasks = self.envs.tasks
+        res = x.result
+        buffer = self.buffer
         self.logger.log({
-            "phase": "online", "event": "round", "round": self.rounds, "updates": self.learner.updates,
-            "online_steps": self.online_steps, "noise_std": x.noise,
+            "phase": "online", "event": "round", "round": self.run.rounds, "updates": self.learner.updates,
+            "online_steps": self.run.online_steps, "noise_std": x.noise,
             **({f"g_online_{t.key}": t.g_online for t in tasks} if tasks else {"g_online": x.g_online}),
             **({"offline_ratio": ratio} if ratio is not None else {}),
             **({"ensemble_disagreement": float(np.mean(x.policy.disagreement))} if self.ensemble.members else {}),
             "rollout_return_mean": float(res.returns.mean()), "rollout_length_mean": float(res.lengths.mean()),
             "buffer_trajectories": len(buffer), "buffer_steps": buffer.n_transitions, **m})
-        progress.update(self.online_steps, round=self.rounds, episodes=self.rounds * self.cfg.episodes_per_round,
+        progress.update(self.run.online_steps, round=self.run.rounds, episodes=self.run.rounds * self.cfg.episodes_per_round,
                         ret=float(res.returns.mean()), **_critic_view(m, "lambda"))
 
     def _evaluate_round(self) -> str | None:
         """Evaluate, then let the safety nets judge: "rolled_back", "stop" or None."""
-        self.last_eval = self.evaluate("online")
-        verdict = self._after_eval(self.last_eval)
+        self.run.last_eval = self.evaluate("online")
+        verdict = self._after_eval(self.run.last_eval)
         if verdict == "rolled_back":
-            self.last_eval = None  # the weights are the best's now: the final evaluation measures them
+            self.run.last_eval = None  # the weights are the best's now: the final evaluation measures them
         return verdict
 
     def _start_online(self) -> None:
@@ -220,14 +221,14 @@ class Trainer:
                 self._event(name, message, **fields)
         if self.target is None:
             self.target = ReturnTarget.for_config(cfg, self.replay.seen_returns(), self.dataset.returns())
-        if "offline" not in self.summary:
-            self.summary["offline"] = summary_of(self.evaluate("online"))
-        if self.phase != "online":
-            self.phase = "online"
+        if "offline" not in self.run.summary:
+            self.run.summary["offline"] = summary_of(self.evaluate("online"))
+        if self.run.phase != "online":
+            self.run.phase = "online"
             for learner in self.ensemble:  # the pretrained weights, before any finetuning step
                 learner.set_anchor(cfg.reg_weight)
-            self.critic_pretrained += critic_pretrain(self.ensemble, self.replay, self.logger)
-            self._after_eval({f"eval_{k}": v for k, v in self.summary["offline"].items()})
+            self.run.critic_pretrained += critic_pretrain(self.ensemble, self.replay, self.logger)
+            self._after_eval({f"eval_{k}": v for k, v in self.run.summary["offline"].items()})
             self.save("latest")  # a run killed before its first round resumes here
 
     def _updates(self, buffer: ReplayBuffer, n: int, progress: Progress | None = None,
@@ -259,7 +260,7 @@ class Trainer:
 
     def evaluate(self, phase: str) -> dict:
         g_eval = self.evaluator.target(self.target, self.dataset)
-        return self.evaluator(self.policy(), g_eval, phase, self.learner.updates, self.online_steps)
+        return self.evaluator(self.policy(), g_eval, phase, self.learner.updates, self.run.online_steps)
 
     def _after_eval(self, row: dict) -> str | None:
         ret = row.get("eval_normalized_mean", row["eval_return_mean"]) if self.envs.tasks else row["eval_return_mean"]
@@ -273,17 +274,17 @@ class Trainer:
     def _log_events(self, learner: Learner) -> None:
         """Skipped updates and rollbacks, each written to metrics.jsonl as it happens."""
         member = {"member": self.ensemble.learners.index(learner)} if self.ensemble.members else {}
-        for event in learner.events:
-            self.logger.log({"phase": self.phase, "updates": learner.updates, "online_steps": self.online_steps,
+        for event in learner.guard.events:
+            self.logger.log({"phase": self.run.phase, "updates": learner.updates, "online_steps": self.run.online_steps,
                              **member, **event})
             if event["event"] == "rollback" or event["in_a_row"] == 1:
-                self.logger.info(f"[{self.phase}] warning: {event['event'].replace('_', ' ')} ({event['reason']})")
-        learner.events.clear()
+                self.logger.info(f"[{self.run.phase}] warning: {event['event'].replace('_', ' ')} ({event['reason']})")
+        learner.guard.events.clear()
 
     def _event(self, event: str, message: str, **fields) -> None:
         """A safety-net event, in metrics.jsonl as it happens and on the terminal."""
-        row = {"phase": self.phase, "event": event, "updates": self.learner.updates,
-               "online_steps": self.online_steps, **fields}
+        row = {"phase": self.run.phase, "event": event, "updates": self.learner.updates,
+               "online_steps": self.run.online_steps, **fields}
         self.logger.log(row)
         self.logger.info(f"[{row['phase']}] {message}")
 
@@ -293,10 +294,7 @@ class Trainer:
 
     def state_dict(self) -> dict:
         self.logger.metrics.flush()
-        run = {"command": self.command, "phase": self.phase, "pretrain_done": self.pretrain_done,
-               "online_steps": self.online_steps, "rounds": self.rounds, "critic_pretrained": self.critic_pretrained,
-               "metrics_bytes": self.logger.metrics.tell(), "summary": plain(self.summary),
-               "last_eval": plain(self.last_eval)}
+        run = {**self.run.state_dict(), "metrics_bytes": self.logger.metrics.tell()}
         state = {"format": FORMAT, "spec": dataclasses.asdict(self.learner.model.spec),
                  "scaling": self.scaling.state_dict(), "ensemble": self.ensemble.state_dict(),
                  "safety": plain(self.safety.state_dict()), "generators": generator_states(self.torch_gen), "run": run}
@@ -309,15 +307,10 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         """A resumed run's state, into the components its own config built."""
-        run = state["run"]
-        self.command, self.phase, self.pretrain_done = run["command"], run["phase"], int(run["pretrain_done"])
-        self.online_steps, self.rounds = int(run["online_steps"]), int(run["rounds"])
-        self.critic_pretrained = int(run.get("critic_pretrained", 0))
-        self.summary, self.last_eval = run["summary"], run["last_eval"]
+        self.run.load_state_dict(state["run"])
         self.ensemble.load_state_dict(state["ensemble"])
         load_generator_states(state["generators"], self.torch_gen)
-        if "safety" in state:  # checkpoints from before the toolbox: its defaults are what those runs used
-            self.safety.load_state_dict(state["safety"])
+        self.safety.load_state_dict(state["safety"])
         if "target" in state:
             self.target = ReturnTarget.for_config(self.cfg)
             self.target.load_state_dict(state["target"])
@@ -346,12 +339,12 @@ def execute(trainer: Trainer, pretrain: bool, finetune: bool) -> dict:
     cfg, start = trainer.cfg, time.time()
     try:
         # --dataset none: random episodes seed the buffer; there is nothing to pretrain on.
-        if pretrain and trainer.phase == "pretrain" and cfg.dataset != "none":
+        if pretrain and trainer.run.phase == "pretrain" and cfg.dataset != "none":
             trainer.pretrain()
         if finetune:
             trainer.finetune()
-        write_summary(trainer.summary, cfg, trainer.run_dir, trainer.logger, trainer.learner.updates,
-                      trainer.online_steps, start)
+        write_summary(trainer.run.summary, cfg, trainer.run_dir, trainer.logger, trainer.learner.updates,
+                      trainer.run.online_steps, start)
     finally:
         trainer.close()
-    return trainer.summary
+    return trainer.run.summary

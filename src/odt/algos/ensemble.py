@@ -37,7 +37,7 @@ class Ensemble:
         lead_metrics: dict[str, float] = {}
         for learner, rng in zip(self.learners, self.rngs):
             metrics = learner.update(sample(rng))
-            if learner.events:
+            if learner.guard.events:
                 on_events(learner)
             if learner is self.lead:
                 lead_metrics = metrics

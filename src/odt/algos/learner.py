@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import contextlib
-import copy
 import math
-from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -13,8 +11,10 @@ from ..config import OptimSettings, TD3Settings
 from ..data.buffer import Batch
 from ..models.transformer import DecisionTransformer
 from .lamb import Lamb
-from .losses import LOSSES, rl_term, temperature_loss
+from .losses import LOSSES, rl_term
+from .guard import DivergenceGuard
 from .td3 import TD3Critic
+from .temperature import Temperature
 
 
 def _read(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
@@ -23,29 +23,15 @@ def _read(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
     return dict(zip(metrics, values))
 
 
-def temperature_step(log_lambda: torch.Tensor, optimizer: torch.optim.Optimizer, entropy: torch.Tensor,
-                     target_entropy: float, found_inf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """ODT's dual step on lambda (eq. 7), skipped on the device with the actor's (``found_inf``);
-    a non-finite result keeps the old lambda. Returns (finite, lambda)."""
-    before = log_lambda.detach().clone()
-    optimizer.zero_grad(set_to_none=True)
-    temperature_loss(log_lambda, entropy, target_entropy).backward()
-    optimizer.found_inf = found_inf
-    optimizer.step()
-    finite = torch.isfinite(log_lambda.detach())
-    with torch.no_grad():
-        log_lambda.copy_(torch.where(finite, log_lambda, before))
-    return finite, log_lambda.detach().exp()
-
-
 class Anchor:
     """Forgetting prevention: an L2 penalty of weight ``weight`` toward the weights the model had
     when the anchor was set, sum over tensors of mean((theta - theta_0)^2) (the tutorial's form, so
     tensors weigh alike whatever their size)."""
 
-    def __init__(self, model: DecisionTransformer, weight: float, params: list[torch.Tensor] | None = None):
-        self.model, self.weight = model, float(weight)
-        self.params = [p.detach().clone() for p in (model.parameters() if params is None else params)]
+    def __init__(self, model: DecisionTransformer, weight: float):
+        self.model = model
+        self.weight = float(weight)
+        self.params = [p.detach().clone() for p in model.parameters()]
 
     def loss(self) -> torch.Tensor:
         return sum(torch.mean((p - a) ** 2) for p, a in zip(self.model.parameters(), self.params))
@@ -53,68 +39,53 @@ class Anchor:
     def state_dict(self) -> dict:
         return {"weight": self.weight, "params": [a.clone() for a in self.params]}
 
-    @classmethod
-    def from_state_dict(cls, model: DecisionTransformer, state: dict) -> "Anchor":
-        device = next(model.parameters()).device
-        return cls(model, state["weight"], [a.to(device) for a in state["params"]])
+    def load_state_dict(self, state: dict) -> None:
+        self.weight = float(state["weight"])
+        self.params = [a.to(p.device) for a, p in zip(state["params"], self.model.parameters())]
 
 
 class Learner:
     compile_backend = "inductor"  # tests check graph capture with aot_eager, which skips code generation
 
-    def __init__(self, model: DecisionTransformer, loss: str, optim: OptimSettings | None = None,
-                 td3: TD3Settings | None = None, *, precision: str = "fp32", compile: str = "off",
-                 snapshot_every: int = 100, **fields):
-        """``loss``: the supervised part of the actor loss (dt or odt); ``optim``: the config's group,
-        whose fields ``fields`` override one by one; ``precision``: as setup resolved --precision
-        (fp32 or bf16); ``compile``: --compile. The entropy's samples are the model's setting."""
-        s = replace(optim or OptimSettings(), **fields)
-        lr, weight_decay, warmup_steps, max_bad_updates = s.lr, s.weight_decay, s.warmup_steps, s.max_bad_updates
-        init_lambda, lambda_lr, target_entropy = s.init_lambda, s.lambda_lr, s.target_entropy
-        self.model, self.loss_name = model, loss
+    def __init__(self, model: DecisionTransformer, loss: str, optim: OptimSettings, td3: TD3Settings | None = None,
+                 *, precision: str = "fp32", compile: str = "off", snapshot_every: int = 100):
+        """``loss``: the supervised part of the actor loss (dt or odt); ``optim``: the config's group;
+        ``precision``: as setup resolved --precision (fp32 or bf16); ``compile``: --compile. The
+        entropy's samples are the model's setting."""
+        self.model = model
         self.loss_fn = LOSSES[loss]
-        self.grad_clip, self.entropy_samples, self.precision = s.grad_clip, model.spec.entropy_samples, precision
+        self.optim = optim
+        self.precision = precision
         self.compile = compile
         self._compiled_fns: dict[str, Callable] = {}
         device = next(model.parameters()).device
         # The official LAMB: L2 decay folded into the Adam step before the trust ratio (lamb.py).
-        self.optimizer = Lamb(model.parameters(), lr=lr, weight_decay=weight_decay, eps=1e-8)
+        self.optimizer = Lamb(model.parameters(), lr=optim.lr, weight_decay=optim.weight_decay, eps=1e-8)
         # lr_scale: the loop's factor on top of the warmup (finetuning rate, decay, halving on rollback).
         self.lr_scale = 1.0
+        warmup = max(optim.warmup_steps, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda step: min((step + 1) / max(warmup_steps, 1), 1.0) * self.lr_scale)
-        self.scheduler.base_lrs = [float(lr)]  # a float: the schedule then fills LAMB's rate tensor, no read
+            self.optimizer, lambda step: min((step + 1) / warmup, 1.0) * self.lr_scale)
+        self.scheduler.base_lrs = [float(optim.lr)]  # a float: the schedule then fills LAMB's rate tensor, no read
         self.anchor: Anchor | None = None  # forgetting prevention: toward the pretrained weights
-        self.target_entropy = -float(model.spec.act_dim) if target_entropy is None else float(target_entropy)
-        self.log_lambda = torch.tensor(math.log(init_lambda), device=device, requires_grad=True)
-        # fused: the one Adam that skips a step on the device (found_inf) on CPUs and GPUs alike.
-        self.lambda_optimizer = torch.optim.Adam([self.log_lambda], lr=lambda_lr, betas=(0.9, 0.999), fused=True)
+        target_entropy = -float(model.spec.act_dim) if optim.target_entropy is None else optim.target_entropy
+        self.temperature = Temperature(optim.init_lambda, optim.lambda_lr, target_entropy, device)
         self.updates = 0  # actor updates: the warmup schedule and every log count these
         self.td3 = td3
         self.rl_active = True  # the loop turns the RL term off in pretraining unless asked
-        # Divergence guard: a non-finite loss, gradient or lambda skips the update; after
-        # max_bad_updates in a row the learner returns to its last good state (a snapshot taken
-        # every snapshot_every good actor updates). ``events`` holds what happened, for the log.
-        self.max_bad_updates, self.snapshot_every = max_bad_updates, snapshot_every
-        self.events: list[dict] = []
-        self._bad = 0
         self.critics = TD3Critic(model, td3, self._autocast) if td3 is not None else None
-        self._snapshot = copy.deepcopy(self.state_dict())
+        self.guard = DivergenceGuard(self, optim.max_bad_updates, snapshot_every)
 
     @property
     def calls_per_actor_update(self) -> int:
         """``update`` calls that make one actor update (the critic steps on every call)."""
         return self.td3.policy_delay if self.td3 is not None else 1
 
-    @property
-    def lam(self) -> float:
-        return float(self.log_lambda.detach().exp())
-
     def set_lr_scale(self, scale: float) -> None:
         """Applies from the next update (the warmup schedule recomputes the rate then)."""
         self.lr_scale = float(scale)
-        base, factor = self.scheduler.base_lrs, self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
-        for group, lr in zip(self.optimizer.param_groups, base):
+        factor = self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)
+        for group, lr in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
             group["lr"].fill_(lr * factor)
 
     def set_hyperparameters(self, lr: float, weight_decay: float, lambda_lr: float,
@@ -124,8 +95,7 @@ class Learner:
         self.scheduler.base_lrs = [lr for _ in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
             group["weight_decay"] = weight_decay
-        for group in self.lambda_optimizer.param_groups:
-            group["lr"] = lambda_lr
+        self.temperature.set_lr(lambda_lr)
         if self.critics is not None and critic_lr is not None:
             self.critics.set_lr(critic_lr)
         self.set_lr_scale(self.lr_scale)
@@ -140,7 +110,9 @@ class Learner:
     def restore_weights(self, state: dict) -> None:
         """Roll back to an earlier learner state (networks, optimizers, lambda) while the counters
         and the warmup schedule keep going forward."""
-        updates, scheduler, lr_scale = self.updates, self.scheduler.state_dict(), self.lr_scale
+        updates = self.updates
+        scheduler = self.scheduler.state_dict()
+        lr_scale = self.lr_scale
         critic_updates = self.critic_updates
         self.load_state_dict(state)
         self.updates = updates
@@ -148,11 +120,11 @@ class Learner:
             self.critics.updates = critic_updates
         self.scheduler.load_state_dict(scheduler)
         self.set_lr_scale(lr_scale)
-        self._snapshot = copy.deepcopy(self.state_dict())
+        self.guard.snapshot()
 
     def _autocast(self):
         if self.precision == "bf16":
-            return torch.autocast(device_type=self.log_lambda.device.type, dtype=torch.bfloat16)
+            return torch.autocast(device_type=self.temperature.log_lambda.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     @property
@@ -181,13 +153,13 @@ class Learner:
         actor = self._actor_step(batch)
         out.update(actor)
         if self.critics is not None and "loss" in actor:
-            self.critics.soft_update(self.model)
+            self.critics.soft_update()
         return out
 
     def _critic_step(self, batch: Batch) -> dict[str, float]:
         out = _read(self.critics.update(batch, self._compiled("_critic_loss", self.critics.loss)))
         if not math.isfinite(out["critic_loss"]):
-            return self._skip("critic", "loss", out["critic_loss"])
+            return self.guard.skip("critic", "loss", out["critic_loss"])
         return out
 
     def critic_only_update(self, batch: Batch) -> dict[str, float]:
@@ -195,7 +167,7 @@ class Learner:
         every policy_delay critic steps, as TD3 takes it with each actor step."""
         out = self._critic_step(batch)
         if self.critics.targets_due:
-            self.critics.soft_update(self.model)
+            self.critics.soft_update()
         return out
 
     # Each step is two halves: the device's work (forward, backward, optimizer step, guards), which
@@ -208,7 +180,7 @@ class Learner:
             hidden = self.model.hidden(batch.rtg, batch.states, batch.actions, batch.timesteps)
         # The head and the loss run in fp32: log-probabilities are sensitive to rounding.
         pred = self.model.head(hidden.float())
-        loss, entropy, metrics = self.loss_fn(pred, batch, self.log_lambda.exp(), self.entropy_samples)
+        loss, entropy, metrics = self.loss_fn(pred, batch, self.temperature.value, self.model.spec.entropy_samples)
         if self.critics is not None and self.rl_active:
             mean_action = pred if isinstance(pred, torch.Tensor) else pred.mode()
             rl = rl_term(self.critics.q1(batch.states, mean_action.clamp(-1, 1)), batch.mask,
@@ -224,7 +196,7 @@ class Learner:
     def _actor_apply(self, loss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Clipping and LAMB's step on the gradients of ``loss``, skipped on the device where the
         loss or the gradient norm is not finite. Returns (gradient norm, finite)."""
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip, foreach=True)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.optim.grad_clip, foreach=True)
         ok = torch.isfinite(loss) & torch.isfinite(grad_norm)
         self.optimizer.found_inf = (~ok).float()
         # LAMB's own step: the scheduler wraps ``step`` (to warn on misuse) in a file dynamo will
@@ -243,8 +215,7 @@ class Learner:
         grad_norm, ok = self._compiled("_actor_apply", self._actor_apply)(loss)
         metrics.update(loss=loss, grad_norm=grad_norm, ok=ok)
         if entropy is not None:
-            metrics["lambda_ok"], metrics["lambda_value"] = temperature_step(
-                self.log_lambda, self.lambda_optimizer, entropy, self.target_entropy, (~ok).float())
+            metrics["lambda_ok"], metrics["lambda_value"] = self.temperature.step(entropy, (~ok).float())
         return metrics
 
     def _actor_step(self, batch: Batch) -> dict[str, float]:
@@ -252,60 +223,54 @@ class Learner:
         self.optimizer._opt_called = True
         if not out.pop("ok"):
             if not math.isfinite(out["loss"]):
-                return self._skip("actor", "loss", out["loss"])
-            return self._skip("actor", "gradient norm", out["grad_norm"])
+                return self.guard.skip("actor", "loss", out["loss"])
+            return self.guard.skip("actor", "gradient norm", out["grad_norm"])
         self.scheduler.step()
         self.updates += 1
         lam = out.pop("lambda_value", None)
         if not out.pop("lambda_ok", True):
-            return self._skip("actor", "lambda", lam)  # the policy step itself was taken
-        self._bad = 0
-        if self.updates % self.snapshot_every == 0:
-            self._snapshot = copy.deepcopy(self.state_dict())
+            return self.guard.skip("actor", "lambda", lam)  # the policy step itself was taken
+        self.guard.good()
         out["lr"] = self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)  # no read
         if lam is not None:
             out["lambda"] = lam
         return out
 
-    def _skip(self, part: str, what: str, value: float) -> dict[str, float]:
-        """A non-finite update is not applied; enough of them in a row roll the learner back."""
-        self._bad += 1
-        self.events.append({"event": "skipped_update", "part": part, "reason": f"non-finite {what}",
-                            "value": str(value), "in_a_row": self._bad})
-        if self._bad < self.max_bad_updates:
-            return {"skipped": 1.0}
-        self.load_state_dict(copy.deepcopy(self._snapshot))
-        self.events.append({"event": "rollback", "reason": f"{self._bad} non-finite updates in a row",
-                            "to_updates": self.updates})
-        self._bad = 0
-        return {"skipped": 1.0, "rollback": 1.0}
-
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "scheduler": self.scheduler.state_dict(), "log_lambda": self.log_lambda.detach().clone(),
-                 "lambda_optimizer": self.lambda_optimizer.state_dict(), "updates": self.updates,
-                 "lr_scale": self.lr_scale}
+                 "scheduler": self.scheduler.state_dict(), **self.temperature.state_dict(),
+                 "updates": self.updates, "lr_scale": self.lr_scale}
         if self.anchor is not None:
             state["anchor"] = self.anchor.state_dict()
         if self.critics is not None:
             state["td3"] = self.critics.state_dict()
         return state
 
-    def load_state_dict(self, state: dict, model_only: bool = False) -> None:
-        """``model_only``: the networks (actor, lambda, critics and targets where saved), not the
-        optimizers: a finetuning run starts its own. A checkpoint without critics (dt, odt) gives
-        a TD3 learner a fresh critic and a target actor equal to the loaded actor."""
+    def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        with torch.no_grad():
-            self.log_lambda.copy_(state["log_lambda"])
+        self.temperature.load_state_dict(state)
         if self.critics is not None:
-            self.critics.load_state_dict(state.get("td3"), self.model, weights_only=model_only)
-        if model_only:
-            return
+            self._load_critics(state, self.critics.load_state_dict)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.lambda_optimizer.load_state_dict(state["lambda_optimizer"])
         self.updates = int(state["updates"])
-        self.lr_scale = float(state.get("lr_scale", 1.0))
+        self.lr_scale = float(state["lr_scale"])
         if "anchor" in state:
-            self.anchor = Anchor.from_state_dict(self.model, state["anchor"])
+            self.anchor = Anchor(self.model, 0.0)
+            self.anchor.load_state_dict(state["anchor"])
+
+    def load_networks(self, state: dict) -> None:
+        """The networks of a learner's state (actor, lambda, critics and targets), not its optimizers
+        or counters: a finetuning run that starts its own."""
+        self.model.load_state_dict(state["model"])
+        self.temperature.load_value(state)
+        if self.critics is not None:
+            self._load_critics(state, self.critics.load_networks)
+
+    def _load_critics(self, state: dict, load: Callable[[dict], None]) -> None:
+        """A state without critics (a dt or odt checkpoint) gives a TD3 learner fresh critics and a
+        target actor equal to the loaded actor."""
+        if "td3" in state:
+            load(state["td3"])
+        else:
+            self.critics.follow_actor()

@@ -32,8 +32,11 @@ class TD3Critic:
     """``autocast``: the actor's precision context, in which the target actor runs."""
 
     def __init__(self, actor: DecisionTransformer, td3: TD3Settings, autocast: Callable):
-        spec, device = actor.spec, next(actor.parameters()).device
-        self.td3, self._autocast = td3, autocast
+        spec = actor.spec
+        device = next(actor.parameters()).device
+        self.actor = actor
+        self.td3 = td3
+        self._autocast = autocast
         self.critic = TwinCritic(spec.obs_dim, spec.act_dim, td3.critic_hidden, td3.critic_layernorm).to(device)
         self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
         self.actor_target = copy.deepcopy(actor).requires_grad_(False).eval()
@@ -71,8 +74,8 @@ class TD3Critic:
         return self.updates % self.td3.policy_delay == 0
 
     @torch.no_grad()
-    def soft_update(self, actor: DecisionTransformer) -> None:
-        for target, source in ((self.critic_target, self.critic), (self.actor_target, actor)):
+    def soft_update(self) -> None:
+        for target, source in ((self.critic_target, self.critic), (self.actor_target, self.actor)):
             torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), self.td3.tau)
 
     def set_lr(self, lr: float) -> None:
@@ -84,16 +87,17 @@ class TD3Critic:
                 "actor_target": self.actor_target.state_dict(), "critic_optimizer": self.optimizer.state_dict(),
                 "critic_updates": self.updates}
 
-    def load_state_dict(self, state: dict | None, actor: DecisionTransformer, weights_only: bool = False) -> None:
-        """``state`` None (a dt or odt checkpoint): fresh critics, a target actor equal to ``actor``.
-        A state without a target actor (a shipped model's: it equals the actor after the warm-up)
-        takes ``actor`` too. ``weights_only``: the networks, not the optimizer and the count."""
-        self.actor_target.load_state_dict(state["actor_target"] if state and "actor_target" in state
-                                          else actor.state_dict())
-        if state is None:
-            return
+    def load_state_dict(self, state: dict) -> None:
+        self.load_networks(state)
+        self.optimizer.load_state_dict(state["critic_optimizer"])
+        self.updates = int(state["critic_updates"])
+
+    def load_networks(self, state: dict) -> None:
+        """The critics, their targets and the target actor, not the optimizer or the count."""
         self.critic.load_state_dict(state["critic"])
         self.critic_target.load_state_dict(state["critic_target"])
-        if not weights_only:
-            self.optimizer.load_state_dict(state["critic_optimizer"])
-            self.updates = int(state["critic_updates"])
+        self.actor_target.load_state_dict(state["actor_target"])
+
+    def follow_actor(self) -> None:
+        """Fresh critics for an actor that had none: the target actor starts as the actor."""
+        self.actor_target.load_state_dict(self.actor.state_dict())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass
+from typing import Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,6 +51,23 @@ class Batch:
                         for k in batches[0].__dict__})
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a buffer's trajectories become batches: the config's settings, gathered (``of``)."""
+
+    rtg_scale: float  # returns-to-go are divided by it
+    keep_next: bool  # the window shifted by one step, for a TD3 critic
+    priority_alpha: float | None  # None: trajectories drawn by length (the paper), else by priority^alpha
+    hindsight: bool  # relabel online trajectories with the returns they achieved
+    gamma: float  # the critics' discount and reward shift, for ``mc_returns``
+    reward_shift: float
+
+    @classmethod
+    def of(cls, cfg: Config) -> "Sampling":
+        return cls(cfg.rtg_scale, cfg.td3, cfg.priority_alpha if cfg.sampling == "return" else None, cfg.hindsight,
+                   cfg.gamma, cfg.td_reward_shift)
+
+
 class ReplayBuffer:
     """A FIFO of whole trajectories.
 
@@ -57,30 +75,25 @@ class ReplayBuffer:
     first, so they are older than any online one and leave in order of return; online ones
     leave first-in-first-out.
 
-    ``priority_alpha``: None samples a trajectory with probability proportional to its length
-    (the paper); a number samples it proportional to priority^alpha, priority being its return
-    shifted so that the lowest in the buffer has 1% of the range (it stays reachable).
-    ``hindsight``: False conditions online trajectories on the return-to-go they were rolled out
-    with (target minus rewards so far) instead of the return they achieved (an ablation).
+    ``sampling.priority_alpha``: None samples a trajectory with probability proportional to its
+    length (the paper); a number samples it proportional to priority^alpha, priority being its
+    return shifted so that the lowest in the buffer has 1% of the range (it stays reachable).
+    ``sampling.hindsight``: False conditions online trajectories on the return-to-go they were
+    rolled out with (target minus rewards so far) instead of the return they achieved (an ablation).
+    ``offline``: the run's offline trajectories, which its state names by index (a resumed run
+    loads the same data again).
     """
 
-    def __init__(self, capacity: int, obs_mean: np.ndarray, obs_std: np.ndarray, rtg_scale: float,
-                 keep_next: bool = False, priority_alpha: float | None = None, hindsight: bool = True,
-                 gamma: float = 0.99, reward_shift: float = 0.0):
+    def __init__(self, capacity: int, scaling: Scaling, sampling: Sampling, offline: Sequence[Episode] = ()):
         if capacity <= 0:
             raise ValueError("buffer capacity must be positive")
-        self.capacity, self.keep_next = capacity, keep_next
-        self.priority_alpha, self.hindsight = priority_alpha, hindsight
-        self.gamma, self.reward_shift = gamma, reward_shift  # the critics' (TD3), for ``mc_returns``
-        self.obs_mean, self.obs_std, self.rtg_scale = obs_mean, obs_std, rtg_scale
+        self.capacity = capacity
+        self.obs_mean = scaling.obs_mean
+        self.obs_std = scaling.obs_std
+        self.sampling = sampling
+        self.offline = offline
         self.episodes: deque[Episode] = deque()
         self._packed: dict[str, np.ndarray] | None = None
-
-    @classmethod
-    def for_config(cls, cfg: Config, capacity: int, scaling: Scaling) -> "ReplayBuffer":
-        return cls(capacity, scaling.obs_mean, scaling.obs_std, cfg.rtg_scale, keep_next=cfg.td3,
-                   priority_alpha=cfg.priority_alpha if cfg.sampling == "return" else None, hindsight=cfg.hindsight,
-                   gamma=cfg.gamma, reward_shift=cfg.td_reward_shift)
 
     # --- contents -------------------------------------------------------------------
     def fill(self, offline: list[Episode], n: int | None = None, rng: np.random.Generator | None = None) -> None:
@@ -97,10 +110,10 @@ class ReplayBuffer:
             self.episodes.append(offline[i])
         self._packed = None
 
-    def state_dict(self, offline: list[Episode]) -> dict:
-        """The contents: offline trajectories by their index in ``offline`` (the run's dataset, which
-        a resumed run loads again), online ones whole, with their targets and tasks."""
-        index = {id(e): i for i, e in enumerate(offline)}
+    def state_dict(self) -> dict:
+        """The contents: offline trajectories by their index in ``offline``, online ones whole, with
+        their targets and tasks."""
+        index = {id(e): i for i, e in enumerate(self.offline)}
         order, online = [], []
         for e in self.episodes:
             if id(e) in index:
@@ -116,15 +129,17 @@ class ReplayBuffer:
             state["online_tasks"] = torch.tensor([e.task for e in online], dtype=torch.long)
         return state
 
-    def load_state_dict(self, state: dict, offline: list[Episode]) -> None:
+    def load_state_dict(self, state: dict) -> None:
         """The counterpart of ``state_dict``, into an empty buffer."""
-        online = split_episodes(**{k: v.numpy() for k, v in state["online"].items()}) if "online" in state else []
-        targets = state.get("online_targets", torch.full((len(online),), float("nan"))).tolist()
-        tasks = state.get("online_tasks", torch.zeros(len(online), dtype=torch.long)).tolist()
-        for e, g, t in zip(online, targets, tasks):
-            e.online, e.target, e.task = True, None if np.isnan(g) else g, int(t)
+        online = []
+        if "online" in state:
+            online = split_episodes(**{k: v.numpy() for k, v in state["online"].items()})
+            for e, g, t in zip(online, state["online_targets"].tolist(), state["online_tasks"].tolist()):
+                e.online = True
+                e.target = None if np.isnan(g) else g
+                e.task = int(t)
         for i in state["order"].tolist():
-            self.episodes.append(offline[i] if i >= 0 else online[-1 - i])
+            self.episodes.append(self.offline[i] if i >= 0 else online[-1 - i])
         self._packed = None
 
     def fill_per_task(self, offline: list[Episode], n_tasks: int, rng: np.random.Generator | None = None) -> None:
@@ -152,13 +167,13 @@ class ReplayBuffer:
 
     def sampling_probabilities(self) -> np.ndarray:
         """p(tau) = |tau| / sum |tau'| (Algorithm 2, line 2), or priority^alpha normalized."""
-        if self.priority_alpha is None:
+        if self.sampling.priority_alpha is None:
             lengths = np.array([len(e) for e in self.episodes], dtype=np.float64)
             return lengths / lengths.sum()
         returns = np.array([e.ret for e in self.episodes], dtype=np.float64)
         spread = returns.max() - returns.min()
         priority = returns - returns.min() + (0.01 * spread if spread > 0 else 1.0)
-        w = priority ** self.priority_alpha
+        w = priority ** self.sampling.priority_alpha
         return w / w.sum()
 
     # --- sampling -------------------------------------------------------------------
@@ -173,7 +188,7 @@ class ReplayBuffer:
             self._packed = {
                 # Hindsight relabelling (Algorithm 2, line 6): RTGs come from the rewards actually
                 # obtained, whatever target the rollout was conditioned on (unless switched off).
-                "rtg": np.concatenate([self._rtg(e) for e in eps]) / np.float32(self.rtg_scale),
+                "rtg": np.concatenate([self._rtg(e) for e in eps]) / np.float32(self.sampling.rtg_scale),
                 "states": (obs - self.obs_mean) / self.obs_std,
                 "actions": np.concatenate([e.actions for e in eps]).astype(np.float32),
                 "rewards": np.concatenate([e.rewards for e in eps]).astype(np.float32),
@@ -181,12 +196,12 @@ class ReplayBuffer:
                 "end": np.repeat(starts + lengths, lengths),  # one past each step's episode end
                 "starts": starts, "lengths": lengths,
             }
-            if self.keep_next:
+            if self.sampling.keep_next:
                 self._packed.update(self._pack_next(eps))
         return self._packed
 
     def _rtg(self, e: Episode) -> np.ndarray:
-        if self.hindsight or e.target is None:
+        if self.sampling.hindsight or e.target is None:
             return returns_to_go(e.rewards)
         # What the policy was told while acting: the target less the rewards received so far.
         before = np.concatenate([[0.0], np.cumsum(e.rewards, dtype=np.float64)[:-1]])
@@ -198,7 +213,7 @@ class ReplayBuffer:
         truncated episode whose final observation is unknown)."""
         nxt, nxt_act, nxt_rtg, term, ok, mc = [], [], [], [], [], []
         for e in eps:
-            mc.append(discounted_returns(e.rewards + np.float32(self.reward_shift), self.gamma))
+            mc.append(discounted_returns(e.rewards + np.float32(self.sampling.reward_shift), self.sampling.gamma))
             T = len(e)
             last = e.final_observation if e.final_observation is not None else e.observations[-1]
             nxt.append(np.concatenate([e.observations[1:], np.asarray(last, np.float32)[None]]))
@@ -209,7 +224,7 @@ class ReplayBuffer:
             ok.append(np.ones(T, bool) if e.terminated or e.final_observation is not None else np.arange(T) < T - 1)
         return {"next_states": (np.concatenate(nxt).astype(np.float32) - self.obs_mean) / self.obs_std,
                 "next_actions": np.concatenate(nxt_act).astype(np.float32),
-                "next_rtg": np.concatenate(nxt_rtg) / np.float32(self.rtg_scale),
+                "next_rtg": np.concatenate(nxt_rtg) / np.float32(self.sampling.rtg_scale),
                 "terminals": np.concatenate(term).astype(np.float32),
                 "bootstrap": np.concatenate(ok).astype(np.float32),
                 "mc_returns": np.concatenate(mc).astype(np.float32)}
@@ -219,7 +234,7 @@ class ReplayBuffer:
         probability proportional to its length and a start uniform within it. Prioritized: the
         trajectory by priority, then a start uniform within it."""
         p = self._pack()
-        if self.priority_alpha is None:
+        if self.sampling.priority_alpha is None:
             first = rng.integers(0, len(p["rewards"]), size=batch_size)
         else:
             traj = rng.choice(len(p["lengths"]), size=batch_size, p=self.sampling_probabilities())
@@ -236,7 +251,7 @@ class ReplayBuffer:
         mask_t = torch.as_tensor(mask, dtype=torch.float32)
         batch = Batch(states=take("states"), actions=take("actions"), rtg=take("rtg").unsqueeze(-1),
                       timesteps=take("timesteps", torch.long), mask=mask_t, rewards=take("rewards"))
-        if self.keep_next:
+        if self.sampling.keep_next:
             batch.next_states, batch.next_actions = take("next_states"), take("next_actions")
             batch.next_rtg, batch.terminals = take("next_rtg").unsqueeze(-1), take("terminals")
             batch.critic_mask = mask_t * take("bootstrap")

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..config import Config
-from .buffer import Batch, ReplayBuffer
+from .buffer import Batch, ReplayBuffer, Sampling
 from .trajectories import TrajectoryDataset
 
 if TYPE_CHECKING:  # a type only: the normalizer's two arrays are what the buffers keep of it
@@ -18,7 +18,11 @@ if TYPE_CHECKING:  # a type only: the normalizer's two arrays are what the buffe
 
 class Replay:
     def __init__(self, cfg: Config, dataset: TrajectoryDataset, scaling: Scaling, device: str):
-        self.cfg, self.dataset, self.scaling, self.device = cfg, dataset, scaling, device
+        self.cfg = cfg
+        self.dataset = dataset
+        self.scaling = scaling
+        self.device = device
+        self.sampling = Sampling.of(cfg)
         self.buffer: ReplayBuffer | None = None  # the online buffer, once finetuning has begun
         self.offline: ReplayBuffer | None = None  # the whole dataset beside it, with --offline-ratio
 
@@ -28,9 +32,12 @@ class Replay:
 
     def whole_dataset(self) -> ReplayBuffer:
         """Every offline trajectory in one buffer."""
-        buffer = ReplayBuffer.for_config(self.cfg, len(self.dataset.episodes), self.scaling)
+        buffer = self._buffer(len(self.dataset.episodes))
         buffer.fill(self.dataset.episodes)
         return buffer
+
+    def _buffer(self, capacity: int) -> ReplayBuffer:
+        return ReplayBuffer(capacity, self.scaling, self.sampling, self.dataset.episodes)
 
     def start_online(self, n_tasks: int, rng: np.random.Generator) -> bool:
         """The online buffer, unless a resumed run has it already; whether it was made now."""
@@ -38,7 +45,7 @@ class Replay:
             self.offline = self.whole_dataset()
         if self.buffer is not None:
             return False
-        self.buffer = ReplayBuffer.for_config(self.cfg, self.cfg.buffer_size, self.scaling)
+        self.buffer = self._buffer(self.cfg.buffer_size)
         if not self.mixing:
             self.buffer.fill_per_task(self.dataset.episodes, n_tasks,
                                       rng=rng if self.cfg.buffer_seeding == "random" else None)
@@ -60,8 +67,8 @@ class Replay:
 
     def state_dict(self) -> dict | None:
         """The online buffer's contents (the whole dataset is the run's own data, loaded again)."""
-        return None if self.buffer is None else self.buffer.state_dict(self.dataset.episodes)
+        return None if self.buffer is None else self.buffer.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
-        self.buffer = ReplayBuffer.for_config(self.cfg, self.cfg.buffer_size, self.scaling)
-        self.buffer.load_state_dict(state, self.dataset.episodes)
+        self.buffer = self._buffer(self.cfg.buffer_size)
+        self.buffer.load_state_dict(state)
