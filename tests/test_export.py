@@ -160,3 +160,12 @@ def test_an_ensemble_exports_as_its_mean_action(hopper_npz, tmp_path):
     assert main(["export", str(run), "--out", str(out)]) == 0
     ours, theirs = _episode_actions(run, _torch_step(torch.jit.load(str(out)), 4, 11, 3))
     np.testing.assert_allclose(theirs, ours, atol=1e-5)
+
+
+def test_the_torchscript_graph_holds_no_device(tmp_path):
+    """A trace fixes every tensor made with ``device=``: such a constant sends a GPU's inputs to the
+    CPU mid-graph. The exported step makes its positions from its inputs instead."""
+    assert main(["export", "odt:cpu-small", "--out", str(tmp_path / "p.pt")]) == 0
+    graph = str(torch.jit.load(str(tmp_path / "p.pt")).inlined_graph)
+    assert "aten::cumsum" in graph  # the positions, from the inputs
+    assert 'value="cpu"' not in graph and "Device" not in graph

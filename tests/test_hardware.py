@@ -14,9 +14,10 @@ from torch.utils._python_dispatch import TorchDispatchMode
 import odt.precision as precision
 from odt.algos.lamb import Lamb
 from odt.algos.learner import Learner
-from odt.config import OptimSettings
-from odt.config import TD3Settings, preset
+from odt.config import OptimSettings, TD3Settings, preset
 from odt.models.transformer import DecisionTransformer, ModelSpec, dropout
+from odt.policy import EnsemblePolicy, Policy
+from odt.scaling import Scaling
 from odt.setup import setup
 
 
@@ -78,7 +79,8 @@ def test_the_run_directory_and_the_first_log_line_record_the_choice(amx, tmp_pat
     trainer = setup(cfg, "pretrain")
     trainer.close()
     expected = "bf16" if amx else "fp32"
-    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == expected
+    # config.json keeps what was asked, so that a run continued on another machine resolves it there
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["precision"] == "auto"
     assert trainer.learner.precision == expected
     first = (tmp_path / "run" / "run.log").read_text().splitlines()[0]
     assert f"in {expected} (auto: this CPU" in first and ("has AMX" if amx else "no AMX") in first
@@ -281,3 +283,68 @@ def test_cpu_dropout_backward_is_the_mask_times_the_scale():
 def test_cpu_dropout_keeps_the_autocast_dtype():
     x = torch.randn(8, 16, dtype=torch.bfloat16)
     assert dropout(x, 0.1, True).dtype == torch.bfloat16
+
+
+# -- no tensor made on the wrong device ----------------------------------------------------------
+
+@pytest.mark.parametrize("algo", ["dt", "odt", "vidt", "odt-td3"])
+def test_a_step_and_an_action_make_no_tensor_off_the_runs_device(algo):
+    """Under a default device of ``meta``, a tensor made without ``device=`` lands on meta and
+    meets the run's CPU tensors: the step or the action fails. On a GPU it would land on the CPU."""
+    learner, batch = _learner("vidt" if algo == "dt" else algo)
+    learner.set_anchor(0.1)
+    learner.update(batch)
+    action = "mean+noise" if learner.model.spec.action_head == "deterministic" else "sample"
+    policy = Policy(learner.model, Scaling.unit(3, 2), 10.0, 5, action, 0.1, torch.Generator().manual_seed(0))
+    policy.reset(3.0, n=2)
+    policy.act(np.zeros((2, 3), np.float32))
+    with torch.device("meta"):
+        learner.update(batch)
+        policy.act(np.ones((2, 3), np.float32), np.ones(2, np.float32))
+        members = [Policy(learner.model, Scaling.unit(3, 2), 10.0, 5) for _ in range(2)]
+        ensemble = EnsemblePolicy(members, "disagreement", 1.0, True, 0.1, torch.Generator(device="cpu").manual_seed(0))
+        ensemble.reset(3.0, n=2)
+        ensemble.act(np.ones((2, 3), np.float32))
+    assert all(p.device.type == "cpu" for p in learner.model.parameters())
+
+
+def test_a_checkpoint_from_another_kind_of_device_resumes_with_fresh_random_streams(tmp_path):
+    """A CUDA generator's state (16 bytes) in a checkpoint read on a CPU: the run resumes, says
+    that sampled actions and dropout draw afresh, and the batches' generators go on."""
+    import shutil
+    from pathlib import Path
+
+    from odt.checkpoint import load_checkpoint, save_checkpoint
+    from odt.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run-vidt-ensemble", run)
+    (run / "summary.json").unlink()
+    for name in ("latest",):
+        state = load_checkpoint(run / "checkpoints" / f"{name}.pt")
+        state["generators"] = {"torch": state["generators"]["torch"], "policy": torch.zeros(16, dtype=torch.uint8),
+                               "cuda": torch.zeros(16, dtype=torch.uint8)}
+        (run / "checkpoints" / f"{name}.pt").unlink()
+        save_checkpoint(run / "checkpoints" / f"{name}.pt", state)
+    assert main(["run", "--resume", str(run)]) == 0
+    log = (run / "run.log").read_text()
+    assert "written on another kind of device than cpu: the random streams of sampled actions and dropout restart" in log
+    assert json.loads((run / "summary.json").read_text())["device"] == "cpu"
+
+
+def test_a_run_that_asks_for_a_missing_device_says_how_to_continue_it(tmp_path, capsys):
+    import shutil
+    from pathlib import Path
+
+    from odt.cli import main
+
+    run = tmp_path / "run"
+    shutil.copytree(Path(__file__).parent / "fixtures" / "run-vidt-ensemble", run)
+    (run / "summary.json").unlink()
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, "device": "cuda"}))
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert main(["run", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "asks for --device cuda" in err and '"device": "auto"' in err and "\n" not in err
+    assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before

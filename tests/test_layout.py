@@ -111,3 +111,20 @@ def test_no_arrow_runs_back_up():
 def test_the_layout_checks_see_type_only_imports():
     tree = ast.parse("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .evaluation import EvalArgs\n")
     assert "odt.evaluation" in _odt_imports("odt.following", False, ast.walk(tree))
+
+
+def test_trainer_and_learner_hold_one_statement_a_line():
+    """No packing of several assignments into one (``a, b = x, y``) or statements after ``;``: the
+    size limit counts responsibilities, not how tightly they are written."""
+    packed = []
+    for path, name in ((SRC / "train.py", "Trainer"), (SRC / "algos" / "learner.py", "Learner")):
+        cls = next(n for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.ClassDef) and n.name == name)
+        for node in ast.walk(cls):
+            if (isinstance(node, ast.Assign) and isinstance(node.value, ast.Tuple)
+                    and any(isinstance(t, ast.Tuple) for t in node.targets)):
+                packed.append(f"{name}: line {node.lineno}")
+            body = getattr(node, "body", None)
+            if isinstance(body, list):
+                lines = [s.lineno for s in body]
+                packed += [f"{name}: line {n} holds two statements" for n in set(lines) if lines.count(n) > 1]
+    assert packed == []

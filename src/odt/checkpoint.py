@@ -45,12 +45,18 @@ def generator_states(torch_gen: torch.Generator) -> dict[str, torch.Tensor]:
     return state
 
 
-def load_generator_states(state: dict, torch_gen: torch.Generator) -> None:
-    # Generator states are CPU byte tensors wherever the checkpoint was mapped (a GPU run maps there).
-    torch.set_rng_state(state["torch"].cpu())
-    torch_gen.set_state(state["policy"].cpu())
-    if "cuda" in state and torch_gen.device.type == "cuda":
-        torch.cuda.set_rng_state(state["cuda"].cpu(), torch_gen.device)
+def load_generator_states(state: dict, torch_gen: torch.Generator) -> bool:
+    """torch's generators as a checkpoint left them, where they fit this run's device; False where
+    the checkpoint was written on another kind of device (a CUDA generator's state is 16 bytes, a
+    CPU one's 5056), whose streams cannot go on here: the caller restarts them. torch's global
+    (CPU) generator is restored either way."""
+    torch.set_rng_state(state["torch"])
+    if state["policy"].numel() != torch_gen.get_state().numel() or ("cuda" in state) != (torch_gen.device.type == "cuda"):
+        return False
+    torch_gen.set_state(state["policy"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], torch_gen.device)
+    return True
 
 
 def upgrade(state: dict) -> dict:
@@ -142,9 +148,11 @@ class CorruptCheckpoint(ConfigError):
     """A checkpoint that does not match its recorded SHA-256."""
 
 
-def load_checkpoint(path: Path, device: str = "cpu") -> dict:
+def load_checkpoint(path: Path) -> dict:
     """One checkpoint file: read once, checked against its SHA-256 where it has one (checkpoints
-    from before checksums have none), then unpickled with ``weights_only``."""
+    from before checksums have none), then unpickled with ``weights_only`` onto the CPU, wherever it
+    was written: each component moves its state to its own device as it loads it, so a run moves
+    between a GPU machine and a CPU one."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"no checkpoint at {path}; give a run directory that holds checkpoints/")
@@ -154,7 +162,7 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
         raise CorruptCheckpoint(f"checkpoint {path} does not match its checksum ({digest.name}): it is "
                                 "corrupted; use another checkpoint of the run")
     try:
-        state = torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise ConfigError(f"refusing to load {path}: it is not a plain-tensor checkpoint "
                           "(loading it could run code); use a checkpoint written by odt") from e
@@ -166,11 +174,11 @@ def load_checkpoint(path: Path, device: str = "cpu") -> dict:
     return upgrade(state)
 
 
-def load_from_run(run_dir: Path, name: str = "final", device: str = "cpu") -> tuple[dict, Path]:
+def load_from_run(run_dir: Path, name: str = "final") -> tuple[dict, Path]:
     """A run directory's checkpoint by name (or a checkpoint file), else the most advanced one
     there; a checkpoint that fails its checksum gives way to its previous version, with a warning."""
     if Path(name).suffix == ".pt" and Path(name).is_file():
-        return load_checkpoint(Path(name), device), Path(name)
+        return load_checkpoint(Path(name)), Path(name)
     ckpts = Path(run_dir) / "checkpoints"
     if not Path(run_dir).is_dir():
         raise ConfigError(f"run directory {run_dir} does not exist; give the --out of an earlier run")
@@ -180,7 +188,7 @@ def load_from_run(run_dir: Path, name: str = "final", device: str = "cpu") -> tu
             if not p.is_file():
                 continue
             try:
-                state = load_checkpoint(p, device)
+                state = load_checkpoint(p)
             except CorruptCheckpoint:
                 corrupted.append(str(p))
                 continue
@@ -195,8 +203,9 @@ def load_from_run(run_dir: Path, name: str = "final", device: str = "cpu") -> tu
 
 def scaling_of(state: dict) -> Scaling:
     """A checkpoint's normalizer and action bounds."""
-    scaling = Scaling.unit(state["spec"]["obs_dim"], state["spec"]["act_dim"])
-    scaling.load_state_dict(state["scaling"])
+    saved = state["scaling"]
+    scaling = Scaling.unit(len(saved["obs_mean"]), len(saved["act_low"]))
+    scaling.load_state_dict(saved)
     return scaling
 
 

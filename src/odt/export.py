@@ -35,6 +35,7 @@ from . import hf, hf_export
 from .checkpoint import scaling_of
 from .config import Config, ConfigError
 from .envs.make import scale_actions_from_unit
+from .models.transformer import positions
 from .policy import load_models
 from .scaling import Scaling
 
@@ -52,7 +53,7 @@ class ExportedPolicy(nn.Module):
 
     def forward(self, obs, reward, target_return, states, actions, rtg, t):
         C = self.context
-        slots = torch.arange(C, device=obs.device)
+        slots = positions(states)
         full = (t >= C)[:, None, None]
         # A full window drops its oldest step; the new one goes to slot p = min(t, C - 1).
         states, actions, rtg = (torch.where(full, torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], 1), x)

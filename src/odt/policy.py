@@ -178,7 +178,7 @@ class EnsemblePolicy:
 def load_models(run_dir: Path, checkpoint: str = "final",
                 device: str = "cpu") -> tuple[list[DecisionTransformer], dict, Path]:
     """A checkpoint's models in eval mode (one, or an ensemble's members), its state, its path."""
-    state, path = load_from_run(Path(run_dir), checkpoint, device)
+    state, path = load_from_run(Path(run_dir), checkpoint)
     models = []
     for learner in state["ensemble"]["learners"]:
         model = build_model(state["spec"], device)

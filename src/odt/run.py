@@ -43,6 +43,7 @@ class Prepared:
     scaling: Scaling
     tasks: list[Task]
     device: str
+    precision: str  # as resolved here: config.json keeps what was asked (auto resolves afresh on resume)
     start: Start
 
 

@@ -29,7 +29,7 @@ from .envs.make import make_env_with_horizon
 from .envs.pool import EnvPool
 from .logging import RunLogger, check_wandb, wandb_mode
 from .models.transformer import ModelSettings, ModelSpec
-from .precision import resolve_precision
+from .precision import apply_precision, resolve_precision
 from .run import Prepared, Start
 from .scaling import Scaling
 from .scores import reference_of
@@ -130,13 +130,14 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
         raise ConfigError("odt pretrain needs offline data (--dataset); --dataset none trains from scratch with odt run")
     device = resolve_device(cfg.device)
     precision, precision_why, precision_warning = resolve_precision(cfg.precision, device)
+    apply_precision(precision, device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     # Cheap checks first: a wrong run directory or checkpoint must answer at once, not after a
     # dataset was generated (minutes on an empty cache) or downloaded.
     mode = _check_cheap(cfg, command)
     if start.kind == "init" and start.state is None:
-        start = dataclasses.replace(start, state=load_from_run(start.source, "pretrained", device)[0])
+        start = dataclasses.replace(start, state=load_from_run(start.source, "pretrained")[0])
     if not start.resumes and cfg.out is not None:
         check_out_dir(cfg.out, cfg.overwrite, "run")
     dataset, act_low, act_high, tasks, resolved = _load_data(cfg, start, dataset)
@@ -147,7 +148,7 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
     if not scaling.unit_actions:
         for e in dataset.episodes:
             e.actions = scaling.to_unit(e.actions)
-    resolved.update(precision=precision, wandb_mode=mode)
+    resolved.update(wandb_mode=mode)
     if not start.resumes:  # the directory's default name uses the resolved algorithm
         resolved["out"] = make_run_dir(dataclasses.replace(cfg, **resolved))
     # The one place where the config changes after validation: it records what was resolved.
@@ -171,7 +172,7 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
     logger.info(f"dataset {dataset.name}: {len(dataset.episodes)} episodes, {dataset.n_transitions} steps, "
                 f"return mean {dataset.returns().mean():.1f} max {dataset.returns().max():.1f}")
     torch.manual_seed(cfg.seed)
-    return Prepared(cfg, command, cfg.out, logger, dataset, scaling, tasks, device, start)
+    return Prepared(cfg, command, cfg.out, logger, dataset, scaling, tasks, device, precision, start)
 
 
 def _check_cheap(cfg: Config, command: str) -> str | None:
@@ -211,7 +212,7 @@ def build(p: Prepared) -> Trainer:
     cfg = p.cfg
     rng = np.random.default_rng(cfg.seed)
     torch_gen = torch.Generator(device=p.device).manual_seed(cfg.seed + 1)
-    ensemble = _make_ensemble(cfg, p.dataset.obs_dim, p.dataset.act_dim, p.device, rng)
+    ensemble = _make_ensemble(cfg, p.dataset.obs_dim, p.dataset.act_dim, p.device, p.precision, rng)
     trainer = Trainer(p, ensemble, torch_gen, EnvPool(cfg.env, p.tasks, p.dataset.obs_dim, p.dataset.act_dim))
     if p.start.kind == "init":
         _initialise(ensemble, cfg, p.start, p.logger)
@@ -223,12 +224,13 @@ def build(p: Prepared) -> Trainer:
     return trainer
 
 
-def _make_ensemble(cfg: Config, obs_dim: int, act_dim: int, device: str, rng: np.random.Generator) -> Ensemble:
+def _make_ensemble(cfg: Config, obs_dim: int, act_dim: int, device: str, precision: str,
+                   rng: np.random.Generator) -> Ensemble:
     spec = dataclasses.asdict(cfg.model_spec(obs_dim, act_dim))
     optim, td3 = cfg.group(OptimSettings), cfg.group(TD3Settings) if cfg.td3 else None
 
     def learner() -> Learner:
-        return Learner(build_model(spec, device), cfg.base_loss, optim, td3, precision=cfg.precision,
+        return Learner(build_model(spec, device), cfg.base_loss, optim, td3, precision=precision,
                        compile=cfg.compile)
 
     learners = [learner()]
@@ -284,6 +286,16 @@ def _check_run_dir(run_dir: Path) -> None:
         raise ConfigError(f"{run_dir} is not a run directory (no config.json); give the --out of an odt run")
 
 
+def _check_device_here(cfg: Config, run_dir: Path) -> None:
+    """A run continued on this machine resolves its device and precision afresh; one that names a
+    device this machine lacks says how to continue it here (flags do not apply to a resume)."""
+    try:
+        resolve_device(cfg.device)
+    except ConfigError:
+        raise ConfigError(f"{run_dir} asks for --device {cfg.device} (its config.json), which this machine lacks; "
+                          f"set \"device\": \"auto\" in {run_dir / 'config.json'} to continue it here") from None
+
+
 def resume_run(run_dir: Path) -> dict:
     """``--resume RUN_DIR``: continue a killed run from its newest intact checkpoint, with its own
     config.json; what the original command was decides what remains to do."""
@@ -294,7 +306,8 @@ def resume_run(run_dir: Path) -> dict:
     if cfg.baseline:
         raise ConfigError(f"{run_dir} is a {cfg.algo} baseline run, which keeps no resumable state; run it again "
                           "with --overwrite")
-    state, _ = load_from_run(run_dir, "latest", resolve_device(cfg.device))
+    _check_device_here(cfg, run_dir)
+    state, _ = load_from_run(run_dir, "latest")
     if "generators" not in state:
         raise ConfigError(f"the checkpoints of {run_dir} predate --resume; start the run again")
     cfg.out, cfg.overwrite = run_dir, False
@@ -319,6 +332,7 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
         raise ConfigError(f"--out {out} exists and is not an empty directory; --extend writes a new run, "
                           "choose another --out")
     cfg = Config.load(run_dir / "config.json")
+    _check_device_here(cfg, run_dir)
     done = json.loads((run_dir / "summary.json").read_text())
     if cfg.baseline or cfg.online_steps == 0:
         raise ConfigError(f"{run_dir} has no online phase to continue ({cfg.algo}, --online-steps "
@@ -334,7 +348,7 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
     if bound:
         raise ConfigError(f"{run_dir} uses {', '.join(bound)} on a schedule over its budget, which an extension "
                           f"would stretch; run afresh with --online-steps {online_steps}")
-    state, path = load_from_run(run_dir, "final", resolve_device(cfg.device))
+    state, path = load_from_run(run_dir, "final")
     if path.stem not in ("final", "final.prev") or "generators" not in state:
         raise ConfigError(f"{run_dir} has no final checkpoint with a resume state (found {path.name}); "
                           "run it again with this version of odt")

@@ -268,7 +268,7 @@ class Trainer:
                                       self._event)
 
     def _restore_best(self) -> None:
-        self.ensemble.restore_weights(load_checkpoint(self.run_dir / "checkpoints" / "best.pt", self.device)["ensemble"])
+        self.ensemble.restore_weights(load_checkpoint(self.run_dir / "checkpoints" / "best.pt")["ensemble"])
 
     # --- logging ----------------------------------------------------------------------
     def _log_events(self, learner: Learner) -> None:
@@ -309,7 +309,12 @@ class Trainer:
         """A resumed run's state, into the components its own config built."""
         self.run.load_state_dict(state["run"])
         self.ensemble.load_state_dict(state["ensemble"])
-        load_generator_states(state["generators"], self.torch_gen)
+        if not load_generator_states(state["generators"], self.torch_gen):
+            seed = self.cfg.seed * 1_000_003 + self.run.pretrain_done + self.run.online_steps + 1
+            self.torch_gen.manual_seed(seed)
+            torch.manual_seed(seed)  # dropout's: a GPU's own generator, and the CPU's
+            self.logger.info(f"the checkpoint was written on another kind of device than {self.device}: the random "
+                             f"streams of sampled actions and dropout restart here (seed {seed}), the batches' go on")
         self.safety.load_state_dict(state["safety"])
         if "target" in state:
             self.target = ReturnTarget.for_config(self.cfg)
@@ -343,6 +348,8 @@ def execute(trainer: Trainer, pretrain: bool, finetune: bool) -> dict:
             trainer.pretrain()
         if finetune:
             trainer.finetune()
+        # What this machine resolved (config.json keeps what was asked: auto resolves afresh on resume).
+        trainer.run.summary.update(device=str(trainer.device), precision=trainer.learner.precision)
         write_summary(trainer.run.summary, cfg, trainer.run_dir, trainer.logger, trainer.learner.updates,
                       trainer.run.online_steps, start)
     finally:

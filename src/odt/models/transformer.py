@@ -76,6 +76,12 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     return x * keep.to(x.dtype).mul_(1.0 / (1.0 - threshold / 65536))
 
 
+def positions(x: torch.Tensor) -> torch.Tensor:
+    """0 .. T - 1 for ``x`` of shape (B, T, ...), on x's device and made from x itself: a traced
+    export then holds no device constant and runs wherever its inputs are."""
+    return torch.ones_like(x[0, :, 0], dtype=torch.long).cumsum(0) - 1
+
+
 class Dropout(nn.Dropout):
     """nn.Dropout through ``dropout``: the same module, state dict and eval behaviour."""
 
@@ -100,11 +106,12 @@ class CausalSelfAttention(nn.Module):
             q, k, v = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)
             allowed = None
         else:
-            pos = torch.arange(T, device=x.device)[query]
+            every = positions(x)
+            pos = every[query]
             w, b = self.qkv.weight, self.qkv.bias
             q = F.linear(x[:, query], w[:D], b[:D]).view(B, len(pos), H, D // H).transpose(1, 2)
             k, v = F.linear(x, w[D:], b[D:]).view(B, T, 2, H, D // H).permute(2, 0, 3, 1, 4)
-            allowed = pos[:, None] >= torch.arange(T, device=x.device)[None, :]
+            allowed = pos[:, None] >= every[None, :]
         if drop and x.device.type == "cpu":
             # The fused kernels take no dropout on a CPU: spelled out, with the cheaper mask.
             if allowed is None:
