@@ -54,6 +54,34 @@ def test_lamb_matches_the_update_written_out(wd):
         torch.testing.assert_close(p.double(), r, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.parametrize("wd", [0.0, 5e-4])
+def test_a_step_skipped_on_the_device_changes_nothing_and_the_rest_match_the_update_written_out(wd):
+    """The learner always sets ``found_inf``: its flagged steps (NaN gradients) leave every
+    tensor, moment and the count as they were; the others are the written-out update."""
+    model = _model()
+    ref = [p.detach().double().clone() for p in model.parameters()]
+    opt = Lamb(model.parameters(), lr=1e-2, weight_decay=wd, eps=1e-8)
+    state, t = {}, 0
+    g = torch.Generator().manual_seed(1)
+    for i in range(20):
+        opt.zero_grad()
+        model(torch.randn(16, 4, generator=g)).pow(2).mean().backward()
+        skip = i in (3, 4, 11)
+        if skip:
+            next(model.parameters()).grad[0, 0] = float("nan")
+        grads = [p.grad.double() for p in model.parameters()]
+        opt.found_inf = torch.tensor(float(skip))
+        opt.step()
+        if not skip:
+            t += 1
+            _reference_step(ref, grads, state, t, 1e-2, wd)
+    assert float(opt.param_groups[0]["step"]) == t == 17
+    for p, r in zip(model.parameters(), ref):
+        torch.testing.assert_close(p.double(), r, rtol=1e-4, atol=1e-6)
+    for i, p in enumerate(model.parameters()):
+        torch.testing.assert_close(opt.state[p]["exp_avg"].double(), state[i][0], rtol=1e-4, atol=1e-7)
+
+
 def test_without_weight_decay_lamb_is_adam():
     a, b = _model(), _model()
     lamb = Lamb(a.parameters(), lr=1e-3, weight_decay=0.0, eps=1e-8)

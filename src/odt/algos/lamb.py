@@ -27,6 +27,7 @@ class Lamb(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
+        self._segment_index: dict[tuple, torch.Tensor] = {}
         self._as_device_tensors()
         self.register_load_state_dict_post_hook(lambda opt: opt._as_device_tensors())
 
@@ -49,7 +50,12 @@ class Lamb(Optimizer):
     def step(self, closure=None):
         """One LAMB step. Where ``self.found_inf`` is a tensor (torch's convention for optimizers that
         skip on the device, as GradScaler sets it), a value of 1 leaves the weights, moments and step
-        count as they were, without reading the flag on the host."""
+        count as they were, without reading the flag on the host.
+
+        Every operation spans all of a group's tensors at once: foreach calls given one scalar or one
+        0-d tensor, and, where each tensor needs its own value (a skipped step's NaN set to 0, the
+        trust ratio), one flat copy viewed per tensor. A call per tensor would launch a kernel per
+        tensor, three times over."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -64,19 +70,23 @@ class Lamb(Optimizer):
             # The count this step would make: a skipped one computes with it (finite) and keeps the old.
             t = group["step"] + 1
             group["step"].add_(1 if keep is None else keep.to(t.dtype))
-            grads = [p.grad for p in params]
             states = [self.state[p] for p in params]
             m = [s["exp_avg"] for s in states]
             v = [s["exp_avg_sq"] for s in states]
             if keep is None:
+                grads = [p.grad for p in params]
                 torch._foreach_lerp_(m, grads, 1 - beta1)
                 torch._foreach_mul_(v, beta2)
                 torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
             else:  # the same with every rate times keep; a skipped step's gradient may be NaN
-                for g in grads:
-                    torch.nan_to_num_(g, 0.0, 0.0, 0.0)
-                torch._foreach_mul_(grads, keep)
-                torch._foreach_lerp_(m, grads, [(1 - beta1) * keep] * len(m))
+                flat, grads = _flat([p.grad for p in params])
+                torch.nan_to_num_(flat, 0.0, 0.0, 0.0)
+                flat.mul_(keep)
+                # lerp takes no device scalar: the step's moment, then kept (x 1 + y x 0 is exact).
+                fresh = torch._foreach_lerp(m, grads, 1 - beta1)
+                torch._foreach_mul_(fresh, keep)
+                torch._foreach_mul_(m, 1 - keep)
+                torch._foreach_add_(m, fresh)
                 torch._foreach_mul_(v, 1 - (1 - beta2) * keep)
                 g2 = torch._foreach_mul(grads, grads)
                 torch._foreach_mul_(g2, (1 - beta2) * keep)
@@ -91,12 +101,29 @@ class Lamb(Optimizer):
             wd = group["weight_decay"]
             if wd != 0:
                 torch._foreach_add_(update, params, alpha=wd)
-                # Every tensor's trust ratio in a few ops on stacked norms (a per-tensor loop was
-                # most of a small model's update).
+                # Every tensor's trust ratio in a few ops on stacked norms, applied to the flat update.
                 w, u = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(update))
                 ratio = torch.where((w > 0) & (u > 0), w / u, 1.0) * step_size
-                torch._foreach_mul_(update, (ratio if keep is None else ratio * keep).unbind())
+                flat, update = _flat(update)
+                flat.mul_((ratio if keep is None else ratio * keep)[self._segments(update)])
             else:
                 torch._foreach_mul_(update, step_size if keep is None else step_size * keep)
             torch._foreach_sub_(params, update)
         return loss
+
+    def _segments(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """For each element of the tensors laid end to end, the index of its tensor (made once)."""
+        sizes = tuple(t.numel() for t in tensors)
+        key = (sizes, tensors[0].device)
+        if key not in self._segment_index:
+            counts = torch.tensor(sizes, device=tensors[0].device)
+            self._segment_index[key] = torch.repeat_interleave(
+                torch.arange(len(sizes), device=tensors[0].device), counts, output_size=sum(sizes))
+        return self._segment_index[key]
+
+
+def _flat(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The tensors copied end to end into one, and views of that copy shaped as each of them."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    parts = flat.split([t.numel() for t in tensors])
+    return flat, [part.view_as(t) for part, t in zip(parts, tensors)]
