@@ -129,3 +129,10 @@ def make_buffer(capacity: int, obs_dim: int = 3, act_dim: int = 2, *, obs_mean=N
     scaling = Scaling(np.zeros(obs_dim) if obs_mean is None else obs_mean, np.ones(obs_dim) if obs_std is None else obs_std,
                       -np.ones(act_dim), np.ones(act_dim))
     return ReplayBuffer(capacity, scaling, dataclasses.replace(Sampling.of(Config()), **sampling), offline)
+
+
+def packed(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
+    """A buffer's packed steps, field by field, as numpy arrays (a scalar per step: a vector)."""
+    steps = buffer._pack()["steps"].cpu().numpy()
+    vectors = ("states", "actions", "next_states", "next_actions")
+    return {name: steps[:, cols] if name in vectors else steps[:, cols.start] for name, cols in buffer.columns.items()}

@@ -2,7 +2,8 @@ import dataclasses
 
 import numpy as np
 import pytest
-from helpers import const_episodes, make_buffer, make_episode
+import torch
+from helpers import const_episodes, make_buffer, make_episode, packed
 
 from odt.data.buffer import Batch
 from odt.data.trajectories import Episode
@@ -118,7 +119,7 @@ def test_hindsight_off_keeps_the_conditioning_target():
         buf = make_buffer(10, obs_dim=3, rtg_scale=1.0, hindsight=hindsight, keep_next=True)
         buf.add(online)
         buf.add(offline)
-        p = buf._pack()
+        p = packed(buf)
         np.testing.assert_allclose(p["rtg"][:3], expected)
         np.testing.assert_allclose(p["rtg"][3:], [4, 3, 2, 1])  # offline: no target, true returns-to-go
         np.testing.assert_allclose(p["next_rtg"][:3], expected[1:] + [expected[-1] - 3])
@@ -135,9 +136,11 @@ def test_random_seeding_takes_n_at_random():
     assert sorted(e.ret for e in rnd.episodes) == sorted(eps[i].ret for i in chosen)
 
 
-def test_batch_cat():
+def test_windows_of_two_draws_stack_into_one_batch():
     buf = make_buffer(10, obs_dim=3, rtg_scale=1.0, keep_next=True)
     buf.fill(const_episodes([1.0, 2.0], [10, 10]))
     rng = np.random.default_rng(0)
-    b = Batch.cat([buf.sample(3, 4, rng), None, buf.sample(5, 4, rng)])
-    assert b.states.shape == (8, 4, 3) and b.critic_mask.shape == (8, 4)
+    (w1, m1), (w2, m2) = buf.draw(3, 4, rng), buf.draw(5, 4, rng)
+    b = Batch.of(torch.cat([w1, w2]), torch.cat([m1, m2]), buf.columns)
+    assert b.states.shape == (8, 4, 3) and b.rtg.shape == (8, 4, 1) and b.critic_mask.shape == (8, 4)
+    assert b.timesteps.dtype == torch.long and b.mask.dtype == torch.float32

@@ -159,8 +159,10 @@ def test_compile_takes_each_part_of_the_step_whole_and_never_recompiles(algo, kw
     for learner in (eager, compiled):  # dropout off: eager's CPU mask and the graph's draw differ
         learner.model.eval().train = lambda mode=True, m=learner.model: m
         learner.set_lr_scale(1.0)
-    bad = type(batch)(**{**batch.__dict__, "actions": batch.actions.clone()})
-    bad.actions[0, 0, 0] = math.nan
+    # A copy with the drawn batch's strides (a view into the windows): the graphs do not recompile for them.
+    actions = torch.empty_strided(batch.actions.shape, batch.actions.stride()).copy_(batch.actions)
+    actions[0, 0, 0] = math.nan
+    bad = type(batch)(**{**batch.__dict__, "actions": actions})
     for b in (batch, batch, bad, batch, batch):
         torch.manual_seed(1)
         a = eager.update(b)
@@ -221,8 +223,10 @@ def test_a_skipped_step_leaves_weights_moments_and_counts_as_they_were():
     learner.update(batch)
     state = {k: v.clone() if isinstance(v, torch.Tensor) else v
              for k, v in torch.utils._pytree.tree_flatten_with_path(learner.state_dict())[0]}
-    bad = type(batch)(**{**batch.__dict__, "actions": batch.actions.clone()})
-    bad.actions[0, 0, 0] = math.nan
+    # A copy with the drawn batch's strides (a view into the windows): the graphs do not recompile for them.
+    actions = torch.empty_strided(batch.actions.shape, batch.actions.stride()).copy_(batch.actions)
+    actions[0, 0, 0] = math.nan
+    bad = type(batch)(**{**batch.__dict__, "actions": actions})
     assert learner.update(bad) == {"skipped": 1.0}
     after = dict(torch.utils._pytree.tree_flatten_with_path(learner.state_dict())[0])
     for k, v in state.items():

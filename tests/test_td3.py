@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import make_buffer, make_episode
+from helpers import make_buffer, make_episode, packed
 
 from odt.algos.learner import Learner, TD3Settings
 from odt.config import OptimSettings
@@ -38,7 +38,7 @@ def test_buffer_keeps_next_states_and_termination_apart_from_truncation():
     buf = make_buffer(10, obs_dim=2, rtg_scale=2.0, keep_next=True)
     for e in (term, cut, unknown):
         buf.add(e)
-    p = buf._pack()
+    p = packed(buf)
     np.testing.assert_array_equal(p["next_states"][:3], np.concatenate([term.observations[1:], [[7.0, 7.0]]]))
     np.testing.assert_array_equal(p["next_states"][4], [9.0, 9.0])
     np.testing.assert_array_equal(p["terminals"], [0, 0, 1, 0, 0, 0, 0])  # truncation never terminates
@@ -62,7 +62,7 @@ def test_mc_returns_are_the_critics_discounted_rewards_to_the_end_by_hand():
     buf.add(e), buf.add(cut)
     r, c = e.rewards.astype(np.float64) - 1.0, cut.rewards.astype(np.float64) - 1.0
     expected = [r[0] + 0.5 * r[1] + 0.25 * r[2], r[1] + 0.5 * r[2], r[2], c[0] + 0.5 * c[1], c[1]]
-    np.testing.assert_allclose(buf._pack()["mc_returns"], expected, rtol=1e-6)
+    np.testing.assert_allclose(packed(buf)["mc_returns"], expected, rtol=1e-6)
     b = buf.sample(32, 3, np.random.default_rng(0))
     assert bool((b.mc_returns * (1 - b.mask) == 0).all())  # padding is 0, like every other field
 

@@ -27,7 +27,6 @@ class Lamb(Optimizer):
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
                  weight_decay: float = 0.0):
         super().__init__(params, dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay))
-        self._segment_index: dict[tuple, torch.Tensor] = {}
         self._as_device_tensors()
         self.register_load_state_dict_post_hook(lambda opt: opt._as_device_tensors())
 
@@ -45,6 +44,8 @@ class Lamb(Optimizer):
                 value = group.get(key, default)
                 if not (torch.is_tensor(value) and value.device == device and value.dtype == dtype):
                     group[key] = torch.as_tensor(float(value), dtype=dtype).to(device)
+        # Made once, not at a step: a compiled step then finds a tensor, not a cache to look in.
+        self._segment_index = [_segments(group["params"]) for group in self.param_groups]
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -62,7 +63,7 @@ class Lamb(Optimizer):
                 loss = closure()
         found_inf = getattr(self, "found_inf", None)
         keep = None if found_inf is None else 1.0 - found_inf.float()
-        for group in self.param_groups:
+        for group, segments in zip(self.param_groups, self._segment_index):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
@@ -105,21 +106,21 @@ class Lamb(Optimizer):
                 w, u = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(update))
                 ratio = torch.where((w > 0) & (u > 0), w / u, 1.0) * step_size
                 flat, update = _flat(update)
-                flat.mul_((ratio if keep is None else ratio * keep)[self._segments(update)])
+                if len(params) < len(group["params"]):  # some tensors had no gradient this step
+                    segments = _segments(params)
+                flat.mul_((ratio if keep is None else ratio * keep)[segments])
             else:
                 torch._foreach_mul_(update, step_size if keep is None else step_size * keep)
             torch._foreach_sub_(params, update)
         return loss
 
-    def _segments(self, tensors: list[torch.Tensor]) -> torch.Tensor:
-        """For each element of the tensors laid end to end, the index of its tensor (made once)."""
-        sizes = tuple(t.numel() for t in tensors)
-        key = (sizes, tensors[0].device)
-        if key not in self._segment_index:
-            counts = torch.tensor(sizes, device=tensors[0].device)
-            self._segment_index[key] = torch.repeat_interleave(
-                torch.arange(len(sizes), device=tensors[0].device), counts, output_size=sum(sizes))
-        return self._segment_index[key]
+
+def _segments(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """For each element of the tensors laid end to end, the index of its tensor."""
+    sizes = [t.numel() for t in tensors]
+    device = tensors[0].device
+    return torch.repeat_interleave(torch.arange(len(sizes), device=device), torch.tensor(sizes, device=device),
+                                   output_size=sum(sizes))
 
 
 def _flat(tensors: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:

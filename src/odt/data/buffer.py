@@ -38,17 +38,24 @@ class Batch:
     # last steps read low). Only a metric: it tells how far ahead the critic sees.
     mc_returns: torch.Tensor | None = None  # (B, K)
 
-    def to(self, device) -> "Batch":
-        return Batch(**{k: None if v is None else v.to(device, non_blocking=True) for k, v in self.__dict__.items()})
-
     @staticmethod
-    def cat(batches: list["Batch"]) -> "Batch":
-        """Stack batches along the batch dimension (replay mixing, multi-task)."""
-        batches = [b for b in batches if b is not None]
-        if len(batches) == 1:
-            return batches[0]
-        return Batch(**{k: None if getattr(batches[0], k) is None else torch.cat([getattr(b, k) for b in batches])
-                        for k in batches[0].__dict__})
+    def of(windows: torch.Tensor, mask: torch.Tensor, columns: dict[str, slice]) -> "Batch":
+        """The batch that ``windows`` (B, K, F: every field of every step, side by side, masked)
+        holds; each field a view of its columns (``ReplayBuffer.columns``)."""
+        def col(name: str) -> torch.Tensor:  # (B, K, width); (B, K) for a number a step but rtg's
+            cols = columns[name]
+            return windows[..., cols.start] if name in ("rewards", "timesteps", "terminals", "bootstrap",
+                                                        "mc_returns") else windows[..., cols]
+
+        mask = mask.to(windows.dtype)
+        batch = Batch(states=col("states"), actions=col("actions"), rtg=col("rtg"),
+                      timesteps=col("timesteps").long(), mask=mask, rewards=col("rewards"))
+        if "next_states" in columns:
+            batch.next_states, batch.next_actions = col("next_states"), col("next_actions")
+            batch.next_rtg, batch.terminals = col("next_rtg"), col("terminals")
+            batch.critic_mask = mask * col("bootstrap")
+            batch.mc_returns = col("mc_returns")
+        return batch
 
 
 @dataclass(frozen=True)
@@ -82,12 +89,18 @@ class ReplayBuffer:
     rolled out with (target minus rewards so far) instead of the return they achieved (an ablation).
     ``offline``: the run's offline trajectories, which its state names by index (a resumed run
     loads the same data again).
+
+    Its steps live on ``device``, packed side by side (``columns``), once per change: a batch is
+    a few index operations and one gather there, and the host draws only the B window starts
+    (numpy's generator, so that a run's batches are the same on every device).
     """
 
-    def __init__(self, capacity: int, scaling: Scaling, sampling: Sampling, offline: Sequence[Episode] = ()):
+    def __init__(self, capacity: int, scaling: Scaling, sampling: Sampling, offline: Sequence[Episode] = (),
+                 device: str | torch.device = "cpu"):
         if capacity <= 0:
             raise ValueError("buffer capacity must be positive")
         self.capacity = capacity
+        self.device = torch.device(device)
         self.obs_mean = scaling.obs_mean
         self.obs_std = scaling.obs_std
         self.sampling = sampling
@@ -177,27 +190,34 @@ class ReplayBuffer:
         return w / w.sum()
 
     # --- sampling -------------------------------------------------------------------
-    def _pack(self) -> dict[str, np.ndarray]:
-        """Concatenate the buffer into flat arrays once per change, so that sampling a batch is
-        a handful of vectorised gathers instead of B Python slices."""
+    def _pack(self) -> dict:
+        """The buffer's steps, packed once per change: ``steps`` (N, F) on the device, every field of
+        every step side by side (``columns``); ``end`` (N,), one past each step's episode end, there
+        too; ``starts`` and ``lengths`` of the trajectories on the host, for drawing."""
         if self._packed is None:
             eps = list(self.episodes)
             lengths = np.array([len(e) for e in eps], dtype=np.int64)
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             obs = np.concatenate([e.observations for e in eps]).astype(np.float32)
-            self._packed = {
+            fields = {
+                "states": (obs - self.obs_mean) / self.obs_std,
+                "actions": np.concatenate([e.actions for e in eps]).astype(np.float32),
                 # Hindsight relabelling (Algorithm 2, line 6): RTGs come from the rewards actually
                 # obtained, whatever target the rollout was conditioned on (unless switched off).
                 "rtg": np.concatenate([self._rtg(e) for e in eps]) / np.float32(self.sampling.rtg_scale),
-                "states": (obs - self.obs_mean) / self.obs_std,
-                "actions": np.concatenate([e.actions for e in eps]).astype(np.float32),
                 "rewards": np.concatenate([e.rewards for e in eps]).astype(np.float32),
-                "timesteps": np.concatenate([np.arange(n) for n in lengths]),
-                "end": np.repeat(starts + lengths, lengths),  # one past each step's episode end
-                "starts": starts, "lengths": lengths,
+                "timesteps": np.concatenate([np.arange(n) for n in lengths]).astype(np.float32),  # exact below 2^24
             }
             if self.sampling.keep_next:
-                self._packed.update(self._pack_next(eps))
+                fields.update(self._pack_next(eps))
+            columns = [np.asarray(x, np.float32).reshape(len(obs), -1) for x in fields.values()]
+            widths = np.cumsum([0] + [c.shape[1] for c in columns])
+            self.columns = {name: slice(int(a), int(b)) for name, a, b in zip(fields, widths[:-1], widths[1:])}
+            self._packed = {
+                "steps": torch.from_numpy(np.concatenate(columns, axis=1)).to(self.device),
+                "end": torch.from_numpy(np.repeat(starts + lengths, lengths)).to(self.device),
+                "starts": starts, "lengths": lengths, "n": len(obs),
+            }
         return self._packed
 
     def _rtg(self, e: Episode) -> np.ndarray:
@@ -229,31 +249,23 @@ class ReplayBuffer:
                 "bootstrap": np.concatenate(ok).astype(np.float32),
                 "mc_returns": np.concatenate(mc).astype(np.float32)}
 
-    def sample(self, batch_size: int, K: int, rng: np.random.Generator) -> Batch:
-        """Algorithm 3 in one draw: a uniform step over all stored steps picks a trajectory with
+    def draw(self, batch_size: int, K: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """B windows of K steps, (B, K, F) with every field (``columns``) masked, and the mask (B, K).
+        Algorithm 3 in one draw: a uniform step over all stored steps picks a trajectory with
         probability proportional to its length and a start uniform within it. Prioritized: the
         trajectory by priority, then a start uniform within it."""
         p = self._pack()
         if self.sampling.priority_alpha is None:
-            first = rng.integers(0, len(p["rewards"]), size=batch_size)
+            first = rng.integers(0, p["n"], size=batch_size)
         else:
             traj = rng.choice(len(p["lengths"]), size=batch_size, p=self.sampling_probabilities())
             first = p["starts"][traj] + (rng.random(batch_size) * p["lengths"][traj]).astype(np.int64)
-        idx = first[:, None] + np.arange(K)[None, :]
-        mask = idx < p["end"][first][:, None]
-        idx = np.where(mask, idx, first[:, None])  # any valid row; masked out below
+        first = torch.from_numpy(first).to(self.device, non_blocking=True)[:, None]
+        idx = first + torch.arange(K, device=self.device)
+        mask = idx < p["end"][first]
+        idx = torch.where(mask, idx, first)  # any valid row; masked out below
+        return p["steps"][idx] * mask[..., None], mask
 
-        def take(name: str, dtype=torch.float32) -> torch.Tensor:
-            x = p[name][idx]
-            x = x * (mask if x.ndim == 2 else mask[..., None])
-            return torch.as_tensor(x, dtype=dtype)
-
-        mask_t = torch.as_tensor(mask, dtype=torch.float32)
-        batch = Batch(states=take("states"), actions=take("actions"), rtg=take("rtg").unsqueeze(-1),
-                      timesteps=take("timesteps", torch.long), mask=mask_t, rewards=take("rewards"))
-        if self.sampling.keep_next:
-            batch.next_states, batch.next_actions = take("next_states"), take("next_actions")
-            batch.next_rtg, batch.terminals = take("next_rtg").unsqueeze(-1), take("terminals")
-            batch.critic_mask = mask_t * take("bootstrap")
-            batch.mc_returns = take("mc_returns")
-        return batch
+    def sample(self, batch_size: int, K: int, rng: np.random.Generator) -> Batch:
+        windows, mask = self.draw(batch_size, K, rng)
+        return Batch.of(windows, mask, self.columns)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
 
 from ..config import Config
 from .buffer import Batch, ReplayBuffer, Sampling
@@ -37,7 +38,7 @@ class Replay:
         return buffer
 
     def _buffer(self, capacity: int) -> ReplayBuffer:
-        return ReplayBuffer(capacity, self.scaling, self.sampling, self.dataset.episodes)
+        return ReplayBuffer(capacity, self.scaling, self.sampling, self.dataset.episodes, self.device)
 
     def start_online(self, n_tasks: int, rng: np.random.Generator) -> bool:
         """The online buffer, unless a resumed run has it already; whether it was made now."""
@@ -59,11 +60,13 @@ class Replay:
         """A batch from ``buffer``; with ``offline_ratio``, that share of it from the whole dataset."""
         B, K = self.cfg.batch_size, self.cfg.context_len
         if offline_ratio is None or not len(buffer):
-            return (buffer if offline_ratio is None else self.offline).sample(B, K, rng).to(self.device)
+            return (buffer if offline_ratio is None else self.offline).sample(B, K, rng)
         n_off = int(round(B * offline_ratio))
-        parts = [self.offline.sample(n_off, K, rng) if n_off else None,
-                 buffer.sample(B - n_off, K, rng) if n_off < B else None]
-        return Batch.cat(parts).to(self.device)
+        parts = [self.offline.draw(n_off, K, rng) if n_off else None, buffer.draw(B - n_off, K, rng) if n_off < B else None]
+        parts = [part for part in parts if part is not None]
+        # Both buffers pack the same fields of the same widths: the windows stack as they are.
+        windows, mask = (torch.cat(x) for x in zip(*parts)) if len(parts) > 1 else parts[0]
+        return Batch.of(windows, mask, buffer.columns if n_off < B else self.offline.columns)
 
     def state_dict(self) -> dict | None:
         """The online buffer's contents (the whole dataset is the run's own data, loaded again)."""
