@@ -3,6 +3,7 @@ multi-task runs), the run's summary table, and `odt eval`."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,10 +156,18 @@ class EvalArgs:
     """Print one JSON object instead of text."""
 
 
+def check_eval_numbers(a: EvalArgs) -> None:
+    """The numbers every `odt eval` takes, a run's or a Hugging Face model's."""
+    if a.episodes <= 0 or a.threads < 0 or a.seed < 0:
+        raise ConfigError(f"--episodes must be positive, --threads >= 0 and --seed >= 0, got {a.episodes}, {a.threads} "
+                          f"and {a.seed}")
+    if a.target is not None and not math.isfinite(a.target):
+        raise ConfigError(f"--target must be a finite number, got {a.target}")
+
+
 def eval_command(a: EvalArgs) -> int:
     """`odt eval RUN`: a run's policy over fresh episodes, at one target or (--targets) several."""
-    if a.episodes <= 0 or a.threads < 0:
-        raise ConfigError(f"--episodes must be positive and --threads >= 0, got {a.episodes} and {a.threads}")
+    check_eval_numbers(a)
     if a.video_episodes <= 0 or a.video_frames <= 0:
         raise ConfigError(f"--video-episodes and --video-frames must be positive, got {a.video_episodes} and "
                           f"{a.video_frames}")

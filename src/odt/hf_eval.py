@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -51,10 +52,10 @@ def eval_command(a: EvalArgs) -> int:
     if unused:
         raise ConfigError(f"{', '.join(unused)}: odt eval of a Hugging Face model directory takes "
                           f"{', '.join('--' + n.replace('_', '-') for n in HANDLED if n != 'run')} only")
-    if a.episodes <= 0 or a.threads < 0:
-        raise ConfigError(f"--episodes must be positive and --threads >= 0, got {a.episodes} and {a.threads}")
-    if (a.rtg_scale is not None and a.rtg_scale <= 0) or (a.eval_context is not None and a.eval_context <= 0):
-        raise ConfigError("--rtg-scale and --eval-context must be positive")
+    evaluation.check_eval_numbers(a)
+    if (a.rtg_scale is not None and not 0 < a.rtg_scale < math.inf) or (a.eval_context is not None
+                                                                       and a.eval_context <= 0):
+        raise ConfigError("--rtg-scale and --eval-context must be positive (and finite)")
     m = hf.read(a.run)  # every check, and the settings, before any environment is made
     env_id = hf.setting(m, "env_id", a.env, "--env")
     target = float(hf.setting(m, "target_return", a.target, "--target"))

@@ -13,7 +13,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..config import ConfigError
-from ..data.sources import check_matches_env, load_dataset
+from ..data.sources import check_matches_env, check_recorded_env, load_dataset
 from ..data.trajectories import Episode, TrajectoryDataset
 from ..scores import reference_of
 from .make import make_env, scale_actions_from_unit, scale_actions_to_unit
@@ -92,6 +92,7 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
     for spec in specs:
         env_id, source, g_eval, g_online = parse_task(spec)
         env = make_env(env_id)
+        check_recorded_env(source, env_id, (env.observation_space.shape[0], env.action_space.shape[0]))
         ds = load_dataset(source, download=cfg.download)
         check_matches_env(ds, env)
         low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
