@@ -182,3 +182,51 @@ def test_unknown_settings_are_refused_before_anything_runs(tmp_path):
     with pytest.raises(ConfigError, match="unknown setting.*learning_rate"):
         odt.train("reward-hill", env=make_reach, dataset=episodes(2), learning_rate=1.0, out=tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def _cartpole():
+    return gym.make("CartPole-v1")
+
+
+# Each: odt.train's arguments (beside the preset and SMALL) and the words of the ValueError.
+BAD_CALLS = {
+    "dataset a number": (dict(env=make_reach, dataset=42), "dataset must be a source name or path"),
+    "dataset one episode": (dict(env=make_reach, dataset=episodes(1)[0]), "dataset is one episode (a dict of arrays)"),
+    "episode not a dict": (dict(env=make_reach, dataset=[np.zeros(3)]), "episode 0 is a ndarray, not a dict"),
+    "actions None": (dict(env=make_reach, dataset=[{**episodes(1)[0], "actions": None}]),
+                     "episode 0: 'actions' must be an array of numbers"),
+    "rewards ragged": (dict(env=make_reach, dataset=[{**episodes(1)[0], "rewards": [[1.0], [1.0, 2.0]]}]),
+                       "episode 0: 'rewards' must be an array of numbers"),
+    "env a number": (dict(env=42, dataset=episodes(2)), "env must be a Gymnasium id or a function"),
+    "env factory of no env": (dict(env=lambda: 42, dataset=episodes(2)), "made a int, not a gymnasium.Env"),
+    "discrete env": (dict(env=_cartpole, dataset=episodes(2)), "odt needs a continuous (Box) action space"),
+    "negative seed": (dict(env=make_reach, dataset=episodes(2), seed=-1), "--seed must be >= 0, got -1"),
+    "lr NaN": (dict(env=make_reach, dataset=episodes(2), lr=float("nan")), "--lr must be a finite number"),
+    "budget a string": (dict(env=make_reach, dataset=episodes(2), online_steps="100"),
+                        'online_steps must be an integer, got "100"'),
+    "flag a bool for a number": (dict(env=make_reach, dataset=episodes(2), batch_size=True),
+                                 "batch_size must be an integer, got true"),
+    "two presets": (dict(env=make_reach, dataset=episodes(2), preset="cpu-small"), "both name the defaults"),
+    "config a number": (dict(config=3, env=make_reach, dataset=episodes(2)), "config must be a Config"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CALLS))
+def test_bad_calls_raise_a_value_error_before_anything_is_written(case, tmp_path, monkeypatch):
+    monkeypatch.setenv("ODT_CACHE", str(tmp_path / "cache"))
+    kwargs, needle = BAD_CALLS[case]
+    config = kwargs.pop("config", "reward-hill")
+    with pytest.raises(ValueError) as e:
+        odt.train(config, out=tmp_path / "run", **{**SMALL, **kwargs})
+    assert needle in str(e.value) and "\n" not in str(e.value), str(e.value)
+    assert isinstance(e.value, ConfigError)
+    assert not any(tmp_path.iterdir())  # no run directory, nothing in the cache
+
+
+def test_a_preset_given_as_a_setting_names_the_defaults_and_is_recorded():
+    from odt.api import _config
+    from odt.config import preset
+
+    assert _config(None, {"preset": "cpu-small"}).to_dict() == {**preset("cpu-small").to_dict(), "preset": "cpu-small"}
+    assert _config({"lr": 0.5}, {"preset": "cpu-small"}).lr == 0.5
+    assert _config("cpu-small", {}).preset == "cpu-small"  # config.json says which preset the run used

@@ -74,7 +74,8 @@ def test_medium_then_medium_replay_with_a_trained_policy(tmp_path, capsys):
     (["--env", "Nope-v0", "--quality", "random", "--out", "gen/x-v0"], "unknown environment"),
     (["--env", "Hopper-v5", "--quality", "random", "--out", "not an id"], "not a Minari dataset id"),
     (["--env", "Hopper-v5", "--quality", "random", "--out", "gen/x-v0", "--transitions", "0"], "must be positive"),
-    (["--env", "CartPole-v1", "--quality", "medium", "--out", "gen/x-v0"], "--target-return"),
+    (["--env", "Pendulum-v1", "--quality", "medium", "--out", "gen/x-v0"], "--target-return"),
+    (["--env", "CartPole-v1", "--quality", "random", "--out", "gen/x-v0"], "continuous (Box) action space"),
     (["--env", "Hopper-v5", "--quality", "medium", "--out", "gen/x-v0", "--policy", "/nonexistent.safetensors"],
      "cannot read behaviour policy"),
 ])

@@ -342,3 +342,19 @@ def test_export_help_names_the_hf_format(capsys):
         main(["export", "--help"])
     assert e.value.code == 0
     assert "hf" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flags,needle", [
+    (["--embed-dim", "128"], "--embed-dim 128 contradicts the pretrained model"),
+    (["--n-layer=1"], "--n-layer 1 contradicts"),
+    (["--no-timestep-embedding"], "--timestep-embedding False contradicts"),
+])
+def test_a_flag_the_model_directory_contradicts_is_refused(flags, needle, tmp_path, hopper_npz, capsys):
+    """The model's architecture (64 wide, 2 layers, a timestep embedding) replaces the preset's, but
+    never a flag the user gave: that is refused, not overridden unsaid."""
+    path = make_hf_dir(tmp_path / "hf")
+    assert main(["finetune", "--init", str(path), "--preset", "cpu-small", "--dataset", str(hopper_npz),
+                 "--out", str(tmp_path / "ft"), *flags]) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and "\n" not in err, err
+    assert not (tmp_path / "ft").exists()

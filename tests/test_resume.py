@@ -187,3 +187,103 @@ def test_a_refused_extension_writes_nothing(edit, needle, tmp_path, hopper_npz, 
     assert needle in capsys.readouterr().err
     assert not (tmp_path / "new").exists()
     assert {p: p.read_bytes() for p in run.rglob("*") if p.is_file()} == before
+TINY = ["--preset", "cpu-small", "--embed-dim", "16", "--n-layer", "1", "--n-head", "1", "--batch-size", "4",
+        "--pretrain-updates", "4", "--online-steps", "200", "--updates-per-round", "2", "--eval-every", "2",
+        "--eval-episodes", "1", "--threads", "1", "--no-progress", "--checkpoint-every", "1"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory, hopper_npz):
+    """A complete tiny run, made once; each test takes a copy."""
+    from odt.cli import main
+
+    out = tmp_path_factory.mktemp("tiny") / "run"
+    assert main(["run", *TINY, "--dataset", str(hopper_npz), "--out", str(out)]) == 0
+    return out
+
+
+def _copy(run, to):
+    import shutil
+
+    shutil.copytree(run, to)
+    return to
+
+
+def _edit_config(run, **changes):
+    cfg = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps({**cfg, **changes}, indent=2))
+
+
+def _snapshot(d):
+    return {p.relative_to(d): p.read_bytes() if p.is_file() else None for p in sorted(d.rglob("*"))}
+
+
+# Each: how the killed run (a complete one without its summary.json) was damaged, and the words of the refusal.
+DAMAGED = {
+    "config against checkpoint": (lambda r: _edit_config(r, embed_dim=256),
+                                  "has embed_dim 256, but the run's checkpoint was made with 16"),
+    "heads against checkpoint": (lambda r: _edit_config(r, n_head=2), "has n_head 2"),
+    "ensemble against checkpoint": (lambda r: _edit_config(r, ensemble=2), "has ensemble 2"),
+    "critics against checkpoint": (lambda r: _edit_config(r, algo="odt-td3"),
+                                   "has algo 'odt-td3', but the run's checkpoint was made with no TD3 critics"),
+    "number as a string": (lambda r: _edit_config(r, batch_size="64"), 'batch_size must be an integer, got "64"'),
+    "config a list": (lambda r: (r / "config.json").write_text("[1, 2]"), "settings must be an object"),
+    "config a NaN": (lambda r: _edit_config(r, lr=float("nan")), "--lr must be a finite number"),
+    "metrics cut short": (lambda r: (r / "metrics.jsonl").write_bytes((r / "metrics.jsonl").read_bytes()[:100]),
+                          "was cut or removed"),
+    "metrics removed": (lambda r: (r / "metrics.jsonl").unlink(), "was cut or removed"),
+    "metrics edited": (lambda r: (r / "metrics.jsonl").write_bytes(b" " + (r / "metrics.jsonl").read_bytes()),
+                       "was edited"),
+    "summary torn": (lambda r: (r / "summary.json").write_text('{"offline": {"ret'),
+                     "is not a summary odt wrote"),
+    "no checkpoint yet": (lambda r: [p.unlink() for p in (r / "checkpoints").iterdir()],
+                          "stopped before it saved one, so there is nothing to resume; start it afresh with the "
+                          "command that made it and --overwrite"),
+}
+
+
+@pytest.mark.parametrize("case", list(DAMAGED))
+def test_a_refused_resume_leaves_the_run_directory_as_it_was(case, tiny_run, tmp_path, capsys):
+    """Every file is read and checked against the others before any is written: no metrics.jsonl
+    cut (or padded), no run.log line, no TensorBoard event."""
+    from odt.cli import main
+
+    run = _copy(tiny_run, tmp_path / "run")
+    (run / "summary.json").unlink()  # killed before its end
+    damage, needle = DAMAGED[case]
+    damage(run)
+    before = _snapshot(run)
+    assert main(["run", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("odt: error: ") and needle in err, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("case", ["config against checkpoint", "summary torn", "metrics cut short"])
+def test_a_refused_extension_writes_no_copy(case, tiny_run, tmp_path, capsys):
+    from odt.cli import main
+
+    run = _copy(tiny_run, tmp_path / "run")
+    damage, needle = DAMAGED[case]
+    damage(run)
+    if case == "summary torn":
+        needle = "remove it, then --resume the run to finish it"
+    before = _snapshot(run)
+    assert main(["finetune", "--extend", str(run), "--online-steps", "400", "--out", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+    assert _snapshot(run) == before and not (tmp_path / "new").exists()
+
+
+def test_a_resume_cuts_rows_after_the_checkpoint_and_pads_nothing(tiny_run, tmp_path):
+    """A run killed after rows it had not checkpointed: those rows are cut, the run finishes as
+    the never-stopped one did, and metrics.jsonl holds no NUL byte."""
+    from odt.cli import main
+
+    run = _copy(tiny_run, tmp_path / "run")
+    (run / "summary.json").unlink()
+    (run / "metrics.jsonl").write_bytes((run / "metrics.jsonl").read_bytes() + b'{"phase": "online"}\n')
+    assert main(["run", "--resume", str(run)]) == 0
+    metrics = (run / "metrics.jsonl").read_bytes()
+    assert b"\0" not in metrics and metrics == (tiny_run / "metrics.jsonl").read_bytes()

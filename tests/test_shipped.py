@@ -96,3 +96,24 @@ def test_finetuning_a_shipped_vidt_model_skips_the_critic_warm_up_it_carries(tmp
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert not any(r.get("event") == "critic_pretrained" for r in rows)
     assert "initialised from" in (out / "run.log").read_text()
+
+
+def test_what_a_shipped_model_fixes_is_honoured_and_recorded_unless_a_flag_says_otherwise():
+    """A setting the model fixes replaces the preset's (config.json records it); one the user gave
+    otherwise is refused. The critic warm-up counts as done for the algorithm the run becomes."""
+    from odt.checkpoint import load_from_run
+    from odt.config import preset
+    from odt.run import Start
+    from odt.setup import _from_checkpoint
+
+    source = shipped.resolve("odt:cpu-vidt")
+    state = load_from_run(source, "pretrained")[0]
+    cfg = preset("cpu-small")  # algo odt, a stochastic actor: the model's is deterministic, with critics
+    cfg.critic_pretrain_updates, cfg.critic_hidden = 9000, 64
+    fixed = _from_checkpoint(cfg, Start("init", source, state))
+    assert fixed["algo"] == "vidt" and fixed["embed_dim"] == state["spec"]["embed_dim"]
+    assert fixed["critic_hidden"] == state["ensemble"]["learners"][0]["td3"]["critic"]["q1.0.weight"].shape[0]
+    assert fixed["critic_pretrain_updates"] == 9000 - int(state["run"]["critic_pretrained"])
+    for given, needle in [({"algo"}, "--algo odt contradicts"), ({"critic_hidden"}, "--critic-hidden 64 contradicts")]:
+        with pytest.raises(ConfigError, match=needle):
+            _from_checkpoint(cfg, Start("init", source, state, given=frozenset(given)))

@@ -3,6 +3,7 @@ data the user holds in memory, and hands back the run's summary and its policy."
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,19 +43,22 @@ def train(config: Config | Mapping | str | None = None, *, env: str | Callable[[
     dicts of arrays: ``observations`` (T rows, or T + 1 with the final one, as Minari stores
     them), ``actions``, ``rewards``, and optionally ``terminations`` (or ``terminals``, a flag or an
     array whose last entry counts). ``pretrain``/``finetune``: which phases run (both: `odt run`)."""
-    cfg = _config(config, settings)
+    cfg = _config(config, settings).validate()  # every setting, before anything is made or written
     if not (pretrain or finetune):
         raise ConfigError("odt.train: pretrain=False and finetune=False leave nothing to run")
     if not pretrain and cfg.init is None:
         raise ConfigError("odt.train(finetune only) needs init=RUN_DIR, a pretrained run or a Hugging Face model "
                           "directory (or pretrain=True)")
     data = None
-    if env is not None and not isinstance(env, str):
+    if callable(env):
         cfg.env = register_env(env, cfg.max_ep_len)
-    elif env is not None:
+    elif isinstance(env, str):
         cfg.env = env
-    if isinstance(dataset, str):
-        cfg.dataset = dataset
+    elif env is not None:
+        raise ConfigError(f"env must be a Gymnasium id or a function that makes a gymnasium.Env, got "
+                          f"{type(env).__name__} {env!r:.40}")
+    if isinstance(dataset, (str, os.PathLike)):
+        cfg.dataset = str(dataset)
     elif dataset is not None:
         data = as_dataset(dataset, cfg.env)
         cfg.dataset = f"in-memory: {data.name}"
@@ -67,14 +71,26 @@ def train(config: Config | Mapping | str | None = None, *, env: str | Callable[[
 
 
 def _config(config, settings: dict) -> Config:
+    if "preset" in settings:  # the defaults' name: it goes where config names them, never beside them
+        name = settings.pop("preset")
+        if config is None or config == name:
+            config = name
+        elif isinstance(config, Mapping) and config.get("preset", name) == name:
+            config = {**config, "preset": name}
+        else:
+            raise ConfigError(f"preset={name!r} and config={config!r:.60} both name the defaults; give the preset "
+                              "once, as config='NAME' or config={'preset': 'NAME', ...}")
     if isinstance(config, Config):
         cfg = dataclasses.replace(config)
     elif isinstance(config, str):
-        cfg = preset(config)
-    else:
+        cfg = dataclasses.replace(preset(config), preset=config)  # config.json says which preset the run used
+    elif config is None or isinstance(config, Mapping):
         values = dict(config or {})
         name = values.pop("preset", None)
         cfg = Config.from_dict({**(preset(name).to_dict() if name else {}), "preset": name, **values})
+    else:
+        raise ConfigError(f"config must be a Config, a preset's name or a mapping of settings, got "
+                          f"{type(config).__name__}")
     unknown = sorted(set(settings) - {f.name for f in dataclasses.fields(Config)})
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see `odt run --help` (flags as names: lr=...)")
@@ -87,6 +103,9 @@ def register_env(make: Callable[[], gym.Env], max_ep_len: int) -> str:
     same for every run of one class, so that reports group them). The horizon is the one its own
     ``TimeLimit`` sets, else ``max_ep_len``."""
     probe = make()
+    if not isinstance(probe, gym.Env):
+        raise ConfigError(f"env: the function given made a {type(probe).__name__}, not a gymnasium.Env; give a "
+                          "function that returns the environment")
     name, horizon, env = type(probe.unwrapped).__name__, None, probe
     while isinstance(env, gym.Wrapper) and horizon is None:
         horizon = getattr(env, "_max_episode_steps", None) if isinstance(env, gym.wrappers.TimeLimit) else None
@@ -101,19 +120,37 @@ def register_env(make: Callable[[], gym.Env], max_ep_len: int) -> str:
 def as_dataset(data: TrajectoryDataset | Iterable[Mapping], env_id: str) -> TrajectoryDataset:
     if isinstance(data, TrajectoryDataset):  # copies: the run rescales actions in place
         return dataclasses.replace(data, episodes=[dataclasses.replace(e) for e in data.episodes])
+    if isinstance(data, Mapping):
+        raise ConfigError("dataset is one episode (a dict of arrays); give a list of episodes, [episode]")
+    if not isinstance(data, Iterable):
+        raise ConfigError(f"dataset must be a source name or path, a TrajectoryDataset, or a list of episodes "
+                          f"(dicts of arrays), got {type(data).__name__} {data!r:.40}")
     episodes = [_episode(e, i) for i, e in enumerate(data)]
     if not episodes:
         raise ConfigError("dataset: no episodes given; pass a TrajectoryDataset or a list of dicts of arrays")
     return TrajectoryDataset(episodes, env_id=env_id, name=f"{len(episodes)} episodes from Python")
 
 
+def _array(e: Mapping, key: str, i: int) -> np.ndarray:
+    try:
+        arr = np.asarray(e[key], np.float32)
+    except (TypeError, ValueError) as err:
+        arr = err
+    if not isinstance(arr, np.ndarray) or arr.ndim == 0:
+        raise ConfigError(f"dataset episode {i}: '{key}' must be an array of numbers, one row per step, got "
+                          f"{type(e[key]).__name__} {e[key]!r:.40}")
+    return arr
+
+
 def _episode(e: Mapping, i: int) -> Episode:
+    if not isinstance(e, Mapping):
+        raise ConfigError(f"dataset episode {i} is a {type(e).__name__}, not a dict of arrays (observations, "
+                          "actions, rewards)")
     missing = [k for k in ("observations", "actions", "rewards") if k not in e]
     if missing:
         raise ConfigError(f"dataset episode {i} lacks {', '.join(missing)}; each needs observations, actions, rewards")
-    obs = np.asarray(e["observations"], np.float32)
-    actions = np.asarray(e["actions"], np.float32).reshape(len(e["actions"]), -1)
-    rewards = np.asarray(e["rewards"], np.float32).reshape(-1)
+    obs, actions, rewards = (_array(e, k, i) for k in ("observations", "actions", "rewards"))
+    actions, rewards = actions.reshape(len(actions), -1), rewards.reshape(-1)
     T = len(rewards)
     if len(actions) != T or len(obs) not in (T, T + 1):
         raise ConfigError(f"dataset episode {i}: {len(obs)} observations, {len(actions)} actions, {T} rewards; "

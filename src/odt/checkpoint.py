@@ -198,7 +198,8 @@ def load_from_run(run_dir: Path, name: str = "final") -> tuple[dict, Path]:
     if corrupted:
         raise ConfigError(f"every checkpoint in {ckpts} failed its checksum ({', '.join(corrupted)}); "
                           "the run cannot be loaded")
-    raise ConfigError(f"no checkpoint in {ckpts}; was the run stopped before it saved one?")
+    raise ConfigError(f"no checkpoint in {ckpts}: the run was stopped before it saved one; make it again with "
+                      "the command that made it and --overwrite, or give another run")
 
 
 def scaling_of(state: dict) -> Scaling:

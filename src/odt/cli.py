@@ -44,6 +44,7 @@ def _train(cfg: Config, command: str, args: list[str]) -> None:
     if command == "finetune" and cfg.init is None:
         raise ConfigError("odt finetune needs --init RUN_DIR, a run made by `odt pretrain` or a Hugging Face "
                           "DecisionTransformerModel directory (or use `odt run`)")
+    cfg.validate()  # before a shipped model is unpacked or a Hugging Face one read
     cfg.init = resolve(cfg.init)  # odt:NAME, a shipped model, is a run directory in the cache
     run_command(cfg, command, pretrain=command in ("pretrain", "run"), finetune=command in ("finetune", "run"),
                 start=init_start(cfg, command, args))

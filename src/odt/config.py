@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
+import math
+import os
+import re
 import sys
+import types
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Optional, TypeVar
@@ -356,104 +363,12 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
         return self.group(ModelSpec, obs_dim=obs_dim, act_dim=act_dim, action_head=self.resolved_action_head())
 
     def validate(self) -> "Config":
-        positive = ["embed_dim", "n_layer", "n_head", "context_len", "eval_context", "batch_size",
-                    "max_ep_len", "entropy_samples", "buffer_size", "eval_episodes",
-                    "episodes_per_round", "eval_every", "checkpoint_every", "policy_delay", "critic_hidden",
-                    "max_bad_updates", "random_episodes", "baseline_hidden", "baseline_batch_size",
-                    "baseline_evals"]
-        for name in positive:
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"--{_flag(name)} must be positive, got {getattr(self, name)}")
-        for name in ["pretrain_updates", "online_steps", "updates_per_round", "warmup_steps",
-                     "pretrain_eval_every", "threads"]:
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if not 0 <= self.updates_per_step < 1e4:
-            raise ConfigError(f"--updates-per-step must be in [0, 10000) (0: use --updates-per-round), "
-                              f"got {self.updates_per_step}")
-        if self.embed_dim % self.n_head:
-            raise ConfigError(f"--embed-dim ({self.embed_dim}) must be divisible by --n-head ({self.n_head})")
-        if self.eval_context > self.context_len:
-            raise ConfigError(f"--eval-context ({self.eval_context}) must be <= --context-len ({self.context_len})")
-        if not 0 <= self.dropout < 1:
-            raise ConfigError(f"--dropout must be in [0, 1), got {self.dropout}")
-        if self.lr <= 0 or self.rtg_scale <= 0 or self.grad_clip <= 0 or self.lambda_lr <= 0:
-            raise ConfigError("--lr, --lambda-lr, --rtg-scale and --grad-clip must be positive")
-        if self.init_lambda <= 0:
-            raise ConfigError(f"--init-lambda must be positive, got {self.init_lambda}")
-        if self.log_std_min >= self.log_std_max:
-            raise ConfigError("--log-std-min must be below --log-std-max")
-        if (self.ref_min_score is None) != (self.ref_max_score is None):
-            raise ConfigError("--ref-min-score and --ref-max-score go together; give both or neither")
-        if self.ref_min_score is not None and self.ref_min_score >= self.ref_max_score:
-            raise ConfigError(f"--ref-min-score ({self.ref_min_score}) must be below --ref-max-score "
-                              f"({self.ref_max_score})")
-        self._validate_algo()
-        self._validate_toolbox()
-        if self.baseline:
-            self._validate_baseline()
+        """Every setting checked, wherever it came from (flags, a preset, config.json, odt.train):
+        its type, a finite value in its range (RANGES), and the settings that constrain each other."""
+        check_types(vars(self))
+        check_ranges(self)
+        _check_combinations(self)
         return self
-
-    def _validate_algo(self) -> None:
-        if self.base_loss == "dt" and self.resolved_action_head() != "deterministic":
-            raise ConfigError(f"--algo {self.algo} trains a deterministic actor; drop --action-head or use "
-                              f"--algo {'odt' if self.algo == 'dt' else 'odt-td3'}")
-        if self.base_loss == "odt" and self.resolved_action_head() == "deterministic":
-            raise ConfigError(f"--algo {self.algo} needs a stochastic --action-head (gaussian or tanh_gaussian)")
-        if not 0 < self.gamma <= 1 or not 0 < self.tau <= 1:
-            raise ConfigError(f"--gamma and --tau must be in (0, 1], got {self.gamma} and {self.tau}")
-
-    def _validate_toolbox(self) -> None:
-        for name in ("rl_alpha", "target_noise", "noise_clip", "noise_floor", "ensemble_scale", "priority_alpha",
-                     "reg_weight", "early_stop_patience"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"--{_flag(name)} must be >= 0, got {getattr(self, name)}")
-        if self.noise_std is not None and self.noise_std < 0:
-            raise ConfigError(f"--noise-std must be >= 0, got {self.noise_std}")
-        for name in ("ensemble", "target_window"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"--{_flag(name)} must be >= 1, got {getattr(self, name)}")
-        for name in ("target_p0", "target_p1"):
-            if not 0 <= getattr(self, name) <= 100:
-                raise ConfigError(f"--{_flag(name)} is a percentile in [0, 100], got {getattr(self, name)}")
-        if self.target_clip_c < 1:
-            raise ConfigError(f"--target-clip-c must be >= 1 (1: no optimism), got {self.target_clip_c}")
-        if self.target_multiple is not None and self.target_multiple <= 0:
-            raise ConfigError(f"--target-multiple must be positive, got {self.target_multiple}")
-        if self.finetune_lr is not None and self.finetune_lr <= 0:
-            raise ConfigError(f"--finetune-lr must be positive, got {self.finetune_lr}")
-        if self.rollback_drop is not None and not 0 < self.rollback_drop < 1:
-            raise ConfigError(f"--rollback-drop is a fraction in (0, 1), got {self.rollback_drop}")
-        if not 0 < self.rollback_lr_factor <= 1:
-            raise ConfigError(f"--rollback-lr-factor must be in (0, 1], got {self.rollback_lr_factor}")
-        if self.tasks and (self.return_target != "fixed" or self.eval_target != "fixed"
-                           or self.target_multiple is not None):
-            raise ConfigError("--tasks takes fixed targets per task (ENV=DATASET:G_EVAL:G_ONLINE); drop "
-                              "--return-target, --eval-target and --target-multiple")
-        if self.offline_ratio is not None:
-            ratio = self.offline_ratios()
-            if not all(0 <= r <= 1 for r in ratio):
-                raise ConfigError(f"--offline-ratio values are fractions in [0, 1], got {self.offline_ratio}")
-        if self.compile != "off" and self.ensemble > 8:  # each member's optimizer is one more compiled graph
-            raise ConfigError(f"--compile takes ensembles of up to 8 (torch.compile's recompile limit), got "
-                              f"--ensemble {self.ensemble}; drop --compile or use fewer members")
-        if self.critic_pretrain_updates < 0:
-            raise ConfigError(f"--critic-pretrain-updates must be >= 0, got {self.critic_pretrain_updates}")
-        if self.critic_lr <= 0:
-            raise ConfigError(f"--critic-lr must be positive, got {self.critic_lr}")
-        if self.capture_video and self.tasks:
-            raise ConfigError("--capture-video records single-task runs; drop it or --tasks")
-
-    def _validate_baseline(self) -> None:
-        if self.tasks or self.ensemble > 1:
-            raise ConfigError(f"--algo {self.algo} is a single-task, single-network baseline; drop --tasks and --ensemble")
-        if self.baseline_lr <= 0 or self.sac_learning_starts < 0 or self.iql_offline_updates < 0:
-            raise ConfigError("--baseline-lr must be positive, --sac-learning-starts and --iql-offline-updates >= 0")
-        if not 0 < self.iql_expectile < 1 or self.iql_temperature <= 0:
-            raise ConfigError(f"--iql-expectile must be in (0, 1) and --iql-temperature positive, got "
-                              f"{self.iql_expectile} and {self.iql_temperature}")
-        if self.algo == "iql" and self.dataset == "none":
-            raise ConfigError("--algo iql learns from offline data first; give a --dataset (sac runs from scratch)")
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -463,15 +378,21 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Config":
+    def from_dict(cls, d: Mapping) -> "Config":
+        """A config from settings by name (config.json, a preset, odt.train's mapping): one that is
+        unknown or of the wrong type is refused in one line."""
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"settings must be an object of names to values, got {type(d).__name__} "
+                              f"{json.dumps(d, default=str)[:40]}")
         names = {f.name for f in dataclasses.fields(cls)} | {"explore_noise"}
-        unknown = sorted(set(d) - names)
+        unknown = sorted(map(str, set(d) - names))
         if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see `odt run --help`")
+            raise ConfigError(f"unknown setting(s) {', '.join(unknown)} (`odt run --help` lists them)")
         d = dict(d)
         if "explore_noise" in d:  # config.json of runs made before the noise schedules
             noise = d.pop("explore_noise")
             d.setdefault("noise_std", noise if d.get("algo") in ("dt", "vidt") else None)
+        check_types(d)
         for k in ("out", "init", "resume", "extend"):
             if d.get(k) is not None:
                 d[k] = Path(d[k])
@@ -479,14 +400,153 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
         return cls(**d)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        # Written whole or not at all: a run killed here must not leave a torn config.json to resume.
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        os.replace(tmp, path)
 
     @classmethod
-    def load(cls, path: Path) -> "Config":
+    def load(cls, path: Path, validate: bool = False) -> "Config":
+        """A run's config.json; ``validate``: every setting checked as a flag's would be (a run to
+        continue), not only its type (a run to read)."""
         try:
-            return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, json.JSONDecodeError) as e:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as e:  # ValueError: JSON's, and bytes that are not UTF-8
             raise ConfigError(f"cannot read config {path}: {e}; point at a run directory made by odt") from e
+        try:
+            cfg = cls.from_dict(raw)
+            return cfg.validate() if validate else cfg
+        except ConfigError as e:
+            raise ConfigError(f"config {path}: {e}; correct the file, or make the run afresh") from None
+
+
+# The range of every numeric setting, checked after NaN and infinity are refused: "> 0" (positive),
+# ">= N", an interval, or "any" (any finite number). A leading noun ("a fraction in (0, 1)") reads
+# "is a fraction ..." in the message. tests/test_bad_input.py checks that no numeric setting is missing.
+_POSITIVE = ("embed_dim", "n_layer", "n_head", "context_len", "eval_context", "max_ep_len", "entropy_samples",
+             "batch_size", "lr", "grad_clip", "max_bad_updates", "init_lambda", "lambda_lr", "rtg_scale",
+             "policy_delay", "critic_lr", "critic_hidden", "baseline_hidden", "baseline_lr", "baseline_batch_size",
+             "baseline_evals", "iql_temperature", "episodes_per_round", "buffer_size", "eval_every", "eval_episodes",
+             "checkpoint_every", "random_episodes", "target_multiple", "finetune_lr")
+_NON_NEGATIVE = ("seed", "threads", "weight_decay", "warmup_steps", "rl_alpha", "target_noise", "noise_clip",
+                 "critic_pretrain_updates", "sac_learning_starts", "iql_offline_updates", "pretrain_updates",
+                 "pretrain_eval_every", "online_steps", "updates_per_round", "noise_std", "noise_floor",
+                 "ensemble_scale", "priority_alpha", "reg_weight", "early_stop_patience")
+_ANY = ("ref_min_score", "ref_max_score", "log_std_min", "log_std_max", "target_entropy", "td_reward_shift",
+        "g_online", "g_eval", "target_beta0", "target_beta1")
+RANGES: dict[str, str] = {
+    **dict.fromkeys(_POSITIVE, "> 0"), **dict.fromkeys(_NON_NEGATIVE, ">= 0"), **dict.fromkeys(_ANY, "any"),
+    "dropout": "in [0, 1)", "gamma": "in (0, 1]", "tau": "in (0, 1]", "iql_expectile": "in (0, 1)",
+    "updates_per_step": "in [0, 10000)", "ensemble": ">= 1", "target_window": ">= 1", "target_clip_c": ">= 1",
+    "target_p0": "a percentile in [0, 100]", "target_p1": "a percentile in [0, 100]",
+    "rollback_drop": "a fraction in (0, 1)", "rollback_lr_factor": "in (0, 1]",
+}
+_INTERVAL = re.compile(r"([\[(])(\S+), (\S+)([\])])$")
+
+
+def _in_range(x: float, rule: str) -> bool:
+    if rule == "any":
+        return True
+    if rule.startswith(">"):
+        low = float(rule.split()[-1])
+        return x >= low if rule.startswith(">=") else x > low
+    left, low, high, right = _INTERVAL.search(rule).groups()
+    low, high = float(low), float(high)
+    return (low <= x if left == "[" else low < x) and (x <= high if right == "]" else x < high)
+
+
+def _range_text(rule: str) -> str:
+    if rule == "> 0":
+        return "must be positive"
+    return f"is {rule}" if rule.startswith("a ") else f"must be {rule}"
+
+
+def check_ranges(cfg: "Config") -> None:
+    for name, rule in RANGES.items():
+        value = getattr(cfg, name)
+        if value is None:  # an optional setting left to its default
+            continue
+        if not math.isfinite(value):
+            raise ConfigError(f"--{_flag(name)} must be a finite number, got {value}")
+        if not _in_range(value, rule):
+            raise ConfigError(f"--{_flag(name)} {_range_text(rule)}, got {value}")
+
+
+def _fits(value, hint) -> bool:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a) for a in args)
+    if origin is Literal:
+        return any(type(value) is type(a) and value == a for a in args)
+    if origin is tuple:
+        return isinstance(value, (tuple, list)) and all(isinstance(v, str) for v in value)
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is Path:
+        return isinstance(value, (str, os.PathLike))
+    return isinstance(value, hint)  # str, bool
+
+
+def _type_text(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_type_text(a) for a in args)
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    return {type(None): "null", float: "a number", int: "an integer", bool: "true or false", str: "a string",
+            Path: "a path"}.get(hint, "a list of strings")
+
+
+def check_types(values: dict) -> None:
+    """Each setting's value against its declared type (the dataclass annotations): what a flag
+    parser would have refused, from config.json or odt.train."""
+    for name, value in values.items():
+        hint = _hints().get(name)
+        if hint is not None and not _fits(value, hint):
+            raise ConfigError(f"{name} must be {_type_text(hint)}, got {json.dumps(value, default=repr)[:60]}")
+
+
+@functools.cache
+def _hints() -> dict:
+    return typing.get_type_hints(Config)
+
+
+def _check_combinations(cfg: "Config") -> None:
+    """The settings that constrain each other."""
+    if cfg.embed_dim % cfg.n_head:
+        raise ConfigError(f"--embed-dim ({cfg.embed_dim}) must be divisible by --n-head ({cfg.n_head})")
+    if cfg.eval_context > cfg.context_len:
+        raise ConfigError(f"--eval-context ({cfg.eval_context}) must be <= --context-len ({cfg.context_len})")
+    if cfg.log_std_min >= cfg.log_std_max:
+        raise ConfigError("--log-std-min must be below --log-std-max")
+    if (cfg.ref_min_score is None) != (cfg.ref_max_score is None):
+        raise ConfigError("--ref-min-score and --ref-max-score go together; give both or neither")
+    if cfg.ref_min_score is not None and cfg.ref_min_score >= cfg.ref_max_score:
+        raise ConfigError(f"--ref-min-score ({cfg.ref_min_score}) must be below --ref-max-score "
+                          f"({cfg.ref_max_score})")
+    if cfg.base_loss == "dt" and cfg.resolved_action_head() != "deterministic":
+        raise ConfigError(f"--algo {cfg.algo} trains a deterministic actor; drop --action-head or use "
+                          f"--algo {'odt' if cfg.algo == 'dt' else 'odt-td3'}")
+    if cfg.base_loss == "odt" and cfg.resolved_action_head() == "deterministic":
+        raise ConfigError(f"--algo {cfg.algo} needs a stochastic --action-head (gaussian or tanh_gaussian)")
+    if cfg.tasks and (cfg.return_target != "fixed" or cfg.eval_target != "fixed" or cfg.target_multiple is not None):
+        raise ConfigError("--tasks takes fixed targets per task (ENV=DATASET:G_EVAL:G_ONLINE); drop "
+                          "--return-target, --eval-target and --target-multiple")
+    if cfg.offline_ratio is not None and not all(0 <= r <= 1 for r in cfg.offline_ratios()):
+        raise ConfigError(f"--offline-ratio values are fractions in [0, 1], got {cfg.offline_ratio}")
+    if cfg.compile != "off" and cfg.ensemble > 8:  # each member's optimizer is one more compiled graph
+        raise ConfigError(f"--compile takes ensembles of up to 8 (torch.compile's recompile limit), got "
+                          f"--ensemble {cfg.ensemble}; drop --compile or use fewer members")
+    if cfg.capture_video and cfg.tasks:
+        raise ConfigError("--capture-video records single-task runs; drop it or --tasks")
+    if cfg.baseline and (cfg.tasks or cfg.ensemble > 1):
+        raise ConfigError(f"--algo {cfg.algo} is a single-task, single-network baseline; drop --tasks and --ensemble")
+    if cfg.algo == "iql" and cfg.dataset == "none":
+        raise ConfigError("--algo iql learns from offline data first; give a --dataset (sac runs from scratch)")
 
 
 def _flag(name: str) -> str:

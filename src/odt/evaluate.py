@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -72,8 +73,11 @@ class EvalArgs:
 
 def eval_command(a: EvalArgs) -> int:
     """`odt eval`: an odt run (or shipped model), else a Hugging Face model directory."""
-    if a.episodes <= 0 or a.threads < 0:
-        raise ConfigError(f"--episodes must be positive and --threads >= 0, got {a.episodes} and {a.threads}")
+    if a.episodes <= 0 or a.threads < 0 or a.seed < 0:
+        raise ConfigError(f"--episodes must be positive, --threads >= 0 and --seed >= 0, got {a.episodes}, {a.threads} "
+                          f"and {a.seed}")
+    if a.target is not None and not math.isfinite(a.target):
+        raise ConfigError(f"--target must be a finite number, got {a.target}")
     extra = [f"--{n.replace('_', '-')}" for n in ("env", "rtg_scale", "eval_context") if getattr(a, n) is not None]
     if not hf.is_model_dir(a.run) and extra:
         raise ConfigError(f"{', '.join(extra)}: for a Hugging Face model directory; the run {a.run} has its own "
@@ -99,8 +103,9 @@ def _eval_hf(a: EvalArgs) -> dict:
     if unused:
         raise ConfigError(f"{', '.join(unused)}: odt eval of a Hugging Face model directory takes "
                           f"{', '.join('--' + n.replace('_', '-') for n in HANDLED if n != 'run')} only")
-    if (a.rtg_scale is not None and a.rtg_scale <= 0) or (a.eval_context is not None and a.eval_context <= 0):
-        raise ConfigError("--rtg-scale and --eval-context must be positive")
+    if (a.rtg_scale is not None and not 0 < a.rtg_scale < math.inf) or (a.eval_context is not None
+                                                                       and a.eval_context <= 0):
+        raise ConfigError("--rtg-scale and --eval-context must be positive (and finite)")
     m = hf.read(a.run)  # every check, and the settings, before any environment is made
     env_id = hf.setting(m, "env_id", a.env, "--env")
     target = float(hf.setting(m, "target_return", a.target, "--target"))

@@ -78,12 +78,14 @@ def _one_line(report: str, prog: str) -> str:
 
 
 def _preset_from(args: list[str]) -> Optional[str]:
-    for i, a in enumerate(args):
-        if a == "--preset" and i + 1 < len(args):
-            return args[i + 1]
-        if a.startswith("--preset="):
-            return a.split("=", 1)[1]
-    return None
+    """The --preset given, if any. Given twice it is refused: its defaults are read before the
+    other flags, so the first would set them and the last be recorded."""
+    names = [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--preset"]
+    names += [a.split("=", 1)[1] for a in args if a.startswith("--preset=")]
+    if len(names) > 1:
+        raise ConfigError(f"--preset is given {len(names)} times ({', '.join(names)}); give one preset and "
+                          "override its settings with flags")
+    return names[0] if names else None
 
 
 # The sections of `odt run --help`: Config's groups, each a nested dataclass whose flags keep their

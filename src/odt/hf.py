@@ -31,7 +31,7 @@ from .checkpoint import networks_state
 from .config import Config, ConfigError
 from .envs.make import make_env_checked
 from .models.transformer import DecisionTransformer, ModelSettings, ModelSpec
-from .run import Start
+from .run import Start, given_settings, refuse_contradicted
 from .scaling import Scaling
 
 WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -297,8 +297,10 @@ def finetune_start(cfg: Config, init: Path, args: list[str]) -> Start:
     context_len = cfg.context_len if trained is None else _checked(m, key, trained)
     model = build(m, cfg.resolved_action_head(), context_len, cfg.seed, (cfg.log_std_min, cfg.log_std_max))
     spec = dataclasses.asdict(model.spec)
-    for name in ("embed_dim", "n_layer", "n_head", "context_len", "timestep_embedding", "max_ep_len"):
-        setattr(cfg, name, spec[name])  # before setup validates the config, as the checkpoint fixes them
+    fixed = {name: spec[name] for name in ("embed_dim", "n_layer", "n_head", "timestep_embedding", "max_ep_len")}
+    refuse_contradicted(cfg, fixed, given_settings(args), init)
+    for name, value in {**fixed, "context_len": context_len}.items():
+        setattr(cfg, name, value)  # before setup validates the config, as the checkpoint fixes them
     check_env(m, cfg.env)
     cfg.restart_optimizers = True
     ones = np.ones(spec["act_dim"], np.float32)

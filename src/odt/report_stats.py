@@ -76,11 +76,28 @@ class RunRecord:
         return xs, np.array([points[x] for x in sorted(points)], dtype=float)
 
 
-def _read_json(path: Path):
+def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot read {path}: {e}; is it a run directory made by odt?") from e
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as e:  # ValueError: JSON's, and bytes that are not UTF-8
+        raise ConfigError(f"cannot read {path}: {e}; is it a run directory made by odt? leave that run out") from e
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} holds {json.dumps(value)[:40]}, not the JSON object odt writes; is it a run "
+                          "directory made by odt? leave that run out")
+    return value
+
+
+def _summary(path: Path) -> dict:
+    """summary.json, whose evaluations (where it has them) hold the numbers the report reads."""
+    summary = _read_json(path)
+    for phase in ("offline", "final"):
+        s = summary.get(phase)
+        if s is None:
+            continue
+        numbers = [s.get("return_mean"), s.get("normalized_mean", 0.0)] if isinstance(s, dict) else [None]
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in numbers):
+            raise ConfigError(f"{path}: its {phase!r} entry is not an evaluation odt wrote; leave that run out")
+    return summary
 
 
 def find_runs(paths: list[Path]) -> tuple[list[RunRecord], list[Path]]:
@@ -100,15 +117,17 @@ def find_runs(paths: list[Path]) -> tuple[list[RunRecord], list[Path]]:
             rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines() if line.strip()]
         except FileNotFoundError:
             rows = []  # no learning curve, the summary still counts
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:
             raise ConfigError(f"cannot read {d / 'metrics.jsonl'}: {e}; leave that run out") from e
+        if not all(isinstance(r, dict) for r in rows):
+            raise ConfigError(f"{d / 'metrics.jsonl'} has a row that is not a JSON object; leave that run out")
         # A setting added since a run was made has its default there: runs of older versions compare.
         config = {**DEFAULTS, **_read_json(d / "config.json")}
         if config.get("action_head") == "auto":
             # `odt finetune --init` records the head it took from the checkpoint, `odt run` records
             # auto: the same head must label one setting.
             config["action_head"] = Config(algo=config.get("algo", "odt")).resolved_action_head()
-        runs.append(RunRecord(d, config, _read_json(d / "summary.json"), [r for r in rows if r.get("event") == "eval"]))
+        runs.append(RunRecord(d, config, _summary(d / "summary.json"), [r for r in rows if r.get("event") == "eval"]))
     if not runs:
         where = ", ".join(map(str, paths))
         found = f"{len(incomplete)} incomplete run(s) (no summary.json) but no complete one" if incomplete \

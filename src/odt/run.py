@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Config
+from .config import Config, ConfigError
 from .data.trajectories import TrajectoryDataset
 from .envs.multitask import Task
 from .logging import RunLogger
@@ -21,12 +22,15 @@ class Start:
     """fresh: nothing loaded. init (`odt finetune --init`): a pretrained checkpoint's networks (and,
     unless --restart-optimizers, their optimizers), read from ``source`` or given as ``state`` (a
     Hugging Face model, converted in memory). resume (``--resume``, ``--extend``): the run's own
-    checkpoint, every component's state; ``summary`` adds entries to the run's summary."""
+    checkpoint, every component's state; ``summary`` adds entries to the run's summary. ``given``:
+    the settings the user named (flags, odt.train's keywords), which a checkpoint may not
+    contradict."""
 
     kind: str = "fresh"
     source: Path | None = None
     state: dict | None = None
     summary: dict = field(default_factory=dict)
+    given: frozenset[str] = frozenset()
 
     @property
     def resumes(self) -> bool:
@@ -69,3 +73,18 @@ class RunState:
     def load_state_dict(self, state: dict) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, state[f.name])
+def given_settings(args: Iterable[str]) -> frozenset[str]:
+    """The settings that flags name (``--embed-dim 256``, ``--embed-dim=256``, ``--no-progress``)."""
+    names = {a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")}
+    return frozenset(names | {n[3:] for n in names if n.startswith("no_")})  # --no-timestep-embedding
+
+
+def refuse_contradicted(cfg: Config, fixed: dict, given: frozenset[str], source) -> None:
+    """A pretrained model fixes settings (``fixed``: its architecture, its actor's kind): one the
+    user gave otherwise is refused in one line, never overridden unsaid."""
+    for name, value in fixed.items():
+        asked = cfg.resolved_action_head() if name == "action_head" else getattr(cfg, name)
+        if name in given and asked != value:
+            flag = "--" + name.replace("_", "-")
+            raise ConfigError(f"{flag} {asked} contradicts the pretrained model {source}, which has {name} {value}; "
+                              f"drop {flag} (finetuning keeps the model's), or pretrain a model with it")

@@ -22,15 +22,16 @@ from .baselines import check_baseline, run_baseline
 from .checkpoint import build_model, load_from_run, scaling_of
 from .config import Config, ConfigError, OptimSettings, TD3Settings, check_out_dir
 from .data.generate import collect
-from .data.sources import check_episodes, check_matches_env, load_dataset
+from .data.sources import check_episodes, check_matches_env, check_recorded_env, load_dataset
 from .data.tasks import load_tasks
 from .data.trajectories import TrajectoryDataset
 from .envs.make import make_env_with_horizon
 from .envs.pool import EnvPool
 from .logging import RunLogger, check_wandb, wandb_mode
+from .models.critic import critic_shape
 from .models.transformer import ModelSettings, ModelSpec
 from .precision import apply_precision, resolve_precision
-from .run import Prepared, Start
+from .run import Prepared, Start, given_settings, refuse_contradicted
 from .scaling import Scaling
 from .scores import reference_of
 from .train import Trainer, execute
@@ -58,21 +59,70 @@ def _check_dims(state: dict, source: Path, env_id: str, obs_dim: int, act_dim: i
 _NOT_ARCHITECTURE = ("dropout", "eval_context", "entropy_samples")
 
 
-def _from_checkpoint(cfg: Config, state: dict) -> dict:
-    """The settings a pretrained checkpoint fixes: its architecture and its actor's kind; and a
-    shipped model's critic warm-up, which counts as done."""
+def _from_checkpoint(cfg: Config, start: Start) -> dict:
+    """The settings a pretrained checkpoint fixes: its architecture, its actor's kind and, for a
+    TD3 run, its critics' shape; and a shipped model's critic warm-up, which counts as done. They
+    replace the preset's (config.json records them); a flag the user gave against them is refused."""
+    state = start.state
     spec = ModelSpec(**state["spec"])
-    resolved = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ModelSettings)
-                if f.name not in _NOT_ARCHITECTURE}
+    fixed = {f.name: getattr(spec, f.name) for f in dataclasses.fields(ModelSettings)
+             if f.name not in _NOT_ARCHITECTURE}
+    lead = state["ensemble"]["learners"][0]
     deterministic = spec.action_head == "deterministic"
     if deterministic != (cfg.resolved_action_head() == "deterministic"):
         # The actor's kind is the checkpoint's; keep the TD3 part as asked, else as pretrained.
-        td3 = cfg.td3 or "td3" in state["ensemble"]["learners"][0]
-        resolved["algo"] = ("vidt" if td3 else "dt") if deterministic else ("odt-td3" if td3 else "odt")
+        td3 = cfg.td3 or "td3" in lead
+        fixed["algo"] = ("vidt" if td3 else "dt") if deterministic else ("odt-td3" if td3 else "odt")
+    td3 = dataclasses.replace(cfg, **fixed).td3
+    if td3 and isinstance(lead.get("td3"), dict) and "critic" in lead["td3"]:
+        fixed["critic_hidden"], fixed["critic_layernorm"] = critic_shape(lead["td3"]["critic"])
+    refuse_contradicted(cfg, fixed, start.given, start.source)
     warmed = int(state["run"]["critic_pretrained"])
-    if warmed and cfg.td3:
-        resolved["critic_pretrain_updates"] = max(0, cfg.critic_pretrain_updates - warmed)
-    return resolved
+    if warmed and td3:
+        fixed["critic_pretrain_updates"] = max(0, cfg.critic_pretrain_updates - warmed)
+    return fixed
+
+
+def check_resume(cfg: Config, start: Start) -> None:
+    """A run to continue (--resume, --extend): its config.json, its checkpoint and its
+    metrics.jsonl must agree, or it is refused before anything is written."""
+    _check_made_by(cfg, start.state, start.source / "config.json")
+    _check_metrics_mark(start.source / "metrics.jsonl", int(start.state["run"]["metrics_bytes"]))
+
+
+def _check_made_by(cfg: Config, state: dict, config: Path) -> None:
+    """The checkpoint's networks are the ones this config builds: architecture, ensemble, critics."""
+    saved, learners = state["spec"], state["ensemble"]["learners"]
+    ours = dataclasses.asdict(cfg.model_spec(saved["obs_dim"], saved["act_dim"]))
+    pairs = {name: (ours[name], value) for name, value in saved.items() if name in ours}
+    pairs["ensemble"] = (cfg.ensemble, len(learners))
+    critics = learners[0].get("td3")
+    if (critics is not None) != cfg.td3:
+        pairs["algo"] = (cfg.algo, "TD3 critics" if critics is not None else "no TD3 critics")
+    elif critics is not None:
+        hidden, layernorm = critic_shape(critics["critic"])
+        pairs["critic_hidden"] = (cfg.critic_hidden, hidden)
+        pairs["critic_layernorm"] = (cfg.critic_layernorm, layernorm)
+    for name, (asked, made) in pairs.items():
+        if asked != made:
+            made = made if name == "algo" else repr(made)
+            raise ConfigError(f"{config} has {name} {asked!r}, but the run's checkpoint was made with {made}; "
+                              "restore config.json as the run wrote it (a resume continues the run it was)")
+
+
+def _check_metrics_mark(metrics: Path, mark: int) -> None:
+    """metrics.jsonl reaches the checkpoint's mark at the end of a row: the rows after it are cut
+    (a resumed run redoes them), and none is missing, so nothing is ever padded."""
+    size = metrics.stat().st_size if metrics.is_file() else 0
+    ends_a_row = mark == 0
+    if 0 < mark <= size:
+        with open(metrics, "rb") as f:
+            f.seek(mark - 1)
+            ends_a_row = f.read(1) == b"\n"
+    if not ends_a_row:
+        raise ConfigError(f"{metrics} ({size} bytes) does not reach the row its checkpoint ends at (byte {mark}): "
+                          f"it was {'cut or removed' if size < mark else 'edited'}; restore it, or make the run afresh "
+                          "with --overwrite")
 
 
 def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None):
@@ -86,7 +136,7 @@ def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None
         return dataset, act_low, act_high, tasks, resolved
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
     obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
-    if start.kind == "init":  # before the dataset: it may take minutes
+    if start.state is not None:  # before the dataset: it may take minutes
         _check_dims(start.state, start.source, cfg.env, obs_dim, act_dim)
     if given is not None:  # held in memory: the checks a file gets, against this environment's widths
         dataset = given
@@ -95,6 +145,7 @@ def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None
         dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,
                           log=lambda line: None, episodes_wanted=cfg.random_episodes, horizon=cfg.max_ep_len)
     else:
+        check_recorded_env(cfg.dataset, cfg.env, (obs_dim, act_dim))
         dataset = load_dataset(cfg.dataset, download=cfg.download)
     check_matches_env(dataset, env)
     reference = reference_of(cfg.env, (cfg.ref_min_score, cfg.ref_max_score), dataset.metadata)
@@ -136,14 +187,17 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
     # Cheap checks first: a wrong run directory or checkpoint must answer at once, not after a
     # dataset was generated (minutes on an empty cache) or downloaded.
     mode = _check_cheap(cfg, command)
+    if start.resumes:
+        check_resume(cfg, start)
     if start.kind == "init" and start.state is None:
         start = dataclasses.replace(start, state=load_from_run(start.source, "pretrained")[0])
+    fixed = _from_checkpoint(cfg, start) if start.kind == "init" else {}
     if not start.resumes and cfg.out is not None:
         check_out_dir(cfg.out, cfg.overwrite, "run")
     dataset, act_low, act_high, tasks, resolved = _load_data(cfg, start, dataset)
     if start.kind == "init":
         _check_dims(start.state, start.source, cfg.env, dataset.obs_dim, dataset.act_dim)
-        resolved.update(_from_checkpoint(cfg, start.state))
+        resolved.update(fixed)
     scaling = _scaling(start, tasks, dataset, act_low, act_high)
     if not scaling.unit_actions:
         for e in dataset.episodes:
@@ -264,12 +318,13 @@ def _initialise(ensemble: Ensemble, cfg: Config, start: Start, logger: RunLogger
 def init_start(cfg: Config, command: str, given: list[str]) -> Start:
     """What `odt finetune --init` starts from: a run directory (read once its cheap checks have
     passed), or a Hugging Face model directory converted in memory (``given``: the flags the user
-    gave, which its config.json does not override). Other commands start afresh."""
+    gave, which the model may not contradict and its config.json does not override). Other
+    commands start afresh."""
     if command != "finetune" or cfg.init is None:
         return Start()
     if hf.is_model_dir(cfg.init):
         return hf.finetune_start(cfg, cfg.init, given)
-    return Start("init", cfg.init)
+    return Start("init", cfg.init, given=given_settings(given))
 
 
 def run_command(cfg: Config, command: str, pretrain: bool, finetune: bool, start: Start | None = None,
@@ -294,19 +349,35 @@ def _check_device_here(cfg: Config, run_dir: Path) -> None:
     except ConfigError:
         raise ConfigError(f"{run_dir} asks for --device {cfg.device} (its config.json), which this machine lacks; "
                           f"set \"device\": \"auto\" in {run_dir / 'config.json'} to continue it here") from None
+def read_summary(run_dir: Path) -> dict:
+    """A complete run's summary.json; a torn or foreign one is named, with what to do."""
+    path = run_dir / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        summary = e
+    if not isinstance(summary, dict) or not isinstance(summary.get("online_steps", 0), int):
+        raise ConfigError(f"{path} is not a summary odt wrote ({str(summary).splitlines()[0][:60]}): the run did not "
+                          "finish writing it; remove it, then --resume the run to finish it")
+    return summary
 
 
 def resume_run(run_dir: Path) -> dict:
     """``--resume RUN_DIR``: continue a killed run from its newest intact checkpoint, with its own
-    config.json; what the original command was decides what remains to do."""
+    config.json; what the original command was decides what remains to do. Everything is read and
+    checked before the run directory is touched."""
     _check_run_dir(run_dir)
-    if (run_dir / "summary.json").is_file():
+    if (run_dir / "summary.json").exists():
+        read_summary(run_dir)
         raise ConfigError(f"run {run_dir} is complete (it has summary.json); there is nothing to resume")
-    cfg = Config.load(run_dir / "config.json")
+    cfg = Config.load(run_dir / "config.json", validate=True)
     if cfg.baseline:
         raise ConfigError(f"{run_dir} is a {cfg.algo} baseline run, which keeps no resumable state; run it again "
                           "with --overwrite")
     _check_device_here(cfg, run_dir)
+    if not any((run_dir / "checkpoints").glob("*.pt")):
+        raise ConfigError(f"{run_dir} has no checkpoint: the run was stopped before it saved one, so there is "
+                          "nothing to resume; start it afresh with the command that made it and --overwrite")
     state, _ = load_from_run(run_dir, "latest")
     if "generators" not in state:
         raise ConfigError(f"the checkpoints of {run_dir} predate --resume; start the run again")
@@ -331,9 +402,9 @@ def extend_run(run_dir: Path, online_steps: int, out: Path | None) -> dict:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise ConfigError(f"--out {out} exists and is not an empty directory; --extend writes a new run, "
                           "choose another --out")
-    cfg = Config.load(run_dir / "config.json")
+    cfg = Config.load(run_dir / "config.json", validate=True)
     _check_device_here(cfg, run_dir)
-    done = json.loads((run_dir / "summary.json").read_text())
+    done = read_summary(run_dir)
     if cfg.baseline or cfg.online_steps == 0:
         raise ConfigError(f"{run_dir} has no online phase to continue ({cfg.algo}, --online-steps "
                           f"{cfg.online_steps}); finetune it with `odt finetune --init {run_dir}`")

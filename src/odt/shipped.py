@@ -12,16 +12,17 @@ hyperparameters) ride in its string metadata as one JSON skeleton.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
+import sys
 from pathlib import Path
 
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from .cache import cache_subdir, make_dirs, verified, write_atomic
 from .config import ConfigError
-from .data.formats import cache_root
 
 MODELS = Path(__file__).parent / "data" / "models"
 PREFIX = "odt:"
@@ -40,23 +41,27 @@ def card(name: str) -> dict:
 
 
 def resolve(run: str | Path | None) -> Path | None:
-    """``odt:NAME`` as the run directory it unpacks to (made on first use); any other path as it is."""
+    """``odt:NAME`` as the run directory it unpacks to (made on first use, and made again where it
+    no longer matches its checksum); any other path as it is."""
     if run is None or not str(run).startswith(PREFIX):
         return None if run is None else Path(run)
     name = str(run)[len(PREFIX):]
     info = card(name)
     weights = MODELS / f"{name}.safetensors"
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
-    out = cache_root() / "models" / f"{name}-{digest}"
-    ckpt = out / "checkpoints" / "pretrained.pt"
-    if not ckpt.is_file():
-        state = unpack(weights)
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(info["config"], indent=2) + "\n")
-        (out / "card.json").write_text(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2) + "\n")
-        tmp = ckpt.with_name(f"pretrained.pt.{os.getpid()}.tmp")  # runs that start together: one file wins
-        torch.save(state, tmp)
-        os.replace(tmp, ckpt)
+    out = cache_subdir("models") / f"{name}-{digest}"
+    files = [out / "config.json", out / "card.json", out / "checkpoints" / "pretrained.pt"]
+
+    def unpack_into_cache() -> None:
+        make_dirs(out / "checkpoints")
+        write_atomic(files[0], (json.dumps(info["config"], indent=2) + "\n").encode())
+        write_atomic(files[1], (json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2) + "\n").encode())
+        buf = io.BytesIO()
+        torch.save(unpack(weights), buf)
+        write_atomic(files[2], buf.getvalue())
+
+    verified(out.with_name(out.name + ".sha256"), files, unpack_into_cache, f"odt: warning: {PREFIX}{name}",
+             "unpacking it again from the package", lambda line: print(line, file=sys.stderr, flush=True))
     return out
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import re
 import shlex
@@ -18,7 +19,7 @@ from typing import Optional
 
 import tyro
 
-from .config import ConfigError, tomllib
+from .config import Config, ConfigError, tomllib
 from .data.sources import load_dataset
 from .flags import parse_config
 from .logging import fmt_time
@@ -164,7 +165,7 @@ def _name_part(key: str, value: str) -> str:
 def plan(a: SweepArgs, passthrough: list[str]) -> tuple[dict, list[str], list[Point]]:
     """Every grid point's `odt run` flags, each parsed here, so that a bad preset, key or value ends
     the sweep with one line before Ray starts; and what each run directory holds already."""
-    if a.cpus_per_run <= 0 or a.gpus_per_run < 0 or a.retries < 0:
+    if not (0 < a.cpus_per_run < math.inf and 0 <= a.gpus_per_run < math.inf) or a.retries < 0:  # NaN fails too
         raise ConfigError("--cpus-per-run must be positive, --gpus-per-run and --retries >= 0")
     if a.out.exists() and not a.out.is_dir():
         raise ConfigError(f"--out {a.out} is a file; give a directory for the sweep")
@@ -208,8 +209,12 @@ def _state_of(p: Point, settings: dict) -> str:
         raise ConfigError(f"{d} exists and is not a run directory (no config.json); move it or choose another --out")
     try:
         saved = json.loads((d / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"cannot read {d / 'config.json'} ({e}); move {d} away or choose another --out") from e
+        Config.from_dict(saved)
+        if not {"env", "dataset", "algo", "seed"} <= set(saved):  # what every odt run's config.json holds
+            raise ConfigError("no env, dataset, algo and seed")
+    except (OSError, ValueError) as e:  # ValueError: JSON's, and ConfigError
+        raise ConfigError(f"{d} holds a config.json that is not an odt run's ({str(e)[:80]}); move {d} away or "
+                          "choose another --out") from None
     for key, value in settings.items():
         # A run's config.json also records what setup filled in (reference scores, the precision
         # and action head that auto chose, ...).

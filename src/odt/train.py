@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 import sys
 import time
@@ -334,7 +335,10 @@ def write_summary(summary: dict, cfg: Config, run_dir: Path, logger: RunLogger, 
                    **({"tasks": list(cfg.tasks)} if cfg.tasks else {"env": cfg.env, "dataset": cfg.dataset}),
                    seed=cfg.seed, updates=updates, online_steps=online_steps,
                    wall_time_s=round(time.time() - start, 1), run_dir=str(run_dir))
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    # Whole or not at all: a torn summary.json would pass for a complete run.
+    tmp = run_dir / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    os.replace(tmp, run_dir / "summary.json")
     logger.info(summary_table(summary))
     logger.summary(summary)
 

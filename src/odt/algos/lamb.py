@@ -67,52 +67,71 @@ class Lamb(Optimizer):
             params = [p for p in group["params"] if p.grad is not None]
             if not params:
                 continue
-            beta1, beta2 = group["betas"]
             # The count this step would make: a skipped one computes with it (finite) and keeps the old.
             t = group["step"] + 1
             group["step"].add_(1 if keep is None else keep.to(t.dtype))
-            states = [self.state[p] for p in params]
-            m = [s["exp_avg"] for s in states]
-            v = [s["exp_avg_sq"] for s in states]
-            if keep is None:
-                grads = [p.grad for p in params]
-                torch._foreach_lerp_(m, grads, 1 - beta1)
-                torch._foreach_mul_(v, beta2)
-                torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
-            else:  # the same with every rate times keep; a skipped step's gradient may be NaN
-                flat, grads = _flat([p.grad for p in params])
-                torch.nan_to_num_(flat, 0.0, 0.0, 0.0)
-                flat.mul_(keep)
-                # lerp takes no device scalar: the step's moment, then kept (x 1 + y x 0 is exact).
-                fresh = torch._foreach_lerp(m, grads, 1 - beta1)
-                torch._foreach_mul_(fresh, keep)
-                torch._foreach_mul_(m, 1 - keep)
-                torch._foreach_add_(m, fresh)
-                torch._foreach_mul_(v, 1 - (1 - beta2) * keep)
-                g2 = torch._foreach_mul(grads, grads)
-                torch._foreach_mul_(g2, (1 - beta2) * keep)
-                torch._foreach_add_(v, g2)
-            dtype = m[0].dtype
-            denom = torch._foreach_sqrt(v)
-            torch._foreach_div_(denom, torch.sqrt(1 - beta2 ** t).to(dtype))
-            torch._foreach_add_(denom, group["eps"])
-            update = torch._foreach_div(m, denom)
-            torch._foreach_div_(update, (1 - beta1 ** t).to(dtype))
-            step_size = group["lr"].to(dtype)
-            wd = group["weight_decay"]
-            if wd != 0:
-                torch._foreach_add_(update, params, alpha=wd)
-                # Every tensor's trust ratio in a few ops on stacked norms, applied to the flat update.
-                w, u = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(update))
-                ratio = torch.where((w > 0) & (u > 0), w / u, 1.0) * step_size
-                flat, update = _flat(update)
-                if len(params) < len(group["params"]):  # some tensors had no gradient this step
-                    segments = _segments(params)
-                flat.mul_((ratio if keep is None else ratio * keep)[segments])
-            else:
-                torch._foreach_mul_(update, step_size if keep is None else step_size * keep)
+            m, v = self._moments(group, params, keep)
+            update = _adam_direction(m, v, t, group)
+            if len(params) < len(group["params"]):  # some tensors had no gradient this step
+                segments = _segments(params)
+            update = _scale(update, params, group, keep, segments)
             torch._foreach_sub_(params, update)
         return loss
+
+    def _moments(self, group: dict, params: list, keep: torch.Tensor | None) -> tuple[list, list]:
+        """The moments m and v of ``params``, updated in place with their gradients (times ``keep``)."""
+        beta1, beta2 = group["betas"]
+        states = [self.state[p] for p in params]
+        m = [s["exp_avg"] for s in states]
+        v = [s["exp_avg_sq"] for s in states]
+        if keep is None:
+            grads = [p.grad for p in params]
+            torch._foreach_lerp_(m, grads, 1 - beta1)
+            torch._foreach_mul_(v, beta2)
+            torch._foreach_addcmul_(v, grads, grads, value=1 - beta2)
+            return m, v
+        # The same with every rate times keep; a skipped step's gradient may be NaN.
+        flat, grads = _flat([p.grad for p in params])
+        torch.nan_to_num_(flat, 0.0, 0.0, 0.0)
+        flat.mul_(keep)
+        # lerp takes no device scalar: the step's moment, then kept (x 1 + y x 0 is exact).
+        fresh = torch._foreach_lerp(m, grads, 1 - beta1)
+        torch._foreach_mul_(fresh, keep)
+        torch._foreach_mul_(m, 1 - keep)
+        torch._foreach_add_(m, fresh)
+        torch._foreach_mul_(v, 1 - (1 - beta2) * keep)
+        g2 = torch._foreach_mul(grads, grads)
+        torch._foreach_mul_(g2, (1 - beta2) * keep)
+        torch._foreach_add_(v, g2)
+        return m, v
+
+
+def _adam_direction(m: list, v: list, t: torch.Tensor, group: dict) -> list:
+    """The bias-corrected Adam step m_hat / (sqrt(v_hat) + eps), one tensor per parameter."""
+    beta1, beta2 = group["betas"]
+    dtype = m[0].dtype
+    denom = torch._foreach_sqrt(v)
+    torch._foreach_div_(denom, torch.sqrt(1 - beta2 ** t).to(dtype))
+    torch._foreach_add_(denom, group["eps"])
+    update = torch._foreach_div(m, denom)
+    torch._foreach_div_(update, (1 - beta1 ** t).to(dtype))
+    return update
+
+
+def _scale(update: list, params: list, group: dict, keep: torch.Tensor | None, segments: torch.Tensor) -> list:
+    """The step: with weight decay, L2 folded in and each tensor's trust ratio (in a few ops
+    on stacked norms, applied to the flat update), times the rate; a skipped step's, times 0."""
+    step_size = group["lr"].to(update[0].dtype)
+    wd = group["weight_decay"]
+    if wd == 0:
+        torch._foreach_mul_(update, step_size if keep is None else step_size * keep)
+        return update
+    torch._foreach_add_(update, params, alpha=wd)
+    w, u = torch.stack(torch._foreach_norm(params)), torch.stack(torch._foreach_norm(update))
+    ratio = torch.where((w > 0) & (u > 0), w / u, 1.0) * step_size
+    flat, views = _flat(update)
+    flat.mul_((ratio if keep is None else ratio * keep)[segments])
+    return views
 
 
 def _segments(tensors: list[torch.Tensor]) -> torch.Tensor:

@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
 
+from ..cache import cache_subdir, verified
 from ..envs.reward_hill import hill_reward
-from .formats import cache_dir, from_arrays, read_npz, save_npz
+from .formats import from_arrays, read_npz, save_npz
 from .generate import BehaviourPolicy, collect
 from .trajectories import Episode, TrajectoryDataset
 from .waypoints import collect_waypoints, waypoint_reference
@@ -46,7 +46,7 @@ EMBEDDED: dict[str, dict] = {
 
 def cache_path(name: str) -> Path:
     version = EMBEDDED.get(name, {}).get("version", GENERATOR_VERSION)
-    return cache_dir() / f"{name.replace('/', '__')}-g{version}.npz"
+    return cache_subdir("datasets") / f"{name.replace('/', '__')}-g{version}.npz"
 
 
 def _stderr(line: str) -> None:
@@ -58,25 +58,12 @@ def load_embedded(name: str, log=_stderr) -> TrajectoryDataset:
     entry = EMBEDDED[name]
     if "builder" in entry:
         return reward_hill_dataset(entry["seed"])
-    path = ASSETS / entry["file"] if "file" in entry else cache_path(name)
-    if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Runs of a sweep (and test workers) that start together on an empty cache: one generates,
-        # the others wait for its file instead of generating the same data again.
-        with FileLock(str(path) + ".lock"):
-            if not path.is_file():
-                log(f"[data] generating {name} ({entry['transitions']} transitions in {entry['env_id']}) into {path}")
-                if entry.get("recipe") == "waypoints":
-                    ds = collect_waypoints(entry["env_id"], entry["transitions"], entry["seed"], name=name, log=log)
-                    ds.metadata["ref_min_score"], ds.metadata["ref_max_score"] = waypoint_reference(entry["env_id"])
-                else:
-                    policy = None if entry["policy"] is None else BehaviourPolicy.load(ASSETS / entry["policy"])
-                    # 10 environments stepped together: part of the data (a change needs a new
-                    # GENERATOR_VERSION); more of them gained nothing measurable (the physics dominates).
-                    ds = collect(entry["env_id"], entry["transitions"], entry["seed"], policy, name=name,
-                                 n_envs=10, log=log)
-                ds.metadata["generator_version"] = entry.get("version", GENERATOR_VERSION)
-                save_npz(ds, path)
+    if "file" in entry:
+        path = ASSETS / entry["file"]
+    else:  # generated into the cache, and served from there only while it matches its checksum
+        path = cache_path(name)
+        verified(Path(f"{path}.sha256"), [path], lambda: _generate(name, entry, path, log), f"[data] {name}",
+                 "generating it again from its recipe", log)
     ds = from_arrays(read_npz(path), name)
     ds.name = name
     if "command" in entry:  # read from here, not the cache: a cache made before it was recorded lacks it
@@ -96,3 +83,15 @@ def reward_hill_dataset(seed: int = 0, n_left: int = 100, n_right: int = 28,
     return TrajectoryDataset(episodes, env_id="odt/RewardHill-v0", name="odt/reward-hill",
                              metadata={"env_id": "odt/RewardHill-v0", "seed": seed,
                                        "description": f"{n_left} actions in [{left[0]:g}, {left[1]:g}], {n_right} in [0.5, 1]"})
+def _generate(name: str, entry: dict, path: Path, log) -> None:
+    log(f"[data] generating {name} ({entry['transitions']} transitions in {entry['env_id']}) into {path}")
+    if entry.get("recipe") == "waypoints":
+        ds = collect_waypoints(entry["env_id"], entry["transitions"], entry["seed"], name=name, log=log)
+        ds.metadata["ref_min_score"], ds.metadata["ref_max_score"] = waypoint_reference(entry["env_id"])
+    else:
+        policy = None if entry["policy"] is None else BehaviourPolicy.load(ASSETS / entry["policy"])
+        # 10 environments stepped together: part of the data (a change needs a new
+        # GENERATOR_VERSION); more of them gained nothing measurable (the physics dominates).
+        ds = collect(entry["env_id"], entry["transitions"], entry["seed"], policy, name=name, n_envs=10, log=log)
+    ds.metadata["generator_version"] = entry.get("version", GENERATOR_VERSION)
+    save_npz(ds, path)

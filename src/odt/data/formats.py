@@ -15,16 +15,6 @@ from ..config import ConfigError
 from .trajectories import TrajectoryDataset, episode_ends, flatten_episodes, split_episodes
 
 
-def cache_root() -> Path:
-    """odt's cache ($ODT_CACHE, default ~/.cache/odt): datasets/ and models/."""
-    return Path(os.environ.get("ODT_CACHE", Path.home() / ".cache" / "odt"))
-
-
-def cache_dir() -> Path:
-    """Where odt keeps the datasets it generates and flat copies of Minari's."""
-    return cache_root() / "datasets"
-
-
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
 
 

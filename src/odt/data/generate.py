@@ -10,7 +10,9 @@ behaviour policy, never to replay a shipped one (the embedded datasets).
 from __future__ import annotations
 
 import collections
+import contextlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ import torch
 from threadpoolctl import threadpool_limits
 
 from ..config import ConfigError
-from ..envs.make import episode_returns, make_env, make_env_checked, maze_of
+from ..envs.make import check_spaces, episode_returns, make_env, make_env_checked, maze_of
 from ..logging import Progress, fmt_time
 from ..scores import REFERENCE_RETURNS, task_of
 from .formats import from_arrays, rows_at_ends
@@ -332,9 +334,12 @@ def _check_generate(a: GenerateArgs) -> tuple[float | None, Path]:
     import minari
     from minari.dataset.minari_dataset import parse_dataset_id
 
-    make_env_checked(a.env).close()
+    with contextlib.closing(make_env_checked(a.env)) as env:
+        check_spaces(env, a.env)
     if a.transitions <= 0:
         raise ConfigError(f"--transitions must be positive, got {a.transitions}")
+    if a.target_return is not None and not math.isfinite(a.target_return):
+        raise ConfigError(f"--target-return must be a finite number, got {a.target_return}")
     try:
         parse_dataset_id(a.out)
     except ValueError as e:

@@ -2,16 +2,19 @@
 flat ``.npz`` copy in odt's cache, and writing a dataset into the store (``odt data generate``)."""
 from __future__ import annotations
 
+import difflib
 import os
+import sys
 from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
 
+from ..cache import cache_subdir, verified
 from ..config import ConfigError
 from ..envs.make import flatten_goal, private_tempdir
 from ..scores import reference_of
-from .formats import cache_dir, from_arrays, read_npz, write_npz
+from .formats import from_arrays, read_npz, write_npz
 from .trajectories import Episode, TrajectoryDataset, flatten_episodes
 
 
@@ -23,8 +26,10 @@ def load_minari(dataset_id: str, download: bool) -> TrajectoryDataset:
     if dataset_id not in local:
         if not download:
             where = os.environ.get("MINARI_DATASETS_PATH", "~/.minari/datasets")
-            raise ConfigError(f"Minari dataset {dataset_id!r} is not in the local store ({where}); local: "
-                              f"{', '.join(local) or 'none'}; pass --download to fetch it")
+            close = difflib.get_close_matches(dataset_id, local, n=1, cutoff=0.75)
+            raise ConfigError(f"Minari dataset {dataset_id!r} is not in the local store ({where}); "
+                              + (f"did you mean {close[0]}? " if close else "")
+                              + f"local: {', '.join(local) or 'none'}; pass --download to fetch it")
         try:
             minari.download_dataset(dataset_id)
         except Exception as e:  # network or unknown remote id: both are the user's to fix
@@ -40,22 +45,26 @@ def load_minari(dataset_id: str, download: bool) -> TrajectoryDataset:
             raise ConfigError(f"Minari dataset {dataset_id} has a {type(space).__name__} {what} space; odt needs "
                               "flat Box spaces, or a goal dict with Box 'observation' and 'desired_goal'")
     source = ds.storage.data_path / "main_data.hdf5"
-    stamp = source.stat() if source.is_file() else None
-    cache = None if stamp is None else (
-        cache_dir() / "minari" / f"{dataset_id.replace('/', '__')}-{stamp.st_size}-{stamp.st_mtime_ns}.npz")
-    if cache is not None and cache.is_file():
-        return from_arrays(read_npz(cache), dataset_id)
-    arrays = read_minari_hdf5(source, ds, goal) if stamp is not None else read_minari_episodes(ds, goal)
+    if not source.is_file():  # another storage format: Minari's own iterator, not cached
+        return from_arrays(_with_metadata(read_minari_episodes(ds, goal), ds, dataset_id), dataset_id)
+    stamp = source.stat()
+    name = f"{dataset_id.replace('/', '__')}-{stamp.st_size}-{stamp.st_mtime_ns}.npz"
+    cache = cache_subdir("datasets") / "minari" / name
+    # A flat copy loads in well under a second; reading thousands of HDF5 episode groups does not.
+    def flat_copy() -> None:
+        write_npz(_with_metadata(read_minari_hdf5(source, ds, goal), ds, dataset_id), cache, compress=False)
+
+    verified(Path(f"{cache}.sha256"), [cache], flat_copy, f"the flat copy of {dataset_id}",
+             "reading it again from the Minari store", lambda line: print(line, file=sys.stderr, flush=True))
+    return from_arrays(read_npz(cache), dataset_id)
+
+
+def _with_metadata(arrays: dict, ds, dataset_id: str) -> dict:
     spec = ds.spec.env_spec
     meta = {k: v for k, v in ds.storage.metadata.items()
             if k in ("ref_min_score", "ref_max_score", "algorithm_name", "minari_version")}
     arrays["metadata"] = {"env_id": spec.id if spec else None, "minari_id": dataset_id, **meta}
-    result = from_arrays(arrays, dataset_id)
-    if cache is not None:
-        # A flat copy loads in well under a second; reading thousands of HDF5 episode groups does not.
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        write_npz(arrays, cache, compress=False)
-    return result
+    return arrays
 
 
 def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:

@@ -1,11 +1,15 @@
 """Loading offline data from the formats of the field into a ``TrajectoryDataset``."""
 from __future__ import annotations
 
+import contextlib
+import difflib
+import re
 from pathlib import Path
 
 import numpy as np
 
 from ..config import ConfigError
+from ..envs.make import check_spaces, make_env_checked
 from .embedded import EMBEDDED, load_embedded
 from .formats import from_arrays, read_hdf5, read_npz, save_npz  # noqa: F401  (odt.data.sources.save_npz, the old path)
 from .minari import load_minari
@@ -25,13 +29,43 @@ def load_dataset(source: str, download: bool = False) -> TrajectoryDataset:
             ds = from_arrays(read_hdf5(path), source)
         elif path.exists():
             raise ConfigError(f"dataset {source}: unknown file type {path.suffix!r}; use .npz or .hdf5")
+        elif source.startswith("odt/") and not re.search(r"-v\d+$", source):  # odt's names; Minari's end in -vN
+            raise ConfigError(f"no embedded dataset {source!r}; {_did_you_mean(source)}`odt data list` lists them")
         elif "/" in source and not path.suffix:
             ds = load_minari(source, download)
         else:
-            raise ConfigError(f"dataset {source!r} not found: give an existing .npz/.hdf5 file, "
-                              f"a Minari id, or one of {', '.join(EMBEDDED)}")
+            raise ConfigError(f"dataset {source!r} not found; {_did_you_mean(source)}give an existing .npz/.hdf5 "
+                              f"file, a Minari id, or one of {', '.join(EMBEDDED)}")
     check_episodes(ds)
     return ds
+
+
+def _did_you_mean(source: str) -> str:
+    close = difflib.get_close_matches(source, EMBEDDED, n=1, cutoff=0.75)
+    return f"did you mean {close[0]}? " if close else ""
+
+
+def check_recorded_env(source: str, env_id: str, dims: tuple[int, int] | None = None) -> None:
+    """An embedded dataset names the environment its recipe records in: one whose spaces differ
+    from ``env_id``'s (observation and action dimensions ``dims``, where known) is refused here,
+    before minutes of generation rather than after."""
+    recorded = EMBEDDED.get(source, {}).get("env_id")
+    if recorded is None or recorded == env_id:
+        return
+    theirs = _dims(recorded)
+    ours = dims or _dims(env_id)
+    if theirs != ours:
+        fitting = [name for name, e in EMBEDDED.items() if e["env_id"] == env_id]
+        alternative = f" ({', '.join(fitting)})" if fitting else ""
+        raise ConfigError(f"dataset {source} is recorded in {recorded} (observation/action dimensions "
+                          f"{theirs[0]}/{theirs[1]}), but {env_id} has {ours[0]}/{ours[1]}; give --env {recorded}, "
+                          f"or a dataset recorded in {env_id}{alternative}")
+
+
+def _dims(env_id: str) -> tuple[int, int]:
+    with contextlib.closing(make_env_checked(env_id)) as env:
+        check_spaces(env, env_id)
+        return env.observation_space.shape[0], env.action_space.shape[0]
 
 
 def check_episodes(ds: TrajectoryDataset, obs_dim: int | None = None, act_dim: int | None = None) -> None:

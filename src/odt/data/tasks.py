@@ -7,7 +7,7 @@ import numpy as np
 from ..envs.make import scale_actions_to_unit
 from ..envs.multitask import Task, pad, parse_task
 from ..scores import reference_of
-from .sources import check_matches_env, load_dataset
+from .sources import check_matches_env, check_recorded_env, load_dataset
 from .trajectories import Episode, TrajectoryDataset
 
 
@@ -19,6 +19,7 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
     for spec in specs:
         env_id, source, g_eval, g_online = parse_task(spec)
         env = make_env(env_id)
+        check_recorded_env(source, env_id, (env.observation_space.shape[0], env.action_space.shape[0]))
         ds = load_dataset(source, download=cfg.download)
         check_matches_env(ds, env)
         low, high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)

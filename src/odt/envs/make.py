@@ -114,7 +114,8 @@ def make_env(env_id: str, evaluation: bool = True, **kwargs) -> gym.Env:
         gym.register_envs(gymnasium_robotics)
     with private_tempdir():
         env = gym.make(env_id, **{**(evaluation_kwargs(env_id) if evaluation else {}), **kwargs})
-    if isinstance(env.observation_space, gym.spaces.Dict):
+    if isinstance(env.observation_space, gym.spaces.Dict) and {"observation", "desired_goal"} <= set(
+            env.observation_space.spaces):
         env = GoalObservation(env)
     return env
 
@@ -145,9 +146,32 @@ def make_env_checked(env_id: str) -> gym.Env:
                           "give a Gymnasium id such as Hopper-v5") from e
 
 
+def check_spaces(env: gym.Env, env_id: str) -> None:
+    """What odt's policies act in and read: a flat Box of actions with finite bounds (the policy
+    acts in [-1, 1] and is rescaled to them) and flat Box observations. Discrete actions would
+    be admitted here, the one place that refuses them."""
+    act, obs = env.action_space, env.observation_space
+    if not isinstance(act, gym.spaces.Box) or len(act.shape) != 1:
+        raise ConfigError(f"{env_id} has a {act} action space; odt needs a continuous (Box) action space for now: "
+                          "choose an environment with continuous actions, such as Hopper-v5")
+    if not (np.isfinite(act.low).all() and np.isfinite(act.high).all()):
+        raise ConfigError(f"{env_id}'s action space {act} is unbounded; odt rescales actions to the bounds: wrap "
+                          "the environment in gymnasium.wrappers.RescaleAction or clip it to finite bounds")
+    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
+        raise ConfigError(f"{env_id} has a {obs} observation space; odt needs flat Box observations (or a goal "
+                          "dict with 'observation' and 'desired_goal'): wrap it in "
+                          "gymnasium.wrappers.FlattenObservation")
+
+
 def make_env_with_horizon(env_id: str, max_ep_len: int) -> gym.Env:
-    """The environment, refused when its episodes can outlast the timestep embedding."""
+    """The environment, refused when odt cannot act in it or its episodes can outlast the
+    timestep embedding."""
     env = make_env_checked(env_id)
+    try:
+        check_spaces(env, env_id)
+    except ConfigError:
+        env.close()
+        raise
     horizon = env.spec.max_episode_steps if env.spec else None
     if horizon and horizon > max_ep_len:
         env.close()

@@ -31,3 +31,8 @@ class TwinCritic(nn.Module):
 
     def q1_only(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.q1(torch.cat([states, actions], dim=-1)).squeeze(-1)
+
+
+def critic_shape(state: dict) -> tuple[int, bool]:
+    """The hidden width and LayerNorm of the TwinCritic whose state dict this is."""
+    return int(state["q1.0.weight"].shape[0]), "q1.1.weight" in state
