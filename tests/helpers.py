@@ -136,3 +136,9 @@ def packed(buffer: ReplayBuffer) -> dict[str, np.ndarray]:
     steps = buffer._pack()["steps"].cpu().numpy()
     vectors = ("states", "actions", "next_states", "next_actions")
     return {name: steps[:, cols] if name in vectors else steps[:, cols.start] for name, cols in buffer.columns.items()}
+
+
+def step(learner, batch) -> dict:
+    """One update, its metrics read back at once (the loop reads once per round or log interval)."""
+    learner.update(batch)
+    return learner.read()

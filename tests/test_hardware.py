@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from helpers import make_buffer, make_episode
+from helpers import make_buffer, make_episode, step
 from torch.overrides import TorchFunctionMode
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -165,10 +165,10 @@ def test_compile_takes_each_part_of_the_step_whole_and_never_recompiles(algo, kw
     bad = type(batch)(**{**batch.__dict__, "actions": actions})
     for b in (batch, batch, bad, batch, batch):
         torch.manual_seed(1)
-        a = eager.update(b)
+        a = step(eager, b)
         torch.manual_seed(1)
         with torch._dynamo.config.patch(error_on_recompile=True):
-            c = compiled.update(b)
+            c = step(compiled, b)
         assert a.keys() == c.keys() and all(a[k] == pytest.approx(c[k], rel=1e-4, abs=1e-6) for k in a)
     for p, q in zip(eager.model.parameters(), compiled.model.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
@@ -220,14 +220,14 @@ def test_the_host_read_detector_sees_what_would_creep_in(monkeypatch):
 
 def test_a_skipped_step_leaves_weights_moments_and_counts_as_they_were():
     learner, batch = _learner("odt")
-    learner.update(batch)
+    step(learner, batch)
     state = {k: v.clone() if isinstance(v, torch.Tensor) else v
              for k, v in torch.utils._pytree.tree_flatten_with_path(learner.state_dict())[0]}
     # A copy with the drawn batch's strides (a view into the windows): the graphs do not recompile for them.
     actions = torch.empty_strided(batch.actions.shape, batch.actions.stride()).copy_(batch.actions)
     actions[0, 0, 0] = math.nan
     bad = type(batch)(**{**batch.__dict__, "actions": actions})
-    assert learner.update(bad) == {"skipped": 1.0}
+    assert step(learner, bad) == {"skipped": 1.0}
     after = dict(torch.utils._pytree.tree_flatten_with_path(learner.state_dict())[0])
     for k, v in state.items():
         assert torch.equal(after[k], v) if isinstance(v, torch.Tensor) else after[k] == v, k

@@ -4,7 +4,7 @@ import dataclasses
 import numpy as np
 import pytest
 import torch
-from helpers import const_episodes, make_buffer, make_episode
+from helpers import const_episodes, make_buffer, make_episode, step
 
 from odt.algos.learner import Learner
 from odt.config import OptimSettings
@@ -47,7 +47,7 @@ def test_lambda_moves_toward_target_entropy():
     learner, batch = _setup("gaussian")
     lam0 = learner.temperature.lam
     for _ in range(5):
-        m = learner.update(batch)
+        m = step(learner, batch)
     assert m["entropy"] > learner.temperature.target_entropy and learner.temperature.lam < lam0
     # With a target above the entropy, lambda rises.
     learner2, batch2 = _setup("gaussian")
@@ -63,7 +63,7 @@ def test_warmup_is_linear():
     learner = Learner(DecisionTransformer(spec), "odt",
                       OptimSettings(lr=1e-3, weight_decay=0.0, warmup_steps=10, grad_clip=0.25))
     _, batch = _setup()
-    lrs = [learner.update(batch)["lr"] for _ in range(12)]
+    lrs = [step(learner, batch)["lr"] for _ in range(12)]
     np.testing.assert_allclose(lrs[:9], [1e-3 * (i + 2) / 10 for i in range(9)])
     assert lrs[-1] == pytest.approx(1e-3)
 
@@ -72,6 +72,7 @@ def test_save_load_round_trips_everything_exactly(tmp_path):
     learner, batch = _setup()
     for _ in range(3):
         learner.update(batch)
+    learner.read()  # the loop reads every interval: a checkpoint follows a read
     scaling = Scaling(obs_mean=np.zeros(3), obs_std=np.ones(3), act_low=-np.ones(2), act_high=np.ones(2))
     save_checkpoint(tmp_path / "c.pt", networks_state(dataclasses.asdict(learner.model.spec), scaling.state_dict(),
                                                       [learner.state_dict()]))
@@ -89,9 +90,9 @@ def test_save_load_round_trips_everything_exactly(tmp_path):
     assert str(learner.temperature.optimizer.state_dict()) == str(other.temperature.optimizer.state_dict())
     # Continuing from the copy gives exactly what continuing the original gives.
     torch.manual_seed(5)
-    m1 = learner.update(batch)
+    m1 = step(learner, batch)
     torch.manual_seed(5)
-    m2 = other.update(batch)
+    m2 = step(other, batch)
     assert m1 == m2
 
 
@@ -102,7 +103,7 @@ def test_bf16_autocast_learns_like_fp32():
         torch.manual_seed(0)
         learner, batch = _setup("tanh_gaussian")
         learner.precision = prec
-        curves[prec] = [learner.update(batch)["nll"] for _ in range(20)]
+        curves[prec] = [step(learner, batch)["nll"] for _ in range(20)]
     assert curves["bf16"][-1] < curves["bf16"][0]
     np.testing.assert_allclose(curves["bf16"], curves["fp32"], rtol=0.05, atol=0.05)
 
@@ -112,36 +113,52 @@ def _params(learner):
 
 
 def test_non_finite_updates_are_skipped_then_rolled_back():
+    """The device skips a non-finite update; the interval's read takes it back from the counters,
+    and, after max_bad in a row, returns to the snapshot taken at the last clean interval's end."""
     learner, batch = _setup("deterministic", "dt")
     learner.guard.max_bad, learner.guard.snapshot_every = 3, 2
     for _ in range(2):
-        learner.update(batch)
-    good = _params(learner)  # the snapshot at update 2
-    learner.update(batch)
+        step(learner, batch)
+    good = _params(learner)  # the snapshot at update 2, a clean interval's end
+    step(learner, batch)
     after3 = _params(learner)
     bad = dataclasses.replace(batch, actions=batch.actions.clone())
     bad.actions[0, 0, 0] = float("nan")
     for i in range(2):  # skipped: nothing changes
-        m = learner.update(bad)
-        assert m == {"skipped": 1.0} and learner.updates == 3
+        learner.update(bad)
         assert all(torch.equal(a, b) for a, b in zip(after3, learner.model.parameters()))
-    assert [e["event"] for e in learner.guard.events] == ["skipped_update"] * 2
-    assert learner.guard.events[0]["reason"] == "non-finite loss"
-    m = learner.update(bad)  # the third in a row: back to the last snapshot, optimizer state included
-    assert m == {"skipped": 1.0, "rollback": 1.0} and learner.updates == 2
+    m = learner.read()
+    assert m == {"skipped": 2.0} and learner.updates == 3 and learner.scheduler.last_epoch == 3
+    assert learner.guard.events == [{"event": "skipped_update", "part": "actor", "reason": "non-finite loss",
+                                     "count": 2, "in_a_row": 2}]
+    learner.update(bad)  # the third in a row: back to the last snapshot, optimizer state included
+    learner.update(bad)
+    m = learner.read()
+    assert m == {"skipped": 2.0, "rollback": 1.0} and learner.updates == 2
     assert all(torch.equal(a, b) for a, b in zip(good, learner.model.parameters()))
-    assert learner.guard.events[-1]["event"] == "rollback" and learner.guard.events[-1]["to_updates"] == 2
+    assert learner.guard.events[-1] == {"event": "rollback", "reason": "4 non-finite updates in a row", "to_updates": 2}
     assert learner.scheduler.last_epoch == 2  # the schedule came back with it
-    learner.update(batch)  # and learning goes on
-    assert learner.updates == 3
+    m = step(learner, batch)  # and learning goes on
+    assert learner.updates == 3 and "skipped" not in m and np.isfinite(m["loss"])
+
+
+def test_a_skip_in_an_interval_leaves_the_good_updates_counted_and_averaged():
+    learner, batch = _setup("deterministic", "dt")
+    bad = dataclasses.replace(batch, actions=batch.actions.clone())
+    bad.actions[0, 0, 0] = float("nan")
+    for b in (batch, bad, batch):
+        learner.update(b)
+    m = learner.read()
+    assert learner.updates == 2 and m["skipped"] == 1.0 and np.isfinite(m["loss"]) and np.isfinite(m["mse"])
 
 
 def test_non_finite_lambda_is_restored(monkeypatch):
     learner, batch = _setup()
     lam = learner.temperature.lam
     monkeypatch.setattr("odt.algos.temperature.temperature_loss", lambda log_lambda, h, beta: log_lambda.exp() * float("inf"))
-    m = learner.update(batch)
-    assert m == {"skipped": 1.0} and learner.temperature.lam == lam and learner.guard.events[-1]["reason"] == "non-finite lambda"
+    m = step(learner, batch)
+    assert m == {"skipped": 1.0} and learner.temperature.lam == lam
+    assert learner.guard.events[-1]["reason"] == "non-finite lambda" and learner.updates == 1  # the policy step was taken
 
 
 def test_skips_and_rollbacks_reach_metrics_and_the_log(tmp_path, monkeypatch):
@@ -163,10 +180,14 @@ def test_skips_and_rollbacks_reach_metrics_and_the_log(tmp_path, monkeypatch):
     assert main(["pretrain", "--preset", "reward-hill", "--algo", "dt", "--pretrain-updates", "12",
                  "--max-bad-updates", "4", "--out", str(out), "--no-progress"]) == 0
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
-    events = [r["event"] for r in rows if r.get("event") in ("skipped_update", "rollback")]
-    assert events == ["skipped_update"] * 4 + ["rollback"]
+    events = [r for r in rows if r.get("event") in ("skipped_update", "rollback")]
+    # 12 updates are logged one by one: each interval's read counts its skip, the fourth in a row rolls back.
+    assert [(e["event"], e.get("count"), e.get("in_a_row")) for e in events] == [
+        ("skipped_update", 1, 1), ("skipped_update", 1, 2), ("skipped_update", 1, 3), ("skipped_update", 1, 4),
+        ("rollback", None, None)]
+    assert [r["skipped"] for r in rows if "skipped" in r] == [1.0] * 4
     log = (out / "run.log").read_text()
-    assert "warning: skipped update (non-finite loss)" in log and "warning: rollback" in log
+    assert "warning: 1 skipped update (non-finite loss)" in log and "warning: rollback" in log
 
 
 # --- the toolbox's learner: forgetting penalty, rollback to an earlier state -----------------
@@ -184,24 +205,24 @@ def test_reg_loss_equals_the_tutorials_formula_and_enters_the_loss():
     buf = make_buffer(10, obs_dim=3, rtg_scale=1000.0)
     buf.fill(const_episodes([1.0, 2.0], [10, 10]))
     for _ in range(3):
-        m = learner.update(buf.sample(8, 4, np.random.default_rng(0)))
+        m = step(learner, buf.sample(8, 4, np.random.default_rng(0)))
     expected = sum(float(((p.detach() - a) ** 2).mean()) for p, a in zip(learner.model.parameters(), anchor))
     assert float(learner.reg_loss().detach()) == pytest.approx(expected, rel=1e-6)
     assert m["reg_loss"] > 0
     # without an anchor there is no penalty
-    assert "reg_loss" not in _learner().update(buf.sample(8, 4, np.random.default_rng(0)))
+    assert "reg_loss" not in step(_learner(), buf.sample(8, 4, np.random.default_rng(0)))
 
 
 def test_lr_scale_and_restore_weights_keep_counters_forward():
     learner = _learner()
     buf = make_buffer(10, obs_dim=3, rtg_scale=1000.0)
     buf.fill(const_episodes([1.0, 2.0], [10, 10]))
-    learner.update(buf.sample(8, 4, np.random.default_rng(0)))
+    step(learner, buf.sample(8, 4, np.random.default_rng(0)))
     saved = {k: v for k, v in learner.state_dict().items()}
     saved = copy.deepcopy(saved)
     learner.set_lr_scale(0.1)
     assert learner.optimizer.param_groups[0]["lr"] == pytest.approx(1e-4)
-    m = learner.update(buf.sample(8, 4, np.random.default_rng(1)))
+    m = step(learner, buf.sample(8, 4, np.random.default_rng(1)))
     assert m["lr"] == pytest.approx(1e-4)
     learner.restore_weights(saved)
     for k, v in learner.model.state_dict().items():

@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import make_buffer, make_episode, packed
+from helpers import make_buffer, make_episode, packed, step
 
 from odt.algos.learner import Learner, TD3Settings
 from odt.config import OptimSettings
@@ -90,10 +90,10 @@ def test_policy_delay_and_polyak_targets():
     buf = _hill_buffer(32)
     critic_before = [p.detach().clone() for p in learner.critics.critic_target.parameters()]
     actor_before = [p.detach().clone() for p in learner.critics.actor_target.parameters()]
-    m1 = learner.update(buf.sample(8, 1, np.random.default_rng(0)))
+    m1 = step(learner, buf.sample(8, 1, np.random.default_rng(0)))
     assert "critic_loss" in m1 and "loss" not in m1 and learner.updates == 0  # critic only
     assert all(torch.equal(a, b) for a, b in zip(critic_before, learner.critics.critic_target.parameters()))
-    m2 = learner.update(buf.sample(8, 1, np.random.default_rng(1)))
+    m2 = step(learner, buf.sample(8, 1, np.random.default_rng(1)))
     assert {"critic_loss", "q_mean", "loss", "rl_loss", "mse"} <= m2.keys()
     assert (learner.updates, learner.critic_updates, learner.calls_per_actor_update) == (1, 2, 2)
     # target <- target + tau * (source - target), after the actor step

@@ -10,7 +10,6 @@ import os
 import shlex
 import sys
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,21 +39,21 @@ def _critic_view(m: dict, first: str) -> dict:
     return {**view, "q": m["q_mean"], "mc": m["mc_return_mean"]} if "mc_return_mean" in m else view
 
 
-def critic_pretrain(ensemble: Ensemble, replay: Replay, logger: RunLogger) -> int:
+def critic_pretrain(ensemble: Ensemble, replay: Replay, logger: RunLogger, on_events) -> int:
     """--critic-pretrain-updates: the critics alone on the whole offline dataset, every learner of
     the ensemble with its own batches, before the first online round; the updates made."""
     n = replay.cfg.critic_pretrain_updates
     if not (replay.cfg.td3 and n):
         return 0
     data, progress = replay.whole_dataset(), Progress(logger, "critic", n, "updates")
-    sums: dict[str, float] = defaultdict(float)
     for i in range(n):
-        lead = ensemble.critic_only_update(lambda rng: replay.batch(data, rng, None))
-        for k, v in lead.items():
-            sums[k] += v
-        progress.update(i + 1, force=i + 1 == n, **_critic_view(lead, "critic_loss"))
+        ensemble.critic_only_update(lambda rng: replay.batch(data, rng, None))
+        if (i + 1) % 100 == 0 and i + 1 < n:  # a look at the running means, for the progress line
+            progress.update(i + 1, **_critic_view(ensemble.lead.read(reset=False), "critic_loss"))
+    means = ensemble.read(on_events)
+    progress.update(n, force=True, **_critic_view(means, "critic_loss"))
     logger.log({"phase": "online", "event": "critic_pretrained", "updates": ensemble.lead.updates,
-                "online_steps": 0, "critic_updates": ensemble.lead.critic_updates, **{k: v / n for k, v in sums.items()}})
+                "online_steps": 0, "critic_updates": ensemble.lead.critic_updates, **means})
     return n
 
 
@@ -228,7 +227,7 @@ class Trainer:
             self.run.phase = "online"
             for learner in self.ensemble:  # the pretrained weights, before any finetuning step
                 learner.set_anchor(cfg.reg_weight)
-            self.run.critic_pretrained += critic_pretrain(self.ensemble, self.replay, self.logger)
+            self.run.critic_pretrained += critic_pretrain(self.ensemble, self.replay, self.logger, self._log_events)
             self._after_eval({f"eval_{k}": v for k, v in self.run.summary["offline"].items()})
             self.save("latest")  # a run killed before its first round resumes here
 
@@ -237,17 +236,13 @@ class Trainer:
         """n actor updates (and, for TD3 algorithms, policy_delay times as many critic updates) on
         batches from ``buffer`` (with ``offline_ratio``, that share of each batch from the whole
         offline dataset); returns each metric of the lead learner averaged over the updates that
-        made it."""
-        sums: dict[str, float] = defaultdict(float)
-        counts: dict[str, int] = defaultdict(int)
+        made it, read from the device once, at the end."""
         for _ in range(n * self.learner.calls_per_actor_update):
-            metrics = self.ensemble.update(lambda rng: self.replay.batch(buffer, rng, offline_ratio), self._log_events)
-            for k, v in metrics.items():
-                sums[k] += v
-                counts[k] += 1
-            if progress is not None and "loss" in metrics:
-                progress.update(progress.done + 1, **_critic_view({k: sums[k] / counts[k] for k in sums}, "loss"))
-        return {k: v / counts[k] for k, v in sums.items()}
+            self.ensemble.update(lambda rng: self.replay.batch(buffer, rng, offline_ratio))
+        metrics = self.ensemble.read(self._log_events)
+        if progress is not None:
+            progress.update(progress.done + n, **_critic_view(metrics, "loss"))
+        return metrics
 
     # --- acting and evaluating ----------------------------------------------------------
     def policy(self, explore_noise: float | None = None) -> Policy | EnsemblePolicy:
@@ -273,13 +268,15 @@ class Trainer:
 
     # --- logging ----------------------------------------------------------------------
     def _log_events(self, learner: Learner) -> None:
-        """Skipped updates and rollbacks, each written to metrics.jsonl as it happens."""
+        """Skipped updates (counted over the interval just read) and rollbacks, in metrics.jsonl and
+        as a warning on the terminal."""
         member = {"member": self.ensemble.learners.index(learner)} if self.ensemble.members else {}
         for event in learner.guard.events:
             self.logger.log({"phase": self.run.phase, "updates": learner.updates, "online_steps": self.run.online_steps,
                              **member, **event})
-            if event["event"] == "rollback" or event["in_a_row"] == 1:
-                self.logger.info(f"[{self.run.phase}] warning: {event['event'].replace('_', ' ')} ({event['reason']})")
+            n = event.get("count", 0)
+            what = f"{n} skipped update{'s' * (n != 1)}" if event["event"] == "skipped_update" else "rollback"
+            self.logger.info(f"[{self.run.phase}] warning: {what} ({event['reason']})")
         learner.guard.events.clear()
 
     def _event(self, event: str, message: str, **fields) -> None:

@@ -30,22 +30,24 @@ class Ensemble:
         """The learners beyond the lead."""
         return self.learners[1:]
 
-    def update(self, sample: Callable[[np.random.Generator], Batch],
-               on_events: Callable[[Learner], None]) -> dict[str, float]:
+    def update(self, sample: Callable[[np.random.Generator], Batch]) -> None:
         """One ``update`` call of every learner, in order (their dropout draws share torch's global
-        generator, so the order is part of a run's reproducibility); the lead's metrics."""
-        lead_metrics: dict[str, float] = {}
+        generator, so the order is part of a run's reproducibility)."""
         for learner, rng in zip(self.learners, self.rngs):
-            metrics = learner.update(sample(rng))
+            learner.update(sample(rng))
+
+    def critic_only_update(self, sample: Callable[[np.random.Generator], Batch]) -> None:
+        """One critic-only step of every learner (--critic-pretrain-updates), in order."""
+        for learner, rng in zip(self.learners, self.rngs):
+            learner.critic_only_update(sample(rng))
+
+    def read(self, on_events: Callable[[Learner], None]) -> dict[str, float]:
+        """Every learner's interval read (``Learner.read``), its guard's events handed to
+        ``on_events``; the lead's metrics."""
+        metrics = [learner.read() for learner in self.learners]
+        for learner in self.learners:
             if learner.guard.events:
                 on_events(learner)
-            if learner is self.lead:
-                lead_metrics = metrics
-        return lead_metrics
-
-    def critic_only_update(self, sample: Callable[[np.random.Generator], Batch]) -> dict[str, float]:
-        """One critic-only step of every learner (--critic-pretrain-updates), in order; the lead's metrics."""
-        metrics = [learner.critic_only_update(sample(rng)) for learner, rng in zip(self.learners, self.rngs)]
         return metrics[0]
 
     # --- state: every learner's, and every learner's batch generator -----------------

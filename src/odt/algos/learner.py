@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Callable
 
 import torch
@@ -11,16 +10,11 @@ from ..config import OptimSettings, TD3Settings
 from ..data.buffer import Batch
 from ..models.transformer import DecisionTransformer
 from .lamb import Lamb
-from .losses import LOSSES, rl_term
 from .guard import DivergenceGuard
+from .losses import LOSSES, rl_term
+from .meter import Meter
 from .td3 import TD3Critic
 from .temperature import Temperature
-
-
-def _read(metrics: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Every metric of a step in one device-to-host copy."""
-    values = torch.stack([v.detach().float().reshape(()) for v in metrics.values()]).tolist()
-    return dict(zip(metrics, values))
 
 
 class Anchor:
@@ -74,7 +68,9 @@ class Learner:
         self.td3 = td3
         self.rl_active = True  # the loop turns the RL term off in pretraining unless asked
         self.critics = TD3Critic(model, td3, self._autocast) if td3 is not None else None
-        self.guard = DivergenceGuard(self, optim.max_bad_updates, snapshot_every)
+        self.meter = Meter()
+        self._true = torch.ones((), dtype=torch.bool, device=device)
+        self.guard = DivergenceGuard(self, optim.max_bad_updates, snapshot_every, device)
 
     @property
     def calls_per_actor_update(self) -> int:
@@ -143,36 +139,50 @@ class Learner:
                 mode=None if self.compile == "default" or not inductor else self.compile)
         return self._compiled_fns[name]
 
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One critic step (TD3 algorithms), and an actor step every ``calls_per_actor_update`` calls."""
-        out: dict[str, float] = {}
+    def update(self, batch: Batch) -> None:
+        """One critic step (TD3 algorithms), and an actor step every ``calls_per_actor_update``
+        calls; their metrics go to ``meter``, which ``read`` empties."""
         if self.critics is not None:
-            out.update(self._critic_step(batch))
+            self._critic_step(batch)
             if not self.critics.targets_due:
-                return out
-        actor = self._actor_step(batch)
-        out.update(actor)
-        if self.critics is not None and "loss" in actor:
+                return
+        self._actor_step(batch)
+        if self.critics is not None:
             self.critics.soft_update()
-        return out
 
-    def _critic_step(self, batch: Batch) -> dict[str, float]:
-        out = _read(self.critics.update(batch, self._compiled("_critic_loss", self.critics.loss)))
-        if not math.isfinite(out["critic_loss"]):
-            return self.guard.skip("critic", "loss", out["critic_loss"])
-        return out
-
-    def critic_only_update(self, batch: Batch) -> dict[str, float]:
+    def critic_only_update(self, batch: Batch) -> None:
         """A critic step with the actor held (--critic-pretrain-updates); the targets' Polyak step
         every policy_delay critic steps, as TD3 takes it with each actor step."""
-        out = self._critic_step(batch)
+        self._critic_step(batch)
         if self.critics.targets_due:
             self.critics.soft_update()
-        return out
 
-    # Each step is two halves: the device's work (forward, backward, optimizer step, guards), which
-    # never waits on the host (no .item(), float() or branch on a tensor's value), so that a GPU
-    # can run it ahead or capture it whole; then one read of its metrics, and the bookkeeping.
+    def read(self, reset: bool = True) -> dict[str, float]:
+        """The metrics of the steps since the last read, each averaged over the steps that made it,
+        in one copy to the host; the guard then judges the interval (``reset`` False: a look that
+        leaves both as they are)."""
+        metrics, (counts, worst) = self.meter.read(self.guard.device_state(), reset)
+        if reset:
+            metrics.update(self.guard.judge(counts, worst))
+        return metrics
+
+    def take_back(self, updates: int) -> None:
+        """Actor updates the device skipped: the counters and the warmup's position, put right."""
+        if updates:
+            self.updates -= updates
+            self.scheduler.last_epoch -= updates
+            self.scheduler._step_count -= updates  # its state as if it had not stepped
+            self.set_lr_scale(self.lr_scale)
+
+    def _critic_step(self, batch: Batch) -> None:
+        m = self.critics.update(batch, self._compiled("_critic_loss", self.critics.loss))
+        finite = torch.isfinite(m["critic_loss"])
+        self.meter.add(m, finite)
+        self.guard.critic_step(finite)
+
+    # A step never waits on the host (no .item(), float() or branch on a tensor's value), so that a
+    # GPU runs it ahead of the host or captures it whole: a non-finite step is skipped on the device,
+    # its metrics are summed there, and the host reads them once per interval (``read``).
 
     def _actor_loss(self, batch: Batch):
         """The actor's loss, its entropy (odt) and metrics: the forward half."""
@@ -218,23 +228,20 @@ class Learner:
             metrics["lambda_ok"], metrics["lambda_value"] = self.temperature.step(entropy, (~ok).float())
         return metrics
 
-    def _actor_step(self, batch: Batch) -> dict[str, float]:
-        out = _read(self._actor_update(batch))
+    def _actor_step(self, batch: Batch) -> None:
+        m = self._actor_update(batch)
         self.optimizer._opt_called = True
-        if not out.pop("ok"):
-            if not math.isfinite(out["loss"]):
-                return self.guard.skip("actor", "loss", out["loss"])
-            return self.guard.skip("actor", "gradient norm", out["grad_norm"])
+        applied = m.pop("ok")
+        lam = m.pop("lambda_value", None)
+        lambda_finite = m.pop("lambda_ok", self._true)
+        # Assumed applied; the interval's read takes a skipped update back (``take_back``).
         self.scheduler.step()
         self.updates += 1
-        lam = out.pop("lambda_value", None)
-        if not out.pop("lambda_ok", True):
-            return self.guard.skip("actor", "lambda", lam)  # the policy step itself was taken
-        self.guard.good()
-        out["lr"] = self.scheduler.base_lrs[0] * self.scheduler.lr_lambdas[0](self.scheduler.last_epoch)  # no read
+        m["lr"] = self.optimizer.param_groups[0]["lr"]  # the rate the schedule set for the next step
         if lam is not None:
-            out["lambda"] = lam
-        return out
+            m["lambda"] = lam
+        self.meter.add(m, applied & lambda_finite)
+        self.guard.actor_step(torch.isfinite(m["loss"]), applied, lambda_finite)
 
     def state_dict(self) -> dict:
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
