@@ -3,12 +3,13 @@ retrying and reporting), and bad grids refused with one line before Ray starts."
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from odt.cli import main
 from odt.config import Config, preset
-from odt.sweep import SweepArgs, plan
+from odt.sweep import SweepArgs, gpu_share, plan
 
 TINY = ["--pretrain-updates", "20", "--online-steps", "60", "--eval-every", "2", "--checkpoint-every", "4",
         "--updates-per-round", "5"]
@@ -161,3 +162,17 @@ def test_out_is_a_file(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
     assert main(["sweep", "--out", str(tmp_path / "f"), "--preset", "reward-hill"]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("have,cpus,given,share", [
+    ({"CPU": 16, "GPU": 1}, 1.0, None, 1 / 16),  # 16 runs at once share the GPU, each counted
+    ({"CPU": 16, "GPU": 2}, 2.0, None, 2 / 8),
+    ({"CPU": 3, "GPU": 1}, 1.0, None, 0.3333),  # Ray's steps of 1e-4, rounded down: three fit
+    ({"CPU": 4, "GPU": 8}, 1.0, None, 1.0),  # a run uses one GPU
+    ({"CPU": 2}, 1.0, None, 0.0),  # no GPU: none reserved
+    ({"CPU": 16, "GPU": 1}, 1.0, 0.5, 0.5),  # given: as given
+])
+def test_runs_share_the_gpus_equally_unless_told(have, cpus, given, share):
+    a = SweepArgs(out=Path("x"), cpus_per_run=cpus, gpus_per_run=given)
+    assert gpu_share(a, have) == pytest.approx(share, abs=1e-12)
+    assert share * (have.get("CPU", 0) // cpus) <= have.get("GPU", 0) + 1e-9 or given is not None

@@ -71,10 +71,12 @@ class RunSettings:
     threads: int = 0
     """torch.set_num_threads for the run; 0 keeps torch's default."""
     precision: Literal["auto", "fp32", "bf16"] = "auto"
-    """bf16: run the transformer under bfloat16 autocast (the head and losses stay fp32). auto: bf16
-    where the hardware makes it faster (a CUDA GPU of compute capability 8+, a CPU with AMX), fp32
-    elsewhere, where bf16 is slower (12x on AVX2, 1.5x with AVX512_BF16 alone); config.json and
-    run.log's first line record the choice and why."""
+    """bf16: run the transformer under bfloat16 autocast (the head and losses stay fp32). fp32: on a
+    CUDA GPU, matrix products in TF32 (its tensor cores' 10-bit mantissa, fp32 sums). auto: bf16 where
+    the hardware makes it faster (a CUDA GPU of compute capability 8+, a CPU with AMX), fp32 elsewhere,
+    where bf16 is slower (12x on AVX2, 1.5x with AVX512_BF16 alone); run.log's first line and
+    summary.json record the choice and why, and config.json keeps auto, which a resumed run resolves
+    afresh on its machine."""
     compile: Literal["off", "default", "reduce-overhead", "max-autotune"] = "off"
     """torch.compile the learner's step (inductor, with this mode; reduce-overhead adds CUDA graphs
     on a GPU): the forward with its loss, and the clipping with the optimizer step, each one graph

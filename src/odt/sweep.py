@@ -54,8 +54,9 @@ class SweepArgs:
     """CPUs of the local Ray instance; default all of this machine's."""
     cpus_per_run: float = 1.0
     """CPUs Ray reserves for each run; also the run's --threads unless the flags set it."""
-    gpus_per_run: float = 0.0
-    """GPUs Ray reserves for each run (0.5: two runs share a GPU)."""
+    gpus_per_run: Optional[float] = None
+    """GPUs Ray reserves for each run (0.5: two runs share a GPU). Default: none on a machine without
+    GPUs; where Ray sees GPUs, an equal share of them for each of the runs that the CPUs hold at once."""
     retries: int = 1
     """Times a failed run is started again (resuming from its checkpoint) before it counts as failed."""
 
@@ -165,7 +166,8 @@ def _name_part(key: str, value: str) -> str:
 def plan(a: SweepArgs, passthrough: list[str]) -> tuple[dict, list[str], list[Point]]:
     """Every grid point's `odt run` flags, each parsed here, so that a bad preset, key or value ends
     the sweep with one line before Ray starts; and what each run directory holds already."""
-    if not (0 < a.cpus_per_run < math.inf and 0 <= a.gpus_per_run < math.inf) or a.retries < 0:  # NaN fails too
+    gpus_ok = a.gpus_per_run is None or 0 <= a.gpus_per_run < math.inf
+    if not (0 < a.cpus_per_run < math.inf and gpus_ok) or a.retries < 0:  # NaN fails too
         raise ConfigError("--cpus-per-run must be positive, --gpus-per-run and --retries >= 0")
     if a.out.exists() and not a.out.is_dir():
         raise ConfigError(f"--out {a.out} is a file; give a directory for the sweep")
@@ -308,11 +310,12 @@ def sweep_command(a: SweepArgs, passthrough: list[str], command: str) -> int:
                  logging_level="warning", object_store_memory=100 * 2**20)
     try:
         have = ray.cluster_resources()
-        if a.address is None and (a.cpus_per_run > have.get("CPU", 0) or a.gpus_per_run > have.get("GPU", 0)):
-            raise ConfigError(f"each run asks for {a.cpus_per_run:g} CPUs and {a.gpus_per_run:g} GPUs but this "
+        gpus = gpu_share(a, have)
+        if a.address is None and (a.cpus_per_run > have.get("CPU", 0) or gpus > have.get("GPU", 0)):
+            raise ConfigError(f"each run asks for {a.cpus_per_run:g} CPUs and {gpus:g} GPUs but this "
                               f"machine's Ray instance has {have.get('CPU', 0):g} and {have.get('GPU', 0):g}; "
                               "lower --cpus-per-run / --gpus-per-run")
-        task = ray.remote(run_point).options(num_cpus=a.cpus_per_run, num_gpus=a.gpus_per_run,
+        task = ray.remote(run_point).options(num_cpus=a.cpus_per_run, num_gpus=gpus,
                                             max_retries=a.retries, retry_exceptions=True)
         cwd = str(Path.cwd())  # relative dataset paths mean the same in the runs as here
         pending = {task.remote(p.name, str(p.run_dir.resolve()), p.args, cwd): p for p in todo}
@@ -323,6 +326,23 @@ def sweep_command(a: SweepArgs, passthrough: list[str], command: str) -> int:
     finally:
         ray.shutdown()
     return _finish(a, points, failed, time.time() - start)
+
+
+def gpu_share(a: SweepArgs, have: dict) -> float:
+    """--gpus-per-run, or, where Ray sees GPUs and none was given, an equal share: the GPUs over the
+    runs that its CPUs hold at once (at most one GPU a run, which is what a run uses; in Ray's
+    steps of 1e-4). Each run then counts in Ray's books and gets its CUDA_VISIBLE_DEVICES from Ray,
+    instead of every run's --device auto taking GPU 0 unaccounted."""
+    if a.gpus_per_run is not None:
+        return a.gpus_per_run
+    gpus = have.get("GPU", 0)
+    if not gpus:
+        return 0.0
+    at_once = max(1, int(have.get("CPU", 1) // a.cpus_per_run))
+    share = min(1.0, math.floor(gpus / at_once * 1e4) / 1e4)
+    print(f"odt sweep: each run gets {share:g} of a GPU ({gpus:g} GPUs, {at_once} runs at once); "
+          "--gpus-per-run to choose", flush=True)
+    return share
 
 
 def _wait(pending: dict, manifest: Manifest, total: int, start: float) -> dict[str, str]:
