@@ -2,6 +2,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -169,3 +170,21 @@ def test_the_torchscript_graph_holds_no_device(tmp_path):
     graph = str(torch.jit.load(str(tmp_path / "p.pt")).inlined_graph)
     assert "aten::cumsum" in graph  # the positions, from the inputs
     assert 'value="cpu"' not in graph and "Device" not in graph
+
+
+@pytest.mark.slow
+def test_the_gpu_check_runs_every_step_on_the_cpu(tmp_path):
+    """benchmarks/gpu_check.py, the first command on a lent GPU, at its CPU size: every step runs
+    (a tiny run killed and resumed, eval, both exports on the device's inputs, the update alone and
+    as a round, a compiled step, the projection), so that the script cannot rot between leases."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.py"
+    p = subprocess.run([sys.executable, str(script), "--device", "cpu", "--tiny",
+                        "--out", str(tmp_path / "check")], capture_output=True, text=True, timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    steps = json.loads((tmp_path / "check" / "summary.json").read_text())["steps"]
+    assert set(steps) == {"environment", "run odt", "run vidt", "update", "compile", "projection"}
+    for algo in ("odt", "vidt"):
+        run = steps[f"run {algo}"]
+        assert run["killed_after_rounds"] >= 1 and run["resume_exit"] == 0 and run["resolved"] == ["cpu", "fp32"]
+        assert run["torchscript"]["max_abs_diff"] < 1e-5 and run["onnx"]["max_abs_diff"] < 1e-4
+    assert steps["update"]["odt fp32"]["round_ms_per_update"] > 0 and steps["projection"]["runs"]
