@@ -184,8 +184,8 @@ def test_unknown_settings_are_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def _cartpole():
-    return gym.make("CartPole-v1")
+def _taxi():
+    return gym.make("Taxi-v4")
 
 
 # Each: odt.train's arguments (beside the preset and SMALL) and the words of the ValueError.
@@ -199,7 +199,7 @@ BAD_CALLS = {
                        "episode 0: 'rewards' must be an array of numbers"),
     "env a number": (dict(env=42, dataset=episodes(2)), "env must be a Gymnasium id or a function"),
     "env factory of no env": (dict(env=lambda: 42, dataset=episodes(2)), "made a int, not a gymnasium.Env"),
-    "discrete env": (dict(env=_cartpole, dataset=episodes(2)), "odt needs a continuous (Box) action space"),
+    "discrete observations": (dict(env=_taxi, dataset=episodes(2)), "odt needs flat Box observations"),
     "negative seed": (dict(env=make_reach, dataset=episodes(2), seed=-1), "--seed must be >= 0, got -1"),
     "lr NaN": (dict(env=make_reach, dataset=episodes(2), lr=float("nan")), "--lr must be a finite number"),
     "budget a string": (dict(env=make_reach, dataset=episodes(2), online_steps="100"),

@@ -194,7 +194,7 @@ def test_help_of_each_command(capsys):
 @pytest.mark.parametrize("args,needle", [
     (["run", "--lr", "abc"], "Error parsing --lr: could not convert string to float: 'abc'"),
     (["run", "--lrr", "3"], "Unrecognized options: --lrr, 3 (did you mean --lr FLOAT?)"),
-    (["run", "--action-head", "xyz"], "Expected one of ('auto', 'deterministic', 'gaussian', 'tanh_gaussian')"),
+    (["run", "--action-head", "xyz"], "Expected one of ('auto', 'deterministic', 'gaussian', 'tanh_gaussian', 'categorical')"),
     (["eval"], "Missing from odt eval: --run PATH"),
     (["data", "generate", "--env", "Hopper-v5"], "--quality {random,medium,medium-replay,expert,waypoints} --out STR"),
     (["data", "inspect"], "Missing from odt data inspect: STR"),

@@ -75,7 +75,8 @@ def test_medium_then_medium_replay_with_a_trained_policy(tmp_path, capsys):
     (["--env", "Hopper-v5", "--quality", "random", "--out", "not an id"], "not a Minari dataset id"),
     (["--env", "Hopper-v5", "--quality", "random", "--out", "gen/x-v0", "--transitions", "0"], "must be positive"),
     (["--env", "Pendulum-v1", "--quality", "medium", "--out", "gen/x-v0"], "--target-return"),
-    (["--env", "CartPole-v1", "--quality", "random", "--out", "gen/x-v0"], "continuous (Box) action space"),
+    (["--env", "Taxi-v4", "--quality", "random", "--out", "gen/x-v0"], "odt needs flat Box observations"),
+    (["--env", "CartPole-v1", "--quality", "medium-replay", "--out", "gen/x-v0"], "PPO, which keeps none"),
     (["--env", "Hopper-v5", "--quality", "medium", "--out", "gen/x-v0", "--policy", "/nonexistent.safetensors"],
      "cannot read behaviour policy"),
 ])

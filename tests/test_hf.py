@@ -272,7 +272,7 @@ def test_export_refuses_what_transformers_cannot_compute(tmp_path):
     with pytest.raises(ConfigError, match="gaussian"):
         hf.to_hf(model, np.zeros(11), np.ones(11), 1000.0, 4, 3600.0, "Hopper-v5")
     state = {"scaling": {"act_low": -torch.ones(3), "act_high": torch.ones(3), "obs_mean": torch.zeros(11),
-                         "obs_std": torch.ones(11)}}
+                         "obs_std": torch.ones(11), "discrete": False}}
     with pytest.raises(ConfigError, match="ensemble of 2"):
         hf.export_run(tmp_path, Config(), [model, model], state, tmp_path / "final.pt", tmp_path / "out")
     state["scaling"]["act_high"] = 2 * torch.ones(3)

@@ -14,7 +14,7 @@ from odt.scores import reference_of, return_stats, task_of
     ("AdroitHandPen-v1", "pen"), ("AdroitHandHammer-v1", "hammer"), ("AdroitHandDoor-v1", "door"),
     ("AdroitHandRelocate-v1", "relocate"), ("PointMaze_UMaze-v3", "maze2d-umaze"),
     ("PointMaze_MediumDense-v3", "maze2d-medium-dense"), ("PointMaze_Large-v3", "maze2d-large"),
-    ("CartPole-v1", None), (None, None),
+    ("CartPole-v1", "cartpole"), ("Pendulum-v1", None), (None, None),
 ])
 def test_task_of(env_id, task):
     assert task_of(env_id) == task
@@ -31,8 +31,11 @@ def test_normalized_scores_by_hand():
     assert normalized_score("PointMaze_UMaze-v3", 161.86) == pytest.approx(100.0)
     np.testing.assert_allclose(normalized_score("AntMaze_UMaze-v5", [0, 1, 1, 0]), [0, 100, 100, 0])
     assert normalized_score("Hopper-v5", 10.0, reference=(0.0, 20.0)) == pytest.approx(50.0)
+    # CartPole: uniform random actions (measured) and the episode cap
+    assert normalized_score("CartPole-v1", 500.0) == pytest.approx(100.0)
+    assert normalized_score("CartPole-v1", 22.197) == pytest.approx(0.0)
     with pytest.raises(KeyError, match="no reference"):
-        normalized_score("CartPole-v1", 1.0)
+        normalized_score("Pendulum-v1", 1.0)
 
 
 def test_reference_precedence_flags_then_dataset_then_table():
@@ -40,11 +43,11 @@ def test_reference_precedence_flags_then_dataset_then_table():
     assert reference_of("Hopper-v5") == table
     assert reference_of("Hopper-v5", metadata={"ref_min_score": 1, "ref_max_score": 2}) == (1.0, 2.0)
     assert reference_of("Hopper-v5", (5, 6), {"ref_min_score": 1, "ref_max_score": 2}) == (5.0, 6.0)
-    assert reference_of("CartPole-v1") is None
-    assert reference_of("CartPole-v1", metadata={"ref_min_score": 0, "ref_max_score": 500}) == (0.0, 500.0)
-    stats = return_stats("CartPole-v1", [250.0, 500.0], reference=(0.0, 500.0))
+    assert reference_of("Pendulum-v1") is None
+    assert reference_of("Pendulum-v1", metadata={"ref_min_score": 0, "ref_max_score": 500}) == (0.0, 500.0)
+    stats = return_stats("Pendulum-v1", [250.0, 500.0], reference=(0.0, 500.0))
     assert stats["normalized_mean"] == pytest.approx(75.0) and stats["normalized_std"] == pytest.approx(25.0)
-    assert "normalized_mean" not in return_stats("CartPole-v1", [1.0])
+    assert "normalized_mean" not in return_stats("Pendulum-v1", [1.0])
 
 
 def test_reference_flags_go_together():

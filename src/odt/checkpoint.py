@@ -4,7 +4,7 @@ from the file (``weights_only=True``). A checkpoint whose checksum does not matc
 a warning, for the previous one. Checkpoints of earlier versions convert here, at load time, and
 nowhere else (``upgrade``).
 
-The layout (FORMAT 2): ``spec`` (the network's architecture), ``scaling`` (normalizer and action
+The layout (FORMAT 3): ``spec`` (the network's architecture), ``scaling`` (normalizer and action
 bounds), ``ensemble`` (``learners``: each learner's state dict, TD3 critics under ``td3``;
 ``batch_rngs``), ``run`` (the counters, the summary so far, the length of metrics.jsonl),
 ``safety``, ``generators`` (torch's), and, once finetuning has begun, ``target`` and ``buffer``.
@@ -28,7 +28,7 @@ from .safety import SafetyNets
 from .scaling import Scaling
 
 
-FORMAT = 2
+FORMAT = 3  # 3: Scaling's discrete flag
 
 
 def plain(value):
@@ -64,8 +64,10 @@ def upgrade(state: dict) -> dict:
     earlier layouts convert (``_from_format_1``), and where a shipped model's compact learner is
     completed (ship.py leaves out the target actor, which equals the actor after the critics'
     warm-up)."""
-    if state.get("format") != FORMAT:
+    if "format" not in state:
         state = _from_format_1(state)
+    elif state["format"] == 2:  # before discrete actions: every run's were continuous
+        state = {**state, "format": FORMAT, "scaling": {**state["scaling"], "discrete": False}}
     for learner in state["ensemble"]["learners"]:
         td3 = learner.get("td3")
         if td3 is not None and "actor_target" not in td3:
@@ -79,7 +81,7 @@ def _from_format_1(state: dict) -> dict:
     did not save yet takes the value its runs used."""
     extra = state.get("extra", {})
     learners = [{"lr_scale": 1.0, **learner} for learner in [state["learner"], *extra.get("ensemble", [])]]
-    new = networks_state(state["spec"], {k: state[k] for k in Scaling.FIELDS}, learners,
+    new = networks_state(state["spec"], {**{k: state[k] for k in Scaling.FIELDS}, "discrete": False}, learners,
                          int(extra.get("critic_pretrained", 0)))
     new["run"].update(online_steps=int(extra.get("online_steps", 0)), rounds=int(extra.get("rounds", 0)))
     rs = extra.get("resume")

@@ -107,7 +107,8 @@ class OptimSettings:
     lambda_lr: float = 1e-4
     """Adam learning rate of log(lambda)."""
     target_entropy: Optional[float] = None
-    """Entropy lower bound beta; default -dim(A)."""
+    """Entropy lower bound beta; default -dim(A), and with discrete actions half of log|A| (a
+    categorical's entropy lies in [0, log|A|])."""
     rtg_scale: float = 1000.0
     """Returns-to-go (and targets) are divided by this before entering the model."""
 
@@ -342,6 +343,8 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
         """--noise-std, or its default for the actor's kind."""
         if self.noise_std is not None:
             return self.noise_std
+        if self.resolved_action_head() == "categorical":
+            return 0.0  # a categorical explores by sampling
         return 0.1 if self.resolved_action_head() == "deterministic" or self.explore_action == "mean" else 0.0
 
     def round_updates(self, steps: int) -> int:
@@ -530,11 +533,19 @@ def _check_combinations(cfg: "Config") -> None:
     if cfg.ref_min_score is not None and cfg.ref_min_score >= cfg.ref_max_score:
         raise ConfigError(f"--ref-min-score ({cfg.ref_min_score}) must be below --ref-max-score "
                           f"({cfg.ref_max_score})")
-    if cfg.base_loss == "dt" and cfg.resolved_action_head() != "deterministic":
+    head = cfg.resolved_action_head()
+    if head == "categorical" and (cfg.td3 or cfg.baseline):
+        why = "TD3's gradient flows through a continuous action" if cfg.td3 else "its library acts in a Box"
+        raise ConfigError(f"--algo {cfg.algo} needs continuous actions ({why}); with discrete actions use "
+                          "--algo odt or dt")
+    if cfg.base_loss == "dt" and head not in ("deterministic", "categorical"):
         raise ConfigError(f"--algo {cfg.algo} trains a deterministic actor; drop --action-head or use "
                           f"--algo {'odt' if cfg.algo == 'dt' else 'odt-td3'}")
-    if cfg.base_loss == "odt" and cfg.resolved_action_head() == "deterministic":
-        raise ConfigError(f"--algo {cfg.algo} needs a stochastic --action-head (gaussian or tanh_gaussian)")
+    if cfg.base_loss == "odt" and head == "deterministic":
+        raise ConfigError(f"--algo {cfg.algo} needs a stochastic --action-head (gaussian, tanh_gaussian or categorical)")
+    if head == "categorical" and (cfg.explore_action == "mean" or cfg.noise_std):
+        raise ConfigError("discrete actions explore by sampling from the categorical: drop --explore-action mean and "
+                          "--noise-std")
     if cfg.tasks and (cfg.return_target != "fixed" or cfg.eval_target != "fixed" or cfg.target_multiple is not None):
         raise ConfigError("--tasks takes fixed targets per task (ENV=DATASET:G_EVAL:G_ONLINE); drop "
                           "--return-target, --eval-target and --target-multiple")

@@ -10,8 +10,10 @@ obs (n, obs_dim) in the environment's units (a goal environment's observation fl
 ``observation``, then ``desired_goal``); reward (n,), the previous action's reward (ignored at
 t = 0); target_return (n,), read at t = 0; states (n, C, obs_dim), actions (n, C, act_dim) and
 rtg (n, C, 1), the context windows, zeros at the start of an episode; all float32; t (n,) int64,
-each row's step count, zero at the start. The action comes back in the environment's units. Rows are
-independent: an episode that ends is restarted by zeroing its row and its t.
+each row's step count, zero at the start. The action comes back in the environment's units (with
+discrete actions: its index, int64, the most probable one's; act_dim is then the number of actions,
+and ``actions`` holds one-hot vectors). Rows are independent: an episode that ends is restarted by
+zeroing its row and its t.
 
 It computes what ``Policy.act`` computes, the mean action (the average of the members' for an
 ensemble): the window is left-aligned with later slots left at zero, which causal attention
@@ -47,8 +49,9 @@ class ExportedPolicy(nn.Module):
     def __init__(self, models: list[nn.Module], scaling: Scaling, rtg_scale: float, context: int):
         super().__init__()
         self.models = nn.ModuleList(models)
-        for name, value in scaling.state_dict().items():  # buffers: the exported file carries them
-            self.register_buffer(name, value.to(torch.float32).clone())
+        for name in Scaling.FIELDS:  # buffers: the exported file carries them
+            self.register_buffer(name, torch.as_tensor(getattr(scaling, name), dtype=torch.float32).clone())
+        self.discrete = scaling.discrete  # fixed when traced: the step returns an action's index
         self.rtg_scale, self.context = float(rtg_scale), int(context)
 
     def forward(self, obs, reward, target_return, states, actions, rtg, t):
@@ -70,7 +73,8 @@ class ExportedPolicy(nn.Module):
         timesteps = slots[None, :] + (t - p)[:, None]
         a = torch.stack([self._mean_action(m, rtg, states, actions, timesteps, here) for m in self.models]).mean(0)
         actions = actions * (1 - here) + a[:, None, :] * here
-        return scale_actions_from_unit(a, self.act_low, self.act_high), states, actions, rtg, t + 1
+        out = a.argmax(-1) if self.discrete else scale_actions_from_unit(a, self.act_low, self.act_high)
+        return out, states, actions, rtg, t + 1
 
     @staticmethod
     def _mean_action(model, rtg, states, actions, timesteps, here):

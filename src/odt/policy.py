@@ -103,9 +103,7 @@ class Policy:
         elif self.action != "sample":
             a = out.mode()
         else:
-            eps = torch.randn(out.mean.shape, generator=self.generator, device=self.device)
-            u = out.mean + out.std * eps
-            a = torch.tanh(u) if out.squashed else u.clamp(-1, 1)
+            a = out.sample(self.generator)
         if self.action != "mean" and self.noise_std > 0:
             a = a + self.noise_std * torch.randn(a.shape, generator=self.generator, device=self.device)
         return a.clamp(-1, 1)

@@ -46,7 +46,9 @@ def rollout(policy: Policy | EnsemblePolicy, envs: gym.vector.VectorEnv, target_
     final: list = [None] * n
     terminated = np.zeros(n, dtype=bool)
     rewards = np.zeros(n, dtype=np.float32)
-    actions = np.zeros((n, act_dim), dtype=np.float32)
+    # What the environments take: indices of discrete actions, else vectors in their units.
+    discrete = isinstance(envs.single_action_space, gym.spaces.Discrete)
+    actions = np.zeros(n, np.int64) if discrete else np.zeros((n, act_dim), np.float32)
     total = 0
     while not done.all():
         rows = np.flatnonzero(~done)

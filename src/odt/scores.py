@@ -31,11 +31,13 @@ REFERENCE_RETURNS: dict[str, tuple[float, float]] = {
     "maze2d-umaze-dense": (68.537689, 193.66285642381482),
     "maze2d-medium-dense": (44.264742, 297.4552547777125),
     "maze2d-large-dense": (30.569041, 303.4857382709002),
+    # Not D4RL's: uniform random actions over 1000 episodes (seeds 0-999), and the episode cap.
+    "cartpole": (22.197, 500.0),
 }
 # Environment ids of Gymnasium (-Robotics) without the version, lower case, '_' and '-' removed.
 _ENV_TO_TASK = {"hopper": "hopper", "walker2d": "walker2d", "halfcheetah": "halfcheetah", "ant": "ant",
                 "adroithandpen": "pen", "adroithandhammer": "hammer", "adroithanddoor": "door",
-                "adroithandrelocate": "relocate"}
+                "adroithandrelocate": "relocate", "cartpole": "cartpole"}
 for _size in ("open", "umaze", "medium", "large"):
     _ENV_TO_TASK[f"pointmaze{_size}"] = f"maze2d-{_size}"
     _ENV_TO_TASK[f"pointmaze{_size}dense"] = f"maze2d-{_size}-dense"

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -25,7 +26,7 @@ from .data.generate import collect
 from .data.sources import check_episodes, check_matches_env, check_recorded_env, load_dataset
 from .data.tasks import load_tasks
 from .data.trajectories import TrajectoryDataset
-from .envs.make import make_env_with_horizon
+from .envs.make import action_width, make_env_with_horizon
 from .envs.pool import EnvPool
 from .logging import RunLogger, check_wandb, wandb_mode
 from .models.critic import critic_shape
@@ -127,20 +128,22 @@ def _check_metrics_mark(metrics: Path, mark: int) -> None:
 
 def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None):
     """The dataset (multi-task: every task's, padded; ``given``: one held in memory, odt.train), the
-    action bounds, the tasks, and what the environment resolves (the reference returns of
-    normalized scores)."""
+    action space the networks act in, the tasks, and what the environment resolves (the action
+    head discrete actions take, the reference returns of normalized scores)."""
     resolved: dict = {}
     if cfg.tasks:  # normalized and padded per task: the run itself sees a [-1, 1] box and unit statistics
         dataset, tasks = load_tasks(list(cfg.tasks), cfg, lambda env_id: make_env_with_horizon(env_id, cfg.max_ep_len))
-        act_low, act_high = -np.ones(dataset.act_dim, np.float32), np.ones(dataset.act_dim, np.float32)
-        return dataset, act_low, act_high, tasks, resolved
+        return dataset, gym.spaces.Box(-1.0, 1.0, (dataset.act_dim,), np.float32), tasks, resolved
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    space = env.action_space
+    resolved.update(_action_head(cfg, space))
+    obs_dim, act_dim = env.observation_space.shape[0], action_width(space)
+    data_width = 1 if isinstance(space, gym.spaces.Discrete) else act_dim  # a discrete action's data: its index
     if start.state is not None:  # before the dataset: it may take minutes
         _check_dims(start.state, start.source, cfg.env, obs_dim, act_dim)
     if given is not None:  # held in memory: the checks a file gets, against this environment's widths
         dataset = given
-        check_episodes(dataset, obs_dim, act_dim)
+        check_episodes(dataset, obs_dim, data_width)
     elif cfg.dataset == "none":  # from scratch: random-policy episodes stand in for the offline data
         dataset = collect(cfg.env, 10**9, cfg.seed, None, name=f"{cfg.random_episodes} random episodes", n_envs=1,
                           log=lambda line: None, episodes_wanted=cfg.random_episodes, horizon=cfg.max_ep_len)
@@ -154,9 +157,24 @@ def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None
     elif cfg.target_multiple is not None:  # found now, not after pretraining
         raise ConfigError(f"--target-multiple needs the expert return of {cfg.env}; give --ref-min-score "
                           "and --ref-max-score")
-    act_low, act_high = env.action_space.low.astype(np.float32), env.action_space.high.astype(np.float32)
     env.close()
-    return dataset, act_low, act_high, [], resolved
+    return dataset, space, [], resolved
+
+
+def _action_head(cfg: Config, space: gym.Space) -> dict:
+    """Discrete actions take the categorical head, whatever the algorithm; with it, the settings
+    that apply to continuous actions alone are refused now, before any data is loaded."""
+    discrete = isinstance(space, gym.spaces.Discrete)
+    if discrete and cfg.action_head not in ("auto", "categorical"):
+        raise ConfigError(f"--action-head {cfg.action_head}: {cfg.env}'s actions are discrete ({space}); drop "
+                          "--action-head (discrete actions take the categorical head)")
+    if not discrete and cfg.action_head == "categorical":
+        raise ConfigError(f"--action-head categorical is for discrete actions, and {cfg.env}'s are continuous "
+                          f"({space}); drop it")
+    if not discrete:
+        return {}
+    dataclasses.replace(cfg, action_head="categorical").validate()
+    return {"action_head": "categorical"}
 
 
 def make_run_dir(cfg: Config) -> Path:
@@ -194,11 +212,11 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
     fixed = _from_checkpoint(cfg, start) if start.kind == "init" else {}
     if not start.resumes and cfg.out is not None:
         check_out_dir(cfg.out, cfg.overwrite, "run")
-    dataset, act_low, act_high, tasks, resolved = _load_data(cfg, start, dataset)
+    dataset, action_space, tasks, resolved = _load_data(cfg, start, dataset)
     if start.kind == "init":
         _check_dims(start.state, start.source, cfg.env, dataset.obs_dim, dataset.act_dim)
         resolved.update(fixed)
-    scaling = _scaling(start, tasks, dataset, act_low, act_high)
+    scaling = _scaling(start, tasks, dataset, action_space)
     if not scaling.unit_actions:
         for e in dataset.episodes:
             e.actions = scaling.to_unit(e.actions)
@@ -241,16 +259,19 @@ def _check_cheap(cfg: Config, command: str) -> str | None:
     return mode
 
 
-def _scaling(start: Start, tasks: list, dataset: TrajectoryDataset, act_low: np.ndarray,
-             act_high: np.ndarray) -> Scaling:
+def _scaling(start: Start, tasks: list, dataset: TrajectoryDataset, space: gym.Space) -> Scaling:
     """The normalizer a checkpoint was trained with, else the data's (multi-task: none, each task
-    normalizes its own); the environment's action bounds."""
+    normalizes its own); the environment's action bounds, or its n discrete actions."""
     if start.state is not None:
         saved = scaling_of(start.state)
-        return Scaling(saved.obs_mean, saved.obs_std, act_low, act_high)
-    if tasks:
-        return Scaling.unit(dataset.obs_dim, dataset.act_dim)
-    return Scaling(*dataset.obs_stats(), act_low, act_high)
+        obs_mean, obs_std = saved.obs_mean, saved.obs_std
+    elif tasks:
+        obs_mean, obs_std = np.zeros(dataset.obs_dim), np.ones(dataset.obs_dim)
+    else:
+        obs_mean, obs_std = dataset.obs_stats()
+    if isinstance(space, gym.spaces.Discrete):
+        return Scaling.for_discrete(obs_mean, obs_std, int(space.n))
+    return Scaling(obs_mean, obs_std, space.low.astype(np.float32), space.high.astype(np.float32))
 
 
 def setup(cfg: Config, command: str, start: Start | None = None, dataset: TrajectoryDataset | None = None) -> Trainer:

@@ -8,6 +8,7 @@ import torch
 
 from ..config import OptimSettings, TD3Settings
 from ..data.buffer import Batch
+from ..models.heads import default_target_entropy
 from ..models.transformer import DecisionTransformer
 from .lamb import Lamb
 from .guard import DivergenceGuard
@@ -62,7 +63,9 @@ class Learner:
             self.optimizer, lambda step: min((step + 1) / warmup, 1.0) * self.lr_scale)
         self.scheduler.base_lrs = [float(optim.lr)]  # a float: the schedule then fills LAMB's rate tensor, no read
         self.anchor: Anchor | None = None  # forgetting prevention: toward the pretrained weights
-        target_entropy = -float(model.spec.act_dim) if optim.target_entropy is None else optim.target_entropy
+        target_entropy = optim.target_entropy
+        if target_entropy is None:
+            target_entropy = default_target_entropy(model.spec.action_head, model.spec.act_dim)
         self.temperature = Temperature(optim.init_lambda, optim.lambda_lr, target_entropy, device)
         self.updates = 0  # actor updates: the warmup schedule and every log count these
         self.td3 = td3

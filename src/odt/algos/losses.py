@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 
 from ..data.buffer import Batch
-from ..models.heads import ActionDist
+from ..models.heads import ActionDist, Categorical
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -16,15 +16,20 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def dt_loss(pred: torch.Tensor, batch: Batch, lam: torch.Tensor | None = None, entropy_samples: int = 1):
-    """DT: mean squared error over valid positions and action dimensions."""
+def dt_loss(pred: torch.Tensor | Categorical, batch: Batch, lam: torch.Tensor | None = None, entropy_samples: int = 1):
+    """DT: mean squared error over valid positions and action dimensions; with discrete actions (a
+    categorical head), the cross-entropy of the data's actions, over valid positions."""
+    if isinstance(pred, Categorical):
+        nll = masked_mean(-pred.log_prob(batch.actions), batch.mask)
+        return nll, None, {"nll": nll.detach()}
     se = (pred - batch.actions).pow(2).mean(-1)
     loss = masked_mean(se, batch.mask)
     return loss, None, {"mse": loss.detach()}
 
 
-def odt_loss(pred: ActionDist, batch: Batch, lam: torch.Tensor, entropy_samples: int = 1):
-    """ODT (eq. 6): NLL - lambda * H, both averaged over valid positions only."""
+def odt_loss(pred: ActionDist | Categorical, batch: Batch, lam: torch.Tensor, entropy_samples: int = 1):
+    """ODT (eq. 6): NLL - lambda * H, both averaged over valid positions only (H exact for a
+    categorical; mse: of its most probable action's one-hot vector)."""
     nll = masked_mean(-pred.log_prob(batch.actions), batch.mask)
     entropy = masked_mean(pred.entropy(entropy_samples), batch.mask)
     loss = nll - lam.detach() * entropy

@@ -34,6 +34,12 @@ EMBEDDED: dict[str, dict] = {
                                "transitions": 200_000, "seed": 1,
                                "command": "odt data generate --env HalfCheetah-v5 --quality medium --seed 0 "
                                           "--transitions 200000 --out halfcheetah/medium-v0"},
+    # Discrete actions: PPO trained to a third of the episode cap (500), 100k steps of sampled actions.
+    "odt/cartpole-medium": {"env_id": "CartPole-v1", "policy": "cartpole_medium.safetensors",
+                            "transitions": 100_000, "seed": 1,
+                            "command": "odt data generate --env CartPole-v1 --quality medium --seed 0 "
+                                       "--transitions 100000 --eval-every 2000 --eval-episodes 10 "
+                                       "--out cartpole/medium-v0"},
     "odt/hopper-medium-replay": {"env_id": "Hopper-v5", "file": "hopper_medium_replay.npz", "transitions": 114_999},
     "odt/hopper-random": {"env_id": "Hopper-v5", "policy": None, "transitions": 100_000, "seed": 2},
     # PointMaze by Minari's recipe (waypoints.py), at a fifth of D4RL's 1M steps: about 15 s.

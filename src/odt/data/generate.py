@@ -1,5 +1,5 @@
-"""Make offline datasets: train a behaviour policy with SAC, record its trajectories, and write
-them as a Minari dataset (``odt data generate``).
+"""Make offline datasets: train a behaviour policy with SAC (discrete actions: PPO), record its
+trajectories, and write them as a Minari dataset (``odt data generate``).
 
 D4RL's recipe: ``medium`` is a policy trained until it scores about a third of the expert
 reference return, recorded with its sampled actions; ``medium-replay`` is everything that policy's
@@ -44,7 +44,8 @@ QUALITY_FRACTION = {"random": 0.0, "medium": 1.0 / 3.0, "medium-replay": 1.0 / 3
 
 @dataclass
 class BehaviourPolicy:
-    """A squashed-Gaussian MLP actor (SB3 SAC layout) as plain tensors, replayable without SB3."""
+    """An MLP actor as plain tensors, replayable without SB3: SB3 SAC's squashed Gaussian
+    (continuous actions) or SB3 PPO's categorical (discrete actions, keys ``action_net.*``)."""
 
     weights: dict[str, torch.Tensor]
     meta: dict
@@ -54,6 +55,8 @@ class BehaviourPolicy:
         # (and the CPU), and Hopper's chaos turns one flipped bit into another dataset. Here the
         # float32 action only changes if a float64 rounding difference crosses a float32 boundary.
         w = self._w64()
+        if "action_net.weight" in w:
+            return self._act_categorical(w, obs, rng, deterministic)
         h = np.asarray(obs, dtype=np.float64)
         n_hidden = sum(1 for k in w if k.startswith("latent_pi.") and k.endswith(".weight"))
         for i in range(n_hidden):
@@ -62,6 +65,22 @@ class BehaviourPolicy:
         std = np.exp(np.clip(h @ w["log_std.weight"].T + w["log_std.bias"], -20, 2))
         pre = mu if deterministic else mu + std * rng.standard_normal(mu.shape)
         return np.tanh(pre).astype(np.float32)
+
+    @staticmethod
+    def _act_categorical(w: dict, obs: np.ndarray, rng: np.random.Generator, deterministic: bool) -> np.ndarray:
+        """PPO's policy network (tanh layers, then the action logits): the most probable action,
+        or one drawn from the softmax by the inverse CDF at a uniform from ``rng``."""
+        h = np.asarray(obs, dtype=np.float64)
+        n_hidden = sum(1 for k in w if k.startswith("mlp_extractor.policy_net.") and k.endswith(".weight"))
+        for i in range(n_hidden):
+            h = np.tanh(h @ w[f"mlp_extractor.policy_net.{2 * i}.weight"].T + w[f"mlp_extractor.policy_net.{2 * i}.bias"])
+        logits = h @ w["action_net.weight"].T + w["action_net.bias"]
+        if deterministic:
+            return logits.argmax(-1)
+        p = np.exp(logits - logits.max(-1, keepdims=True))
+        cdf = np.cumsum(p / p.sum(-1, keepdims=True), -1)
+        u = rng.random((*logits.shape[:-1], 1))
+        return np.minimum((cdf < u).sum(-1), logits.shape[-1] - 1)
 
     def _w64(self) -> dict[str, np.ndarray]:
         if getattr(self, "_cache", None) is None:
@@ -89,8 +108,12 @@ class BehaviourPolicy:
 
 
 def _actor_weights(model) -> dict[str, torch.Tensor]:
-    return {k: v.detach().cpu().clone() for k, v in model.actor.state_dict().items()
-            if k.startswith(("latent_pi.", "mu.", "log_std."))}
+    """The acting part of an SB3 model: SAC's actor, or PPO's policy network and action layer."""
+    if hasattr(model, "actor"):
+        return {k: v.detach().cpu().clone() for k, v in model.actor.state_dict().items()
+                if k.startswith(("latent_pi.", "mu.", "log_std."))}
+    return {k: v.detach().cpu().clone() for k, v in model.policy.state_dict().items()
+            if k.startswith(("mlp_extractor.policy_net.", "action_net."))}
 
 
 def evaluate_policy(policy: BehaviourPolicy, env_id: str, episodes: int, seed: int) -> tuple[float, float]:
@@ -118,13 +141,15 @@ def versions() -> dict[str, str]:
 def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed: int = 0,
                     max_steps: int = 1_000_000, eval_every: int = 5000, eval_episodes: int = 5,
                     log=_log) -> tuple[BehaviourPolicy, Path]:
-    """Train SAC until the sampled-action evaluation return reaches ``target_return``.
+    """Train SAC (discrete actions: PPO) until the sampled-action evaluation return reaches
+    ``target_return``.
 
-    Saves the actor (``policy.safetensors``) and the replay buffer so far (``replay.npz``, the
-    'medium-replay' data) into ``out_dir``; returns the policy and the replay buffer's path.
+    Saves the actor (``policy.safetensors``) and, for SAC, the replay buffer so far (``replay.npz``,
+    the 'medium-replay' data) into ``out_dir``; returns the policy and the replay buffer's path
+    (None for PPO, which keeps none).
     """
     try:
-        from stable_baselines3 import SAC
+        from stable_baselines3 import PPO, SAC
         from stable_baselines3.common.callbacks import BaseCallback
         from stable_baselines3.common.logger import Logger
     except ImportError as e:  # pragma: no cover - depends on the optional extra
@@ -133,7 +158,9 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     env = make_env(env_id)
-    model = SAC("MlpPolicy", env, seed=seed, verbose=0, device="cpu")
+    discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    model = (PPO if discrete else SAC)("MlpPolicy", env, seed=seed, verbose=0, device="cpu")
+    name = "ppo" if discrete else "sac"
     model.set_logger(Logger(folder=None, output_formats=[]))  # SB3's default leaves <tempdir>/SB3-<date>
     start = time.time()
     result: dict = {}
@@ -146,7 +173,7 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
             pol = BehaviourPolicy(_actor_weights(self.model), {})
             mean, std = evaluate_policy(pol, env_id, eval_episodes, seed=10_000 + n)
             elapsed = time.time() - start
-            log(f"[sac] {n}/{max_steps} steps  eval return {mean:.1f} +- {std:.1f}  target {target_return:.0f}  "
+            log(f"[{name}] {n}/{max_steps} steps  eval return {mean:.1f} +- {std:.1f}  target {target_return:.0f}  "
                 f"{n / elapsed:.0f} steps/s  elapsed {fmt_time(elapsed)}  "
                 f"left at most {fmt_time((max_steps - n) * elapsed / n)}")
             if mean >= target_return:
@@ -156,23 +183,26 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
 
     model.learn(total_timesteps=max_steps, callback=Stop())
     if not result:
-        log(f"[sac] warning: the target return {target_return:.0f} was not reached in {max_steps} steps; "
+        log(f"[{name}] warning: the target return {target_return:.0f} was not reached in {max_steps} steps; "
             "keeping the last policy (raise --max-train-steps to train longer)")
     steps = result.get("steps", model.num_timesteps)
-    meta = {"env_id": env_id, "target_return": target_return, "train_steps": int(steps),
+    meta = {"env_id": env_id, "algorithm": name.upper(), "target_return": target_return, "train_steps": int(steps),
             "eval_return_mean": result.get("ret"), "eval_return_std": result.get("std"),
             "reached_target": bool(result), "seed": seed, "train_seconds": round(time.time() - start, 1),
             "versions": versions()}
     policy = BehaviourPolicy(_actor_weights(model), meta)
     policy.save(out / "policy.safetensors")
-    rb = model.replay_buffer
-    n = rb.size()
-    np.savez_compressed(out / "replay.npz", observations=rb.observations[:n, 0],
-                        actions=rb.actions[:n, 0], rewards=rb.rewards[:n, 0],
-                        next_observations=rb.next_observations[:n, 0], dones=rb.dones[:n, 0],
-                        timeouts=rb.timeouts[:n, 0])
     (out / "meta.json").write_text(json.dumps(meta, indent=2))
-    return policy, out / "replay.npz"
+    return policy, None if discrete else _save_replay(model.replay_buffer, out / "replay.npz")
+
+
+def _save_replay(rb, path: Path) -> Path:
+    """SAC's replay buffer so far: the medium-replay data."""
+    n = rb.size()
+    np.savez_compressed(path, observations=rb.observations[:n, 0], actions=rb.actions[:n, 0],
+                        rewards=rb.rewards[:n, 0], next_observations=rb.next_observations[:n, 0],
+                        dones=rb.dones[:n, 0], timeouts=rb.timeouts[:n, 0])
+    return path
 
 
 def _vector_env(env_id: str, n_envs: int, horizon: int | None) -> gym.vector.SyncVectorEnv:
@@ -201,7 +231,8 @@ class _Episodes:
         o, a, r = self.steps[i]
         if not o:
             return
-        self.done.append(Episode(np.array(o, np.float32), np.array(a, np.float32), np.array(r, np.float32),
+        actions = np.array(a, np.float32).reshape(len(a), -1)  # a discrete index: one column
+        self.done.append(Episode(np.array(o, np.float32), actions, np.array(r, np.float32),
                                  terminated=terminated, truncated=not terminated, final_observation=final))
         if counted:
             self.recent.append(self.done[-1].ret)
@@ -226,14 +257,16 @@ def collect(env_id: str, transitions: int, seed: int, policy: BehaviourPolicy | 
     envs = _vector_env(env_id, n_envs, horizon)
     envs.action_space.seed(seed)
     obs, _ = envs.reset(seed=seed)
-    low, high = envs.single_action_space.low, envs.single_action_space.high
+    space = envs.single_action_space
     eps = _Episodes(n_envs)
     total = 0
     progress = Progress(SimpleNamespace(info=log), "collect", transitions, "steps", every=10.0)
     with threadpool_limits(1, user_api="blas"):
         while total < transitions and (episodes_wanted is None or len(eps.done) < episodes_wanted):
-            if policy is None:
-                act = rng.uniform(low, high, size=(n_envs, len(low))).astype(np.float32)
+            if policy is None and isinstance(space, gym.spaces.Discrete):
+                act = rng.integers(0, space.n, size=n_envs)
+            elif policy is None:
+                act = rng.uniform(space.low, space.high, size=(n_envs, len(space.low))).astype(np.float32)
             else:
                 act = policy.act(obs, rng)
             nxt, rew, term, trunc, info = envs.step(act)
@@ -312,7 +345,8 @@ def generate_command(a: GenerateArgs, log=_log) -> dict:
     if a.policy is not None:
         policy = BehaviourPolicy.load(a.policy)
     elif a.quality != "random":
-        log(f"[generate] training SAC on {a.env} until its evaluation return reaches {target:.1f} "
+        log(f"[generate] training a behaviour policy (SAC; PPO for discrete actions) on {a.env} until its evaluation "
+            f"return reaches {target:.1f} "
             f"(at most {a.max_train_steps} steps); policy and replay buffer go to {work}")
         policy, replay = train_behaviour(a.env, target, work, seed=a.seed, max_steps=a.max_train_steps,
                                          eval_every=a.eval_every, eval_episodes=a.eval_episodes, log=log)
@@ -336,6 +370,10 @@ def _check_generate(a: GenerateArgs) -> tuple[float | None, Path]:
 
     with contextlib.closing(make_env_checked(a.env)) as env:
         check_spaces(env, a.env)
+        discrete = isinstance(env.action_space, gym.spaces.Discrete)
+    if discrete and a.quality == "medium-replay":
+        raise ConfigError(f"--quality medium-replay records SAC's replay buffer, and {a.env}'s discrete actions train "
+                          "PPO, which keeps none; choose random, medium or expert")
     if a.transitions <= 0:
         raise ConfigError(f"--transitions must be positive, got {a.transitions}")
     if a.target_return is not None and not math.isfinite(a.target_return):
@@ -373,7 +411,8 @@ def _write_generated(a: GenerateArgs, ds: TrajectoryDataset, policy: BehaviourPo
     extra = {"quality": a.quality, "env_id": a.env, "transitions": ds.n_transitions, "seed": a.seed,
              "target_return": target, "behaviour": behaviour or None, "versions": versions(),
              "generate_seconds": round(time.time() - t0, 1)}
-    algorithm = "uniform random" if policy is None else f"SB3 SAC ({behaviour.get('train_steps', '?')} steps)"
+    algorithm = ("uniform random" if policy is None else
+                 f"SB3 {behaviour.get('algorithm', 'SAC')} ({behaviour.get('train_steps', '?')} steps)")
     ret = behaviour.get("eval_return_mean")
     description = (f"D4RL-style '{a.quality}' data for {a.env} made by `odt data generate`: {ds.n_transitions} "
                    f"transitions; behaviour: {algorithm}"

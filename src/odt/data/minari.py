@@ -83,7 +83,8 @@ def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:
     else:
         widths = [ds.observation_space.shape[0]]
     obs = np.empty((n + 1, sum(widths)), np.float32)  # +1: the last episode's s_{T+1}
-    act = np.empty((n, ds.action_space.shape[0]), np.float32)
+    discrete = ds.action_space.shape == ()  # one index a step, stored as a vector
+    act = np.empty(n if discrete else (n, ds.action_space.shape[0]), np.float32)
     rew = np.empty(n, np.float32)
     term_flags = np.zeros(n, np.bool_)
     final = np.empty((n_eps, obs.shape[1]), np.float32)
@@ -123,8 +124,8 @@ def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:
     timeouts = np.zeros(n, np.bool_)
     terminals[ends[terminated]] = True
     timeouts[ends[~terminated]] = True  # an episode that did not terminate was cut: truncated
-    return dict(observations=obs[:n], actions=act, rewards=rew, terminals=terminals, timeouts=timeouts,
-                final_observations=final)
+    return dict(observations=obs[:n], actions=act.reshape(n, -1), rewards=rew, terminals=terminals,
+                timeouts=timeouts, final_observations=final)
 
 
 def read_minari_episodes(ds, goal: bool = False) -> dict:
@@ -135,7 +136,8 @@ def read_minari_episodes(ds, goal: bool = False) -> dict:
     episodes = []
     for e in ds.iterate_episodes():
         o = flat(e.observations)
-        episodes.append(Episode(o[:-1], np.asarray(e.actions, np.float32), np.asarray(e.rewards, np.float32),
+        actions = np.asarray(e.actions, np.float32).reshape(len(e.rewards), -1)  # a discrete index: one column
+        episodes.append(Episode(o[:-1], actions, np.asarray(e.rewards, np.float32),
                                 terminated=bool(e.terminations[-1]), final_observation=o[-1]))
     return flatten_episodes(episodes)
 

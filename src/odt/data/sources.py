@@ -6,10 +6,11 @@ import difflib
 import re
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 
 from ..config import ConfigError
-from ..envs.make import check_spaces, make_env_checked
+from ..envs.make import action_width, check_spaces, make_env_checked
 from .embedded import EMBEDDED, load_embedded
 from .formats import from_arrays, read_hdf5, read_npz, save_npz  # noqa: F401  (odt.data.sources.save_npz, the old path)
 from .minari import load_minari
@@ -65,7 +66,23 @@ def check_recorded_env(source: str, env_id: str, dims: tuple[int, int] | None = 
 def _dims(env_id: str) -> tuple[int, int]:
     with contextlib.closing(make_env_checked(env_id)) as env:
         check_spaces(env, env_id)
-        return env.observation_space.shape[0], env.action_space.shape[0]
+        return env.observation_space.shape[0], action_width(env.action_space)
+
+
+def _check_indices(ds: TrajectoryDataset, env_id: str, n: int) -> None:
+    """Discrete actions: one index per step, a whole number in [0, n); the first that is not is
+    named by episode and step."""
+    if ds.act_dim != 1:
+        raise ConfigError(f"dataset {ds.name} has actions {ds.act_dim} wide, but {env_id}'s are discrete: one "
+                          f"index in [0, {n}) per step; use a dataset recorded in {env_id} or change --env")
+    for i, e in enumerate(ds.episodes):
+        a = e.actions[:, 0]
+        bad = np.flatnonzero((a != np.round(a)) | (a < 0) | (a >= n))
+        if len(bad):
+            t = int(bad[0])
+            what = "is not a whole number" if a[t] != round(float(a[t])) else f"is outside [0, {n})"
+            raise ConfigError(f"dataset {ds.name}, episode {i}, step {t}: action {a[t]:g} {what}, but {env_id} takes "
+                              f"action indices 0 to {n - 1}; use a dataset recorded in {env_id} or change --env")
 
 
 def check_episodes(ds: TrajectoryDataset, obs_dim: int | None = None, act_dim: int | None = None) -> None:
@@ -97,10 +114,14 @@ def check_episodes(ds: TrajectoryDataset, obs_dim: int | None = None, act_dim: i
 
 def check_matches_env(ds: TrajectoryDataset, env) -> None:
     """The dataset must fit the environment it will be finetuned in."""
-    obs_dim, act_dim = env.observation_space.shape[0], env.action_space.shape[0]
+    obs_dim = env.observation_space.shape[0]
     if ds.obs_dim != obs_dim:
         raise ConfigError(f"dataset {ds.name} has observation dimension {ds.obs_dim} but {env.spec.id} has "
                           f"{obs_dim}; use a dataset recorded in {env.spec.id} or change --env")
+    if isinstance(env.action_space, gym.spaces.Discrete):
+        _check_indices(ds, env.spec.id, int(env.action_space.n))
+        return
+    act_dim = env.action_space.shape[0]
     if ds.act_dim != act_dim:
         raise ConfigError(f"dataset {ds.name} has action dimension {ds.act_dim} but {env.spec.id} has "
                           f"{act_dim}; use a dataset recorded in {env.spec.id} or change --env")

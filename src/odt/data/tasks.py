@@ -2,8 +2,10 @@
 padded to the widest task's spaces, merged into one dataset whose episodes know their task."""
 from __future__ import annotations
 
+import gymnasium as gym
 import numpy as np
 
+from ..config import ConfigError
 from ..envs.make import scale_actions_to_unit
 from ..envs.multitask import Task, pad, parse_task
 from ..scores import reference_of
@@ -19,6 +21,10 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
     for spec in specs:
         env_id, source, g_eval, g_online = parse_task(spec)
         env = make_env(env_id)
+        if not isinstance(env.action_space, gym.spaces.Box):  # padding and rescaling are a Box's
+            env.close()
+            raise ConfigError(f"--tasks pads continuous action spaces, and {env_id}'s is {env.action_space}; "
+                              "train a discrete-action task alone (--env, --dataset)")
         check_recorded_env(source, env_id, (env.observation_space.shape[0], env.action_space.shape[0]))
         ds = load_dataset(source, download=cfg.download)
         check_matches_env(ds, env)

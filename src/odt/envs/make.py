@@ -148,19 +148,29 @@ def make_env_checked(env_id: str) -> gym.Env:
 
 def check_spaces(env: gym.Env, env_id: str) -> None:
     """What odt's policies act in and read: a flat Box of actions with finite bounds (the policy
-    acts in [-1, 1] and is rescaled to them) and flat Box observations. Discrete actions would
-    be admitted here, the one place that refuses them."""
+    acts in [-1, 1] and is rescaled to them) or a Discrete space of n actions (a categorical
+    policy over their one-hot vectors), and flat Box observations."""
     act, obs = env.action_space, env.observation_space
-    if not isinstance(act, gym.spaces.Box) or len(act.shape) != 1:
-        raise ConfigError(f"{env_id} has a {act} action space; odt needs a continuous (Box) action space for now: "
-                          "choose an environment with continuous actions, such as Hopper-v5")
-    if not (np.isfinite(act.low).all() and np.isfinite(act.high).all()):
+    if isinstance(act, gym.spaces.Discrete):
+        if act.start != 0:
+            raise ConfigError(f"{env_id}'s actions are numbered from {act.start}; odt takes Discrete(n) spaces that "
+                              "start at 0: wrap the environment to shift its actions")
+    elif not isinstance(act, gym.spaces.Box) or len(act.shape) != 1:
+        raise ConfigError(f"{env_id} has a {act} action space; odt takes a flat continuous (Box) or a Discrete "
+                          "action space: flatten the environment's actions or choose another environment")
+    elif not (np.isfinite(act.low).all() and np.isfinite(act.high).all()):
         raise ConfigError(f"{env_id}'s action space {act} is unbounded; odt rescales actions to the bounds: wrap "
                           "the environment in gymnasium.wrappers.RescaleAction or clip it to finite bounds")
     if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
         raise ConfigError(f"{env_id} has a {obs} observation space; odt needs flat Box observations (or a goal "
                           "dict with 'observation' and 'desired_goal'): wrap it in "
                           "gymnasium.wrappers.FlattenObservation")
+
+
+def action_width(space: gym.Space) -> int:
+    """An action's width as the networks see it: a Box's dimension, or n, the one-hot vector of a
+    Discrete(n) space's index."""
+    return int(space.n) if isinstance(space, gym.spaces.Discrete) else int(space.shape[0])
 
 
 def make_env_with_horizon(env_id: str, max_ep_len: int) -> gym.Env:

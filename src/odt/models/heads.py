@@ -22,6 +22,12 @@ class ActionDist:
     def __init__(self, mean: torch.Tensor, log_std: torch.Tensor, squashed: bool):
         self.mean, self.log_std, self.squashed = mean, log_std, squashed
 
+    def sample(self, generator: torch.Generator | None) -> torch.Tensor:
+        """An exploration action in the [-1, 1] box, drawn from ``generator``."""
+        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device)
+        u = self.mean + self.std * eps
+        return torch.tanh(u) if self.squashed else u.clamp(-1, 1)
+
     @property
     def std(self) -> torch.Tensor:
         return self.log_std.exp()
@@ -54,6 +60,36 @@ class ActionDist:
     def mode(self) -> torch.Tensor:
         """The action used for evaluation: the (squashed) mean."""
         return torch.tanh(self.mean) if self.squashed else self.mean
+
+
+class Categorical:
+    """A categorical over n discrete actions. An action is the one-hot vector of its index, as the
+    data, the replay buffer and the model's action tokens carry it (a linear embedding of a one-hot
+    vector is the embedding of its index); the environment gets the index (Scaling.from_unit)."""
+
+    squashed = False
+
+    def __init__(self, logits: torch.Tensor):
+        self.logits = logits
+        self.log_p = logits.log_softmax(-1)
+
+    def log_prob(self, action: torch.Tensor) -> torch.Tensor:
+        """log pi(a) of one-hot actions."""
+        return (self.log_p * action).sum(-1)
+
+    def entropy(self, samples: int = 1) -> torch.Tensor:
+        """Exact: -sum_a pi(a) log pi(a) (``samples`` is the Gaussian's Monte Carlo, not needed here)."""
+        return -(self.log_p.exp() * self.log_p).sum(-1)
+
+    def mode(self) -> torch.Tensor:
+        """The most probable action, one-hot (made from the logits: a traced export keeps no device)."""
+        return torch.zeros_like(self.logits).scatter_(-1, self.logits.argmax(-1, keepdim=True), 1.0)
+
+    def sample(self, generator: torch.Generator | None) -> torch.Tensor:
+        """An action drawn from pi, one-hot: the inverse of the CDF at a uniform draw from ``generator``."""
+        u = torch.rand((*self.logits.shape[:-1], 1), generator=generator, device=self.logits.device)
+        index = (self.log_p.exp().cumsum(-1) < u).sum(-1, keepdim=True).clamp(max=self.logits.shape[-1] - 1)
+        return torch.zeros_like(self.logits).scatter_(-1, index, 1.0)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
@@ -97,9 +133,32 @@ class GaussianHead(nn.Module):
         return ActionDist(self.mu(h), log_std, self.squashed)
 
 
+class CategoricalHead(nn.Module):
+    """Discrete actions: the logits of the n actions from one linear layer."""
+
+    def __init__(self, hidden: int, n_actions: int):
+        super().__init__()
+        self.logits = nn.Linear(hidden, n_actions)
+
+    def forward(self, h: torch.Tensor) -> Categorical:
+        return Categorical(self.logits(h))
+
+
+# A categorical's entropy lies in [0, log n]; ODT's temperature holds it above this share of log n
+# (the Gaussian actors' default is the paper's -dim(A)).
+CATEGORICAL_ENTROPY_SHARE = 0.5
+
+
+def default_target_entropy(kind: str, act_dim: int) -> float:
+    """beta, the entropy the temperature holds the policy's above, where --target-entropy is not given."""
+    return CATEGORICAL_ENTROPY_SHARE * math.log(act_dim) if kind == "categorical" else -float(act_dim)
+
+
 def make_head(kind: str, hidden: int, act_dim: int, log_std_min: float, log_std_max: float) -> nn.Module:
     if kind == "deterministic":
         return DeterministicHead(hidden, act_dim)
+    if kind == "categorical":
+        return CategoricalHead(hidden, act_dim)
     if kind in ("gaussian", "tanh_gaussian"):
         return GaussianHead(hidden, act_dim, log_std_min, log_std_max, squashed=kind == "tanh_gaussian")
     raise ValueError(f"unknown action head {kind!r}")

@@ -36,8 +36,9 @@ class ModelSettings:
     """Add a learned absolute timestep embedding (the paper uses it for AntMaze, not Gym)."""
     max_ep_len: int = 1000
     """Largest timestep the timestep embedding can represent."""
-    action_head: Literal["auto", "deterministic", "gaussian", "tanh_gaussian"] = "auto"
-    """auto: deterministic for dt, tanh_gaussian for odt."""
+    action_head: Literal["auto", "deterministic", "gaussian", "tanh_gaussian", "categorical"] = "auto"
+    """auto: deterministic for dt, tanh_gaussian for odt; categorical for both where the environment's
+    actions are discrete (the only head for them)."""
     log_std_min: float = -5.0
     """Lower bound of the policy log standard deviation."""
     log_std_max: float = 2.0
