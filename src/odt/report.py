@@ -20,7 +20,7 @@ from .report_stats import (GAMMA, Profiles, RunRecord, Summary, Uncompared, find
 @dataclass
 class ReportArgs:
     runs: tyro.conf.Positional[list[Path]]
-    """RunRecord directories, or directories to search for them (the --out of an `odt sweep`)."""
+    """Run directories, or directories to search for them (the --out of an `odt sweep`)."""
     out: Path
     """Report directory: report.md, table.csv, aggregates.csv, report.json and the PNG plots."""
     overwrite: bool = False

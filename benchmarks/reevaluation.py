@@ -1,0 +1,63 @@
+"""The re-evaluations beside a grid's runs: every run's pretrained and final checkpoints evaluated on
+other environment seeds than its own evaluations used, as
+
+    odt eval --run RUN --checkpoint pretrained --episodes 50 --seed 123 --json > RUN/eval-pretrained-50.json
+    odt eval --run RUN --checkpoint final --episodes 50 --seed 123 --json > RUN/eval-final-50.json
+
+so that a gain that exists only in the metric's window of evaluations shows. Prints a markdown
+table: per setting (labelled as `odt report` labels them), the normalized score of each checkpoint
+and the change, mean over seeds with a 95% bootstrap interval, and each other setting's final
+score minus that of ``--against``.
+
+    python benchmarks/reevaluation.py RUNS_DIR [--against odt] [--reps 2000] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from odt.report_stats import find_runs, label_settings
+
+
+def _interval(x: np.ndarray, reps: int, rng: np.random.Generator, y: np.ndarray | None = None,
+              signed: bool = False) -> str:
+    """The mean (or the difference of two independent means) with its 95% percentile bootstrap interval."""
+    def stat(a, b):
+        return a.mean() - (b.mean() if b is not None else 0.0)
+
+    draws = [stat(rng.choice(x, len(x)), None if y is None else rng.choice(y, len(y))) for _ in range(reps)]
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    f = "+.1f" if signed or y is not None else ".1f"
+    return f"{stat(x, y):{f}} [{lo:{f}}, {hi:{f}}]"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", type=Path)
+    ap.add_argument("--against", default="odt")
+    ap.add_argument("--reps", type=int, default=2000)
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args()
+    runs, _ = find_runs([a.runs])
+    scores: dict[str, list[tuple[float, float]]] = {}
+    for run, label in zip(runs, label_settings(runs)):
+        files = [run.path / f"eval-{ck}-50.json" for ck in ("pretrained", "final")]
+        if all(f.is_file() and f.stat().st_size for f in files):
+            pre, fin = (json.loads(f.read_text())["normalized_mean"] for f in files)
+            scores.setdefault(label, []).append((pre, fin))
+    rng = np.random.default_rng(a.seed)
+    print(f"| setting | runs | pretrained (50 episodes) | final (50 episodes) | change | final minus {a.against}'s |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    base = np.array([f for _, f in scores.get(a.against, [])])
+    for label in sorted(scores):
+        pre, fin = (np.array(x) for x in zip(*scores[label]))
+        versus = _interval(fin, a.reps, rng, base) if label != a.against and len(base) > 1 and len(fin) > 1 else "-"
+        print(f"| {label} | {len(fin)} | {_interval(pre, a.reps, rng)} | {_interval(fin, a.reps, rng)} | "
+              f"{_interval(fin - pre, a.reps, rng, signed=True)} | {versus} |")
+
+
+if __name__ == "__main__":
+    main()
