@@ -12,7 +12,10 @@ Each step is timed and guarded (a failure is recorded, and the next step runs):
    device, the round's metrics read once), in milliseconds, with the profiler's split between the
    device's work and the host's;
 3. compile: one `--compile reduce-overhead` step (the first, compiling, and the next ones);
-4. projection: the paper's hopper-medium run (`--preset hopper-medium`) from these figures.
+4. projection: the paper's hopper-medium run (`--preset hopper-medium`) from these figures;
+5. atari: the DT paper's Atari update (128/6/8, batch 128, K 30, 4 stacked 84x84 frames through
+   its convolutions), and `--preset atari-breakout`'s pretraining projected from it.
+``--only STEP[,STEP]`` runs some of them (e.g. ``--device cpu --only atari`` on a CPU).
 DIR/summary.json holds every figure and error; the same goes to stdout as a table. ``--tiny`` uses a
 small model and, on a CPU, torch.compile's aot_eager backend (no code generation), so that the suite
 runs every step in about a minute."""
@@ -289,26 +292,56 @@ def projection(figures: dict, act: float) -> dict:
     return {"act_ms": round(act, 3), "runs": out}
 
 
+def atari_update(device: str, tiny: bool, reps: int) -> dict:
+    """The DT paper's Atari update on frames drawn from a buffer of bytes; the atari-breakout
+    preset's pretraining (its updates at this cost) projected from it."""
+    d, layers, heads, B, K = (16, 1, 1, 4, 4) if tiny else (128, 6, 8, 128, 30)
+    frames, width = (4, 84, 84), 4 * 84 * 84
+    torch.manual_seed(0)
+    spec = ModelSpec(obs_dim=width, act_dim=4, embed_dim=d, n_layer=layers, n_head=heads, dropout=0.1,
+                     context_len=K, frames=frames, action_head="categorical", max_ep_len=27000)
+    learner = Learner(DecisionTransformer(spec).to(device), "dt", OptimSettings(lr=6e-4, warmup_steps=100))
+    rng = np.random.default_rng(0)
+    eps = [Episode(rng.integers(0, 256, (200, width), dtype=np.uint8), np.eye(4, dtype=np.float32)[rng.integers(4, size=200)],
+                   rng.integers(0, 2, 200).astype(np.float32), truncated=True) for _ in range(8 if tiny else 50)]
+    scaling = Scaling(np.zeros(width), np.full(width, 255.0), np.zeros(4), np.ones(4), discrete=True)
+    buf = ReplayBuffer(len(eps), scaling, Sampling(1.0, False, None, True, 0.99, 0.0), eps, device)
+    buf.fill(eps)
+    learner.update(buf.sample(B, K, rng))  # warm up
+    ms = _timed(lambda: learner.update(buf.sample(B, K, rng)), reps, device)
+    learner.read()
+    updates = preset("atari-breakout").pretrain_updates
+    return {"size": f"{d}/{layers}/{heads}, batch {B}, K {K}", "round_ms_per_update": round(ms, 3),
+            "pretraining": {"updates": updates, "hours": round(updates * ms / 3.6e6, 2)}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda")
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tiny", action="store_true", help="a small model and few steps (the suite's check)")
+    ap.add_argument("--only", default=None, help="comma-separated steps: runs, update, compile, projection, atari")
     a = ap.parse_args()
+    only = set(a.only.split(",")) if a.only else {"runs", "update", "compile", "projection", "atari"}
     check = Check(a.out, a.device, a.tiny)
     size = (32, 1, 1, 16) if a.tiny else (512, 4, 4, 256)
     reps = 4 if a.tiny else 30
     buffer_shape = (20, 200) if a.tiny else (1000, 1000)
     check.step("environment", environment, a.device)
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
-        work = Path(work)
-        data = work / "hopper-random.npz"
-        save_npz(collect("Hopper-v5", 3000, 0, None, name="gpu-check", log=lambda line: None), data)
-        for algo in ("odt", "vidt"):
-            check.step(f"run {algo}", tiny_run, algo, data, work, a.device)
-    figures = check.step("update", updates, size, a.device, reps, buffer_shape) or {}
-    check.step("compile", compiled_step, size, a.device, a.tiny)
-    check.step("projection", lambda: projection(figures, act_ms(size, a.device, 20 if a.tiny else 200)))
+    if "runs" in only:
+        with tempfile.TemporaryDirectory(prefix="gpu-check-") as work:
+            work = Path(work)
+            data = work / "hopper-random.npz"
+            save_npz(collect("Hopper-v5", 3000, 0, None, name="gpu-check", log=lambda line: None), data)
+            for algo in ("odt", "vidt"):
+                check.step(f"run {algo}", tiny_run, algo, data, work, a.device)
+    figures = (check.step("update", updates, size, a.device, reps, buffer_shape) if "update" in only else None) or {}
+    if "compile" in only:
+        check.step("compile", compiled_step, size, a.device, a.tiny)
+    if "projection" in only:
+        check.step("projection", lambda: projection(figures, act_ms(size, a.device, 20 if a.tiny else 200)))
+    if "atari" in only:
+        check.step("atari", atari_update, a.device, a.tiny, 2 if a.tiny else 10)
     print(json.dumps(check.summary["steps"], indent=1)[:6000])
     errors = [n for n, s in check.summary["steps"].items() if "error" in s]
     print(f"[gpu_check] {len(errors)} step(s) failed{': ' + ', '.join(errors) if errors else ''}; "

@@ -140,7 +140,8 @@ def test_windows_of_two_draws_stack_into_one_batch():
     buf = make_buffer(10, obs_dim=3, rtg_scale=1.0, keep_next=True)
     buf.fill(const_episodes([1.0, 2.0], [10, 10]))
     rng = np.random.default_rng(0)
-    (w1, m1), (w2, m2) = buf.draw(3, 4, rng), buf.draw(5, 4, rng)
+    (w1, m1, f1), (w2, m2, f2) = buf.draw(3, 4, rng), buf.draw(5, 4, rng)
+    assert f1 is None and f2 is None  # flat observations travel in the windows
     b = Batch.of(torch.cat([w1, w2]), torch.cat([m1, m2]), buf.columns)
     assert b.states.shape == (8, 4, 3) and b.rtg.shape == (8, 4, 1) and b.critic_mask.shape == (8, 4)
     assert b.timesteps.dtype == torch.long and b.mask.dtype == torch.float32

@@ -148,7 +148,7 @@ def test_other_commands_refuse_discrete_actions_in_one_line(tmp_path, capsys):
     assert "--algo sac needs continuous actions" in capsys.readouterr().err
     assert main(["run", *TINY, "--tasks", "CartPole-v1=x.npz", "Hopper-v5=odt/hopper-random", "--out",
                  str(tmp_path / "t")]) == 2
-    assert "--tasks pads continuous action spaces" in capsys.readouterr().err
+    assert "--tasks pads flat observations and continuous actions" in capsys.readouterr().err
     assert main(["run", *TINY, "--env", "Hopper-v5", "--action-head", "categorical", "--dataset", "odt/hopper-random",
                  "--out", str(tmp_path / "h")]) == 2
     assert "--action-head categorical is for discrete actions" in capsys.readouterr().err

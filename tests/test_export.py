@@ -182,9 +182,10 @@ def test_the_gpu_check_runs_every_step_on_the_cpu(tmp_path):
                         "--out", str(tmp_path / "check")], capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     steps = json.loads((tmp_path / "check" / "summary.json").read_text())["steps"]
-    assert set(steps) == {"environment", "run odt", "run vidt", "update", "compile", "projection"}
+    assert set(steps) == {"environment", "run odt", "run vidt", "update", "compile", "projection", "atari"}
     for algo in ("odt", "vidt"):
         run = steps[f"run {algo}"]
         assert run["killed_after_rounds"] >= 1 and run["resume_exit"] == 0 and run["resolved"] == ["cpu", "fp32"]
         assert run["torchscript"]["max_abs_diff"] < 1e-5 and run["onnx"]["max_abs_diff"] < 1e-4
     assert steps["update"]["odt fp32"]["round_ms_per_update"] > 0 and steps["projection"]["runs"]
+    assert steps["atari"]["round_ms_per_update"] > 0

@@ -364,8 +364,9 @@ class Config(OutputSettings, BaselineSettings, ToolboxSettings, OnlineSettings, 
         (``given`` supplies what the config does not hold)."""
         return cls(**{f.name: getattr(self, f.name) for f in dataclasses.fields(cls) if f.name not in given}, **given)
 
-    def model_spec(self, obs_dim: int, act_dim: int) -> ModelSpec:
-        return self.group(ModelSpec, obs_dim=obs_dim, act_dim=act_dim, action_head=self.resolved_action_head())
+    def model_spec(self, obs_dim: int, act_dim: int, frames: tuple[int, ...] = ()) -> ModelSpec:
+        return self.group(ModelSpec, obs_dim=obs_dim, act_dim=act_dim, frames=frames,
+                          action_head=self.resolved_action_head())
 
     def validate(self) -> "Config":
         """Every setting checked, wherever it came from (flags, a preset, config.json, odt.train):

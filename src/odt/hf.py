@@ -29,7 +29,7 @@ from safetensors import SafetensorError
 
 from .checkpoint import networks_state
 from .config import Config, ConfigError
-from .envs.make import make_env_checked
+from .envs.make import action_width, make_env_checked, obs_width
 from .models.transformer import DecisionTransformer, ModelSettings, ModelSpec
 from .run import Start, given_settings, refuse_contradicted
 from .scaling import Scaling
@@ -264,7 +264,7 @@ def check_env(m: HFModel, env_id: str) -> None:
     tanh acts in the environment's own units)."""
     env = make_env_checked(env_id)
     low, high = env.action_space.low, env.action_space.high
-    dims = (env.observation_space.shape[0], env.action_space.shape[0])
+    dims = (obs_width(env.observation_space), action_width(env.action_space))
     env.close()
     if dims != (m.config["state_dim"], m.config["act_dim"]):
         raise ConfigError(f"{m.path} is a model for state/action dimensions {m.config['state_dim']}/"

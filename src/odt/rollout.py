@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from .data.trajectories import Episode
+from .data.trajectories import Episode, observation_rows
 from .envs.make import make_vector_env, scale_actions_from_unit, scale_actions_to_unit  # noqa: F401  (old paths)
 from .policy import EnsemblePolicy, Policy
 
@@ -69,10 +69,10 @@ def rollout(policy: Policy | EnsemblePolicy, envs: gym.vector.VectorEnv, target_
                 done[i], final[i] = True, (next_obs[i] if i in rows else obs[i]).copy()
         rewards = rew.astype(np.float32)
         obs = next_obs
-    episodes = [Episode(np.asarray(ep_obs[i], np.float32),
+    episodes = [Episode(observation_rows(ep_obs[i]),
                         policy.scaling.to_unit(np.asarray(ep_act[i], np.float32)),
                         np.asarray(ep_rew[i], np.float32), terminated=bool(terminated[i]),
-                        truncated=not terminated[i], final_observation=final[i], online=True,
+                        truncated=not terminated[i], final_observation=observation_rows([final[i]])[0], online=True,
                         target=float(np.broadcast_to(target_return, (n,))[i]))
                 for i in range(n) if ep_rew[i]]  # a budget can end before an environment's first step
     return RolloutResult(episodes, [i for i in range(n) if ep_rew[i]])

@@ -49,6 +49,7 @@ class Prepared:
     device: str
     precision: str  # as resolved here: config.json keeps what was asked (auto resolves afresh on resume)
     start: Start
+    frames: tuple[int, ...] = ()  # stacked frames' (C, H, W), for the convolutions; () for a flat state
 
 
 @dataclass

@@ -26,7 +26,7 @@ from .data.generate import collect
 from .data.sources import check_episodes, check_matches_env, check_recorded_env, load_dataset
 from .data.tasks import load_tasks
 from .data.trajectories import TrajectoryDataset
-from .envs.make import action_width, make_env_with_horizon
+from .envs.make import action_width, frame_shape, make_env_with_horizon, obs_width
 from .envs.pool import EnvPool
 from .logging import RunLogger, check_wandb, wandb_mode
 from .models.critic import critic_shape
@@ -94,7 +94,7 @@ def check_resume(cfg: Config, start: Start) -> None:
 def _check_made_by(cfg: Config, state: dict, config: Path) -> None:
     """The checkpoint's networks are the ones this config builds: architecture, ensemble, critics."""
     saved, learners = state["spec"], state["ensemble"]["learners"]
-    ours = dataclasses.asdict(cfg.model_spec(saved["obs_dim"], saved["act_dim"]))
+    ours = dataclasses.asdict(cfg.model_spec(saved["obs_dim"], saved["act_dim"], ModelSpec(**saved).frames))
     pairs = {name: (ours[name], value) for name, value in saved.items() if name in ours}
     pairs["ensemble"] = (cfg.ensemble, len(learners))
     critics = learners[0].get("td3")
@@ -128,16 +128,21 @@ def _check_metrics_mark(metrics: Path, mark: int) -> None:
 
 def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None):
     """The dataset (multi-task: every task's, padded; ``given``: one held in memory, odt.train), the
-    action space the networks act in, the tasks, and what the environment resolves (the action
-    head discrete actions take, the reference returns of normalized scores)."""
+    action space the networks act in, the shape of stacked frames (() for a flat observation), the
+    tasks, and what the environment resolves (the action head discrete actions take, the reference
+    returns of normalized scores)."""
     resolved: dict = {}
     if cfg.tasks:  # normalized and padded per task: the run itself sees a [-1, 1] box and unit statistics
         dataset, tasks = load_tasks(list(cfg.tasks), cfg, lambda env_id: make_env_with_horizon(env_id, cfg.max_ep_len))
-        return dataset, gym.spaces.Box(-1.0, 1.0, (dataset.act_dim,), np.float32), tasks, resolved
+        return dataset, gym.spaces.Box(-1.0, 1.0, (dataset.act_dim,), np.float32), (), tasks, resolved
     env = make_env_with_horizon(cfg.env, cfg.max_ep_len)
     space = env.action_space
+    frames = frame_shape(env.observation_space)
+    if frames and cfg.td3:
+        raise ConfigError(f"--algo {cfg.algo}'s critics read flat observations, and {cfg.env}'s are frames "
+                          f"{frames}; use --algo odt or dt")
     resolved.update(_action_head(cfg, space))
-    obs_dim, act_dim = env.observation_space.shape[0], action_width(space)
+    obs_dim, act_dim = obs_width(env.observation_space), action_width(space)
     data_width = 1 if isinstance(space, gym.spaces.Discrete) else act_dim  # a discrete action's data: its index
     if start.state is not None:  # before the dataset: it may take minutes
         _check_dims(start.state, start.source, cfg.env, obs_dim, act_dim)
@@ -158,7 +163,7 @@ def _load_data(cfg: Config, start: Start, given: TrajectoryDataset | None = None
         raise ConfigError(f"--target-multiple needs the expert return of {cfg.env}; give --ref-min-score "
                           "and --ref-max-score")
     env.close()
-    return dataset, space, [], resolved
+    return dataset, space, frames, [], resolved
 
 
 def _action_head(cfg: Config, space: gym.Space) -> dict:
@@ -212,7 +217,7 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
     fixed = _from_checkpoint(cfg, start) if start.kind == "init" else {}
     if not start.resumes and cfg.out is not None:
         check_out_dir(cfg.out, cfg.overwrite, "run")
-    dataset, action_space, tasks, resolved = _load_data(cfg, start, dataset)
+    dataset, action_space, frames, tasks, resolved = _load_data(cfg, start, dataset)
     if start.kind == "init":
         _check_dims(start.state, start.source, cfg.env, dataset.obs_dim, dataset.act_dim)
         resolved.update(fixed)
@@ -244,7 +249,7 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
     logger.info(f"dataset {dataset.name}: {len(dataset.episodes)} episodes, {dataset.n_transitions} steps, "
                 f"return mean {dataset.returns().mean():.1f} max {dataset.returns().max():.1f}")
     torch.manual_seed(cfg.seed)
-    return Prepared(cfg, command, cfg.out, logger, dataset, scaling, tasks, device, precision, start)
+    return Prepared(cfg, command, cfg.out, logger, dataset, scaling, tasks, device, precision, start, frames)
 
 
 def _check_cheap(cfg: Config, command: str) -> str | None:
@@ -287,7 +292,7 @@ def build(p: Prepared) -> Trainer:
     cfg = p.cfg
     rng = np.random.default_rng(cfg.seed)
     torch_gen = torch.Generator(device=p.device).manual_seed(cfg.seed + 1)
-    ensemble = _make_ensemble(cfg, p.dataset.obs_dim, p.dataset.act_dim, p.device, p.precision, rng)
+    ensemble = _make_ensemble(cfg, p.dataset.obs_dim, p.dataset.act_dim, p.frames, p.device, p.precision, rng)
     trainer = Trainer(p, ensemble, torch_gen, EnvPool(cfg.env, p.tasks, p.dataset.obs_dim, p.dataset.act_dim))
     if p.start.kind == "init":
         _initialise(ensemble, cfg, p.start, p.logger)
@@ -299,9 +304,9 @@ def build(p: Prepared) -> Trainer:
     return trainer
 
 
-def _make_ensemble(cfg: Config, obs_dim: int, act_dim: int, device: str, precision: str,
+def _make_ensemble(cfg: Config, obs_dim: int, act_dim: int, frames: tuple[int, ...], device: str, precision: str,
                    rng: np.random.Generator) -> Ensemble:
-    spec = dataclasses.asdict(cfg.model_spec(obs_dim, act_dim))
+    spec = dataclasses.asdict(cfg.model_spec(obs_dim, act_dim, frames))
     optim, td3 = cfg.group(OptimSettings), cfg.group(TD3Settings) if cfg.td3 else None
 
     def learner() -> Learner:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..config import ConfigError
-from .trajectories import TrajectoryDataset, episode_ends, flatten_episodes, split_episodes
+from .trajectories import TrajectoryDataset, episode_ends, flatten_episodes, observation_rows, split_episodes
 
 
 REQUIRED = ("observations", "actions", "rewards", "terminals", "timeouts")
@@ -82,10 +82,8 @@ def from_arrays(a: dict, name: str) -> TrajectoryDataset:
                               "all arrays must have one row per transition")
     if n == 0:
         raise ConfigError(f"dataset {name} is empty; it needs at least one transition")
-    obs = np.asarray(a["observations"], np.float32)
+    obs = observation_rows(a["observations"])
     act = np.asarray(a["actions"], np.float32)
-    if obs.ndim == 1:
-        obs = obs[:, None]
     if act.ndim == 1:
         act = act[:, None]
     final = a.get("final_observations")
@@ -94,7 +92,7 @@ def from_arrays(a: dict, name: str) -> TrajectoryDataset:
         if len(final) != n_eps:
             raise ConfigError(f"dataset {name}: 'final_observations' has {len(final)} rows for {n_eps} episodes; "
                               "it needs one row per episode")
-        final = np.asarray(final, np.float32).reshape(n_eps, -1)
+        final = observation_rows(final)
     episodes = split_episodes(obs, act, np.asarray(a["rewards"], np.float32).reshape(-1),
                               a["terminals"], a["timeouts"], final)
     meta = a.get("metadata", {}) or {}

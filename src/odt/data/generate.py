@@ -32,7 +32,7 @@ from ..scores import REFERENCE_RETURNS, task_of
 from .formats import from_arrays, rows_at_ends
 from .minari import write_minari
 from .waypoints import collect_waypoints, waypoint_reference
-from .trajectories import Episode, TrajectoryDataset
+from .trajectories import Episode, TrajectoryDataset, observation_rows
 
 def _log(line: str) -> None:
     print(line, flush=True)  # progress must show up at once in a log file too
@@ -232,8 +232,8 @@ class _Episodes:
         if not o:
             return
         actions = np.array(a, np.float32).reshape(len(a), -1)  # a discrete index: one column
-        self.done.append(Episode(np.array(o, np.float32), actions, np.array(r, np.float32),
-                                 terminated=terminated, truncated=not terminated, final_observation=final))
+        self.done.append(Episode(observation_rows(o), actions, np.array(r, np.float32), terminated=terminated,
+                                 truncated=not terminated, final_observation=observation_rows([final])[0]))
         if counted:
             self.recent.append(self.done[-1].ret)
         self.steps[i] = ([], [], [])

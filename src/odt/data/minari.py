@@ -2,6 +2,7 @@
 flat ``.npz`` copy in odt's cache, and writing a dataset into the store (``odt data generate``)."""
 from __future__ import annotations
 
+import contextlib
 import difflib
 import os
 import sys
@@ -12,7 +13,7 @@ import numpy as np
 
 from ..cache import cache_subdir, verified
 from ..config import ConfigError
-from ..envs.make import flatten_goal, private_tempdir
+from ..envs.make import flatten_goal, make_env, private_tempdir
 from ..scores import reference_of
 from .formats import from_arrays, read_npz, write_npz
 from .trajectories import Episode, TrajectoryDataset, flatten_episodes
@@ -40,10 +41,15 @@ def load_minari(dataset_id: str, download: bool) -> TrajectoryDataset:
     goal = isinstance(obs_space, spaces.Dict) and {"observation", "desired_goal"} <= set(obs_space.spaces)
     parts = ([("observation", obs_space["observation"]), ("desired goal", obs_space["desired_goal"])] if goal
              else [("observation", obs_space)])
-    for what, space in parts + [("action", ds.action_space)]:
-        if not isinstance(space, spaces.Box) or len(space.shape) != 1:
+    for what, space in parts:  # flat, or stacked frames (C, H, W) of bytes
+        if not isinstance(space, spaces.Box) or len(space.shape) not in (1, 3):
             raise ConfigError(f"Minari dataset {dataset_id} has a {type(space).__name__} {what} space; odt needs "
-                              "flat Box spaces, or a goal dict with Box 'observation' and 'desired_goal'")
+                              "flat Box observations, stacked frames, or a goal dict with Box 'observation' and "
+                              "'desired_goal'")
+    act = ds.action_space
+    if not (isinstance(act, spaces.Discrete) or (isinstance(act, spaces.Box) and len(act.shape) == 1)):
+        raise ConfigError(f"Minari dataset {dataset_id} has a {type(act).__name__} action space; odt needs a flat "
+                          "Box or a Discrete one")
     source = ds.storage.data_path / "main_data.hdf5"
     if not source.is_file():  # another storage format: Minari's own iterator, not cached
         return from_arrays(_with_metadata(read_minari_episodes(ds, goal), ds, dataset_id), dataset_id)
@@ -81,13 +87,15 @@ def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:
         parts = [(b"observations/observation", 0, widths[0]), (b"observations/desired_goal", widths[0], widths[1])]
         scratch = {name: np.empty((0, width), np.float32) for name, _, width in parts}
     else:
-        widths = [ds.observation_space.shape[0]]
-    obs = np.empty((n + 1, sum(widths)), np.float32)  # +1: the last episode's s_{T+1}
+        widths = [int(np.prod(ds.observation_space.shape))]
+    frames = ds.observation_space.shape if not goal and len(ds.observation_space.shape) == 3 else None
+    # +1: the last episode's s_{T+1}; frames stay bytes (four 84x84 frames a step: 28 KB, not 113)
+    obs = np.empty((n + 1, sum(widths)), np.uint8 if frames else np.float32)
     discrete = ds.action_space.shape == ()  # one index a step, stored as a vector
     act = np.empty(n if discrete else (n, ds.action_space.shape[0]), np.float32)
     rew = np.empty(n, np.float32)
     term_flags = np.zeros(n, np.bool_)
-    final = np.empty((n_eps, obs.shape[1]), np.float32)
+    final = np.empty((n_eps, obs.shape[1]), obs.dtype)
     ends = np.empty(n_eps, np.int64)
     terminated = np.empty(n_eps, np.bool_)
     p = 0
@@ -107,8 +115,9 @@ def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:
             d.read(h5s.ALL, h5s.ALL, rew[p:p + t])
             h5d.open(g, b"actions").read(h5s.ALL, h5s.ALL, act[p:p + t])
             # T+1 observations: the extra row lands where the next episode starts, so keep it first.
-            if not goal:
-                h5d.open(g, b"observations").read(h5s.ALL, h5s.ALL, obs[p:p + t + 1])
+            if not goal:  # stacked frames read into their flat rows, a view of the same memory
+                rows = obs[p:p + t + 1]
+                h5d.open(g, b"observations").read(h5s.ALL, h5s.ALL, rows.reshape(t + 1, *frames) if frames else rows)
             else:  # each part into a contiguous buffer, then into its columns
                 for name, offset, width in parts:
                     if len(scratch[name]) < t + 1:
@@ -131,7 +140,10 @@ def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:
 def read_minari_episodes(ds, goal: bool = False) -> dict:
     """Any other Minari storage format, through Minari's own iterator."""
     def flat(o):
-        return flatten_goal(o["observation"], o["desired_goal"]) if goal else np.asarray(o, np.float32)
+        if goal:
+            return flatten_goal(o["observation"], o["desired_goal"])
+        o = np.asarray(o)
+        return o.reshape(len(o), -1) if o.dtype == np.uint8 else o.astype(np.float32).reshape(len(o), -1)
 
     episodes = []
     for e in ds.iterate_episodes():
@@ -150,18 +162,26 @@ def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm:
     import minari
     from minari.data_collector.episode_buffer import EpisodeBuffer
 
+    with contextlib.closing(make_env(env_id)) as env:
+        obs_space, act_space = env.observation_space, env.action_space
+    frames = len(obs_space.shape) == 3  # stacked frames are stored as the environment gives them
+    discrete = isinstance(act_space, gym.spaces.Discrete)  # one index a step
     buffers = []
     for i, e in enumerate(ds.episodes):
         last = np.arange(len(e)) == len(e) - 1
-        buffers.append(EpisodeBuffer(id=i, observations=np.concatenate([e.observations, e.final_observation[None]]),
-                                     actions=e.actions, rewards=e.rewards, terminations=last & e.terminated,
+        obs = np.concatenate([e.observations, e.final_observation[None]])
+        buffers.append(EpisodeBuffer(id=i, observations=obs.reshape(len(obs), *obs_space.shape) if frames else obs,
+                                     actions=e.actions[:, 0].astype(np.int64) if discrete else e.actions,
+                                     rewards=e.rewards, terminations=last & e.terminated,
                                      truncations=last & (not e.terminated), infos={}))
     ref = reference or reference_of(env_id)
     v = extra.get("versions", {})
-    box = gym.spaces.Box(-np.inf, np.inf, (ds.obs_dim,), np.float32)  # goal dicts arrive flattened
+    # Goal dicts arrive flattened: stored as the flat Box odt reads.
+    box = obs_space if frames else gym.spaces.Box(-np.inf, np.inf, (ds.obs_dim,), np.float32)
     with private_tempdir():  # minari makes the environment itself, and a maze leaves its model file
         dataset = minari.create_dataset_from_buffers(
-            dataset_id, buffers, env=env_id, eval_env=env_id, observation_space=box, algorithm_name=algorithm,
+            dataset_id, buffers, env=env_id, eval_env=env_id, observation_space=box, action_space=act_space,
+            algorithm_name=algorithm,
             author="odt data generate",
             author_email="odt@localhost", code_permalink="https://pypi.org/project/odt/",
             description=description, ref_min_score=ref[0] if ref else None, ref_max_score=ref[1] if ref else None,

@@ -65,8 +65,8 @@ class Replay:
         parts = [self.offline.draw(n_off, K, rng) if n_off else None, buffer.draw(B - n_off, K, rng) if n_off < B else None]
         parts = [part for part in parts if part is not None]
         # Both buffers pack the same fields of the same widths: the windows stack as they are.
-        windows, mask = (torch.cat(x) for x in zip(*parts)) if len(parts) > 1 else parts[0]
-        return Batch.of(windows, mask, buffer.columns if n_off < B else self.offline.columns)
+        windows, mask, frames = (None if x[0] is None else torch.cat(x) for x in zip(*parts))
+        return Batch.of(windows, mask, buffer.columns if n_off < B else self.offline.columns, frames)
 
     def state_dict(self) -> dict | None:
         """The online buffer's contents (the whole dataset is the run's own data, loaded again)."""

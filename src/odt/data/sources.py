@@ -10,7 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from ..config import ConfigError
-from ..envs.make import action_width, check_spaces, make_env_checked
+from ..envs.make import action_width, check_spaces, make_env_checked, obs_width
 from .embedded import EMBEDDED, load_embedded
 from .formats import from_arrays, read_hdf5, read_npz, save_npz  # noqa: F401  (odt.data.sources.save_npz, the old path)
 from .minari import load_minari
@@ -66,7 +66,7 @@ def check_recorded_env(source: str, env_id: str, dims: tuple[int, int] | None = 
 def _dims(env_id: str) -> tuple[int, int]:
     with contextlib.closing(make_env_checked(env_id)) as env:
         check_spaces(env, env_id)
-        return env.observation_space.shape[0], action_width(env.action_space)
+        return obs_width(env.observation_space), action_width(env.action_space)
 
 
 def _check_indices(ds: TrajectoryDataset, env_id: str, n: int) -> None:
@@ -114,7 +114,7 @@ def check_episodes(ds: TrajectoryDataset, obs_dim: int | None = None, act_dim: i
 
 def check_matches_env(ds: TrajectoryDataset, env) -> None:
     """The dataset must fit the environment it will be finetuned in."""
-    obs_dim = env.observation_space.shape[0]
+    obs_dim = obs_width(env.observation_space)
     if ds.obs_dim != obs_dim:
         raise ConfigError(f"dataset {ds.name} has observation dimension {ds.obs_dim} but {env.spec.id} has "
                           f"{obs_dim}; use a dataset recorded in {env.spec.id} or change --env")

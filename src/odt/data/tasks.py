@@ -21,10 +21,10 @@ def load_tasks(specs: list[str], cfg, make_env) -> tuple[TrajectoryDataset, list
     for spec in specs:
         env_id, source, g_eval, g_online = parse_task(spec)
         env = make_env(env_id)
-        if not isinstance(env.action_space, gym.spaces.Box):  # padding and rescaling are a Box's
-            env.close()
-            raise ConfigError(f"--tasks pads continuous action spaces, and {env_id}'s is {env.action_space}; "
-                              "train a discrete-action task alone (--env, --dataset)")
+        if not isinstance(env.action_space, gym.spaces.Box) or len(env.observation_space.shape) != 1:
+            env.close()  # padding and rescaling are a flat Box's
+            raise ConfigError(f"--tasks pads flat observations and continuous actions, and {env_id} has "
+                              f"{env.observation_space} and {env.action_space}; train that task alone (--env, --dataset)")
         check_recorded_env(source, env_id, (env.observation_space.shape[0], env.action_space.shape[0]))
         ds = load_dataset(source, download=cfg.download)
         check_matches_env(ds, env)

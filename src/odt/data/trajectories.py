@@ -11,7 +11,7 @@ class Episode:
     """One trajectory. ``terminated``: the task ended (no bootstrapping past it);
     ``truncated``: cut by a time limit or the end of the data."""
 
-    observations: np.ndarray  # (T, obs_dim) float32
+    observations: np.ndarray  # (T, obs_dim) float32, or uint8 for frames (flattened: stacked 84x84 frames)
     actions: np.ndarray  # (T, act_dim) float32
     rewards: np.ndarray  # (T,) float32
     terminated: bool = False
@@ -30,6 +30,14 @@ class Episode:
     @property
     def ret(self) -> float:
         return float(self.rewards.sum(dtype=np.float64))
+
+
+def observation_rows(x) -> np.ndarray:
+    """Observations (T, ...) as one flat row a step: float32, or bytes where they are (stacked frames
+    stay a quarter of the size)."""
+    x = np.asarray(x)
+    x = x if x.dtype == np.uint8 else x.astype(np.float32)
+    return x.reshape(len(x), -1)
 
 
 def returns_to_go(rewards: np.ndarray) -> np.ndarray:
@@ -83,7 +91,10 @@ class TrajectoryDataset:
                 "n_truncated": sum(e.truncated for e in self.episodes)}
 
     def obs_stats(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and std of every state in the data (float64 sums, so 1M rows lose nothing)."""
+        """Mean and std of every state in the data (float64 sums, so 1M rows lose nothing); frames
+        (bytes) take 0 and 255, the pixels' range, as the DT paper's Atari encoder does."""
+        if self.episodes[0].observations.dtype == np.uint8:
+            return np.zeros(self.obs_dim, np.float32), np.full(self.obs_dim, 255.0, np.float32)
         n, s, ss = 0, 0.0, 0.0
         for e in self.episodes:
             o = e.observations.astype(np.float64)
@@ -105,7 +116,8 @@ def flatten_episodes(episodes: list[Episode]) -> dict[str, np.ndarray]:
               "terminals": np.concatenate([m & e.terminated for m, e in zip(last, episodes)]),
               "timeouts": np.concatenate([m & (not e.terminated) for m, e in zip(last, episodes)])}
     if all(e.final_observation is not None for e in episodes):
-        arrays["final_observations"] = np.stack([e.final_observation for e in episodes]).astype(np.float32)
+        finals = np.stack([e.final_observation for e in episodes])
+        arrays["final_observations"] = finals if finals.dtype == np.uint8 else finals.astype(np.float32)
     return arrays
 
 

@@ -102,9 +102,29 @@ def flatten_goal(observation: np.ndarray, desired_goal: np.ndarray) -> np.ndarra
     return np.concatenate([observation, desired_goal], axis=-1).astype(np.float32)
 
 
+def atari_env(env_id: str, **kwargs) -> gym.Env:
+    """An Atari game as the DT paper plays it: 4 frames a step (the last two max-pooled), 84x84
+    greyscale, the last 4 stacked (uint8, (4, 84, 84)), up to 30 no-ops at reset, a lost life ends
+    nothing; ALE's v5 sticky actions (0.25) stay, as in the DQN Replay data the paper used."""
+    try:
+        import ale_py  # optional: only for Atari
+        import cv2  # noqa: F401  (AtariPreprocessing resizes with it)
+    except ImportError as e:
+        raise ConfigError(f"{env_id} is an Atari game; install ale-py (its wheels carry the ROMs) and OpenCV with "
+                          "`pip install 'odt[atari]'`") from e
+    gym.register_envs(ale_py)
+    env = gym.make(env_id, frameskip=1, **kwargs)
+    env = gym.wrappers.AtariPreprocessing(env, noop_max=30, frame_skip=4, screen_size=84, terminal_on_life_loss=False,
+                                         grayscale_obs=True, scale_obs=False)
+    return gym.wrappers.FrameStackObservation(env, 4)
+
+
 def make_env(env_id: str, evaluation: bool = True, **kwargs) -> gym.Env:
     """``gym.make``, with Gymnasium-Robotics' environments registered when an id needs them;
-    with ``evaluation``, the mazes get D4RL's evaluation goals; dict observations come flat."""
+    with ``evaluation``, the mazes get D4RL's evaluation goals; dict observations come flat;
+    Atari games (ALE/...) come preprocessed (``atari_env``)."""
+    if env_id.startswith("ALE/"):
+        return atari_env(env_id, **kwargs)
     if env_id not in gym.registry and env_id.startswith(ROBOTICS_PREFIXES):
         try:
             import gymnasium_robotics  # optional and slow to import: only for its own environments
@@ -161,10 +181,24 @@ def check_spaces(env: gym.Env, env_id: str) -> None:
     elif not (np.isfinite(act.low).all() and np.isfinite(act.high).all()):
         raise ConfigError(f"{env_id}'s action space {act} is unbounded; odt rescales actions to the bounds: wrap "
                           "the environment in gymnasium.wrappers.RescaleAction or clip it to finite bounds")
-    if not isinstance(obs, gym.spaces.Box) or len(obs.shape) != 1:
-        raise ConfigError(f"{env_id} has a {obs} observation space; odt needs flat Box observations (or a goal "
-                          "dict with 'observation' and 'desired_goal'): wrap it in "
-                          "gymnasium.wrappers.FlattenObservation")
+    # Stacked frames: bytes, channels first, large enough for the DQN convolutions (36x36 at least).
+    frames = (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 3 and obs.dtype == np.uint8
+              and min(obs.shape[1:]) >= 36)
+    if not isinstance(obs, gym.spaces.Box) or not (len(obs.shape) == 1 or frames):
+        raise ConfigError(f"{env_id} has a {obs} observation space; odt needs flat Box observations, stacked "
+                          "frames (uint8, channels first, 36x36 or larger: gymnasium.wrappers.AtariPreprocessing "
+                          "and FrameStackObservation), or a goal dict with 'observation' and 'desired_goal': wrap "
+                          "it in gymnasium.wrappers.FlattenObservation")
+
+
+def frame_shape(space: gym.Space) -> tuple[int, ...]:
+    """Stacked frames' (C, H, W), which the model's convolutions read; () for a flat observation."""
+    return tuple(space.shape) if len(space.shape) == 3 else ()
+
+
+def obs_width(space: gym.Space) -> int:
+    """An observation's width as the data and the buffer hold it: flat, frames flattened."""
+    return int(np.prod(space.shape))
 
 
 def action_width(space: gym.Space) -> int:

@@ -54,10 +54,36 @@ class ModelSpec(ModelSettings):
 
     obs_dim: int
     act_dim: int
+    frames: tuple[int, ...] = ()  # (C, H, W) of stacked frames, read by convolutions; () for a flat state
 
     def __post_init__(self):
         if self.action_head == "auto":
             self.action_head = "tanh_gaussian"
+        self.frames = tuple(self.frames)  # a checkpoint's spec may hold a list
+
+
+class FrameEncoder(nn.Module):
+    """Stacked frames into a state token: the DT paper's Atari encoder (the Nature DQN's three
+    convolutions, then a linear layer and tanh), over flattened rows of (C, H, W) in [0, 1]."""
+
+    def __init__(self, frames: tuple[int, ...], d: int):
+        super().__init__()
+        self.frames = frames
+        self.conv = nn.Sequential(nn.Conv2d(frames[0], 32, 8, stride=4), nn.ReLU(), nn.Conv2d(32, 64, 4, stride=2),
+                                  nn.ReLU(), nn.Conv2d(64, 64, 3, stride=1), nn.ReLU(), nn.Flatten())
+        with torch.no_grad():
+            width = self.conv(torch.zeros(1, *frames)).shape[1]  # 3136 for 84x84
+        self.out = nn.Sequential(nn.Linear(width, d), nn.Tanh())
+
+    def reset_parameters(self) -> None:
+        """PyTorch's default initialisation, as the other token embeddings keep."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+
+    def forward(self, states: torch.Tensor) -> torch.Tensor:
+        lead = states.shape[:-1]
+        return self.out(self.conv(states.reshape(-1, *self.frames))).reshape(*lead, -1)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -146,7 +172,8 @@ class DecisionTransformer(nn.Module):
         self.spec = spec
         d = spec.embed_dim
         self.embed_return = nn.Linear(1, d)
-        self.embed_state = nn.Linear(spec.obs_dim, d)
+        # Chosen by the observation: stacked frames through convolutions, a flat state through a layer.
+        self.embed_state = FrameEncoder(spec.frames, d) if spec.frames else nn.Linear(spec.obs_dim, d)
         self.embed_action = nn.Linear(spec.act_dim, d)
         self.embed_timestep = nn.Embedding(spec.max_ep_len, d) if spec.timestep_embedding else None
         self.embed_ln = nn.LayerNorm(d)
