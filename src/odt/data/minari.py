@@ -73,6 +73,19 @@ def _with_metadata(arrays: dict, ds, dataset_id: str) -> dict:
     return arrays
 
 
+def _observation_rows(ds, goal: bool, n: int) -> tuple[np.ndarray, list, tuple | None]:
+    """The flat observation array to read into (n + 1 rows: the last episode's s_{T+1}), the goal
+    dict's parts (name, first column, width), and stacked frames' shape, which stay bytes (four
+    84x84 frames a step: 28 KB, not 113)."""
+    space = ds.observation_space
+    if goal:
+        widths = [space[k].shape[0] for k in ("observation", "desired_goal")]
+        parts = [(b"observations/observation", 0, widths[0]), (b"observations/desired_goal", widths[0], widths[1])]
+        return np.empty((n + 1, sum(widths)), np.float32), parts, None
+    frames = tuple(space.shape) if len(space.shape) == 3 else None
+    return np.empty((n + 1, int(np.prod(space.shape))), np.uint8 if frames else np.float32), [], frames
+
+
 def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:
     """Minari's HDF5 store (one group per episode) into flat D4RL-style arrays, with h5py's
     low-level calls that read into the final arrays: the high-level API costs about 0.2 ms per
@@ -82,15 +95,8 @@ def read_minari_hdf5(path: Path, ds, goal: bool = False) -> dict:
     from h5py import h5d, h5g, h5s
 
     n, n_eps = ds.total_steps, ds.total_episodes
-    if goal:
-        widths = [ds.observation_space[k].shape[0] for k in ("observation", "desired_goal")]
-        parts = [(b"observations/observation", 0, widths[0]), (b"observations/desired_goal", widths[0], widths[1])]
-        scratch = {name: np.empty((0, width), np.float32) for name, _, width in parts}
-    else:
-        widths = [int(np.prod(ds.observation_space.shape))]
-    frames = ds.observation_space.shape if not goal and len(ds.observation_space.shape) == 3 else None
-    # +1: the last episode's s_{T+1}; frames stay bytes (four 84x84 frames a step: 28 KB, not 113)
-    obs = np.empty((n + 1, sum(widths)), np.uint8 if frames else np.float32)
+    obs, parts, frames = _observation_rows(ds, goal, n)
+    scratch = {name: np.empty((0, width), np.float32) for name, _, width in parts}
     discrete = ds.action_space.shape == ()  # one index a step, stored as a vector
     act = np.empty(n if discrete else (n, ds.action_space.shape[0]), np.float32)
     rew = np.empty(n, np.float32)
