@@ -40,6 +40,7 @@ EMBEDDED: dict[str, dict] = {
                             "command": "odt data generate --env CartPole-v1 --quality medium --seed 0 "
                                        "--transitions 100000 --eval-every 2000 --eval-episodes 10 "
                                        "--out cartpole/medium-v0"},
+    "odt/cartpole-random": {"env_id": "CartPole-v1", "policy": None, "transitions": 50_000, "seed": 2},
     "odt/hopper-medium-replay": {"env_id": "Hopper-v5", "file": "hopper_medium_replay.npz", "transitions": 114_999},
     "odt/hopper-random": {"env_id": "Hopper-v5", "policy": None, "transitions": 100_000, "seed": 2},
     # PointMaze by Minari's recipe (waypoints.py), at a fifth of D4RL's 1M steps: about 15 s.
