@@ -42,8 +42,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args()
     runs, _ = find_runs([a.runs])
+    label_settings(runs)  # sets each run's label
     scores: dict[str, list[tuple[float, float]]] = {}
-    for run, label in zip(runs, label_settings(runs)):
+    for run in runs:
+        label = run.setting
         files = [run.path / f"eval-{ck}-50.json" for ck in ("pretrained", "final")]
         if all(f.is_file() and f.stat().st_size for f in files):
             pre, fin = (json.loads(f.read_text())["normalized_mean"] for f in files)
