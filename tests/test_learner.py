@@ -228,3 +228,21 @@ def test_lr_scale_and_restore_weights_keep_counters_forward():
     for k, v in learner.model.state_dict().items():
         assert torch.equal(v, saved["model"][k])
     assert learner.updates == 2 and learner.lr_scale == pytest.approx(0.1)
+
+
+def test_a_loaded_learner_rolls_back_to_what_it_loaded():
+    """After a resume (or --init) the guard's last good state is the loaded one, never the fresh
+    weights the learner was built with."""
+    learner, batch = _setup("deterministic", "dt")
+    for _ in range(3):
+        step(learner, batch)
+    state = copy.deepcopy(learner.state_dict())
+    other, _ = _setup("deterministic", "dt")
+    other.load_state_dict(state)
+    other.guard.max_bad = 2
+    bad = dataclasses.replace(batch, actions=batch.actions.clone())
+    bad.actions[0, 0, 0] = float("nan")
+    other.update(bad)
+    other.update(bad)
+    assert other.read()["rollback"] == 1.0 and other.updates == 3
+    assert all(torch.equal(a, b) for a, b in zip(learner.model.parameters(), other.model.parameters()))

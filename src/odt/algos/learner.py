@@ -268,6 +268,7 @@ class Learner:
         if "anchor" in state:
             self.anchor = Anchor(self.model, 0.0)
             self.anchor.load_state_dict(state["anchor"])
+        self.guard.snapshot()  # a rollback returns to what was loaded, not to the fresh weights
 
     def load_networks(self, state: dict) -> None:
         """The networks of a learner's state (actor, lambda, critics and targets), not its optimizers
@@ -276,6 +277,7 @@ class Learner:
         self.temperature.load_value(state)
         if self.critics is not None:
             self._load_critics(state, self.critics.load_networks)
+        self.guard.snapshot()
 
     def _load_critics(self, state: dict, load: Callable[[dict], None]) -> None:
         """A state without critics (a dt or odt checkpoint) gives a TD3 learner fresh critics and a
