@@ -204,3 +204,17 @@ def test_the_embedded_discrete_dataset_is_cartpoles(capsys):
     assert isinstance(ds, TrajectoryDataset) and ds.n_transitions == 100_000 and ds.act_dim == 1
     assert set(np.unique(np.concatenate([e.actions[:, 0] for e in ds.episodes]))) == {0.0, 1.0}
     assert 140 < ds.returns().mean() < 200  # a third of the cap, as the recipe trained it
+
+
+def test_a_pretrained_discrete_model_finetunes_from_its_run(cartpole_npz, tmp_path):
+    pre, ft = tmp_path / "pre", tmp_path / "ft"
+    assert main(["pretrain", *TINY, "--dataset", str(cartpole_npz), "--out", str(pre)]) == 0
+    assert main(["finetune", *TINY, "--dataset", str(cartpole_npz), "--init", str(pre), "--out", str(ft)]) == 0
+    assert json.loads((ft / "config.json").read_text())["action_head"] == "categorical"
+
+
+def test_an_ensemble_of_discrete_policies_is_refused(tmp_path, capsys):
+    assert main(["run", *TINY, "--dataset", str(tmp_path / "missing.npz"), "--ensemble", "2", "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "discrete actions have no mean" in capsys.readouterr().err
+

@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from .config import Config, ConfigError, preset
-from .data.trajectories import Episode, TrajectoryDataset
+from .data.trajectories import Episode, TrajectoryDataset, observation_rows
 from .policy import Policy, load_policy
 from .setup import init_start, run_command
 from .shipped import resolve
@@ -132,8 +132,9 @@ def as_dataset(data: TrajectoryDataset | Iterable[Mapping], env_id: str) -> Traj
 
 
 def _array(e: Mapping, key: str, i: int) -> np.ndarray:
-    try:
-        arr = np.asarray(e[key], np.float32)
+    try:  # frames stay bytes, the rest becomes float32 (observation_rows flattens them)
+        arr = np.asarray(e[key])
+        arr = arr if key == "observations" and arr.dtype == np.uint8 else arr.astype(np.float32)
     except (TypeError, ValueError) as err:
         arr = err
     if not isinstance(arr, np.ndarray) or arr.ndim == 0:
@@ -150,7 +151,7 @@ def _episode(e: Mapping, i: int) -> Episode:
     if missing:
         raise ConfigError(f"dataset episode {i} lacks {', '.join(missing)}; each needs observations, actions, rewards")
     obs, actions, rewards = (_array(e, k, i) for k in ("observations", "actions", "rewards"))
-    actions, rewards = actions.reshape(len(actions), -1), rewards.reshape(-1)
+    obs, actions, rewards = observation_rows(obs), actions.reshape(len(actions), -1), rewards.reshape(-1)
     T = len(rewards)
     if len(actions) != T or len(obs) not in (T, T + 1):
         raise ConfigError(f"dataset episode {i}: {len(obs)} observations, {len(actions)} actions, {T} rewards; "

@@ -100,8 +100,9 @@ class OptimSettings:
     grad_clip: float = 0.25
     """Gradient-norm clip of the policy."""
     max_bad_updates: int = 10
-    """A non-finite loss, gradient norm or lambda skips that update (logged); after this many in a
-    row the learner rolls back to its last good state (a snapshot every 100 actor updates)."""
+    """A non-finite loss, gradient norm or lambda skips that update on the device (counted and logged
+    when the round's metrics are read); after this many in a row the learner rolls back to its last
+    good state (a snapshot at the end of a round without skips, every 100 actor updates or more)."""
     init_lambda: float = 0.1
     """Initial entropy temperature lambda (odt)."""
     lambda_lr: float = 1e-4
@@ -544,6 +545,9 @@ def _check_combinations(cfg: "Config") -> None:
                           f"--algo {'odt' if cfg.algo == 'dt' else 'odt-td3'}")
     if cfg.base_loss == "odt" and head == "deterministic":
         raise ConfigError(f"--algo {cfg.algo} needs a stochastic --action-head (gaussian, tanh_gaussian or categorical)")
+    if head == "categorical" and cfg.ensemble > 1:
+        raise ConfigError("--ensemble averages its members' actions, and discrete actions have no mean; drop "
+                          "--ensemble with discrete actions")
     if head == "categorical" and (cfg.explore_action == "mean" or cfg.noise_std):
         raise ConfigError("discrete actions explore by sampling from the categorical: drop --explore-action mean and "
                           "--noise-std")

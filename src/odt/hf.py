@@ -22,6 +22,7 @@ import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import safetensors.torch
 import torch
@@ -263,9 +264,13 @@ def check_env(m: HFModel, env_id: str) -> None:
     """The environment the model is to act in: its dimensions, and actions in [-1, 1] (the model's
     tanh acts in the environment's own units)."""
     env = make_env_checked(env_id)
-    low, high = env.action_space.low, env.action_space.high
-    dims = (obs_width(env.observation_space), action_width(env.action_space))
+    space = env.action_space
+    dims = (obs_width(env.observation_space), action_width(space))
     env.close()
+    if not isinstance(space, gym.spaces.Box):
+        raise ConfigError(f"{m.path} predicts continuous actions, and {env_id}'s are {space}; give an environment "
+                          "with continuous actions")
+    low, high = space.low, space.high
     if dims != (m.config["state_dim"], m.config["act_dim"]):
         raise ConfigError(f"{m.path} is a model for state/action dimensions {m.config['state_dim']}/"
                           f"{m.config['act_dim']}, but {env_id} has {dims[0]}/{dims[1]}")

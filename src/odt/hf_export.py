@@ -53,6 +53,9 @@ def export_run(run: Path, cfg: Config, models: list[DecisionTransformer], state:
         raise ConfigError(f"{run} is an ensemble of {len(models)} networks; Hugging Face's DecisionTransformerModel "
                           "holds one (use --format torchscript or onnx, which average the members)")
     scaling = scaling_of(state)
+    if models[0].spec.frames:
+        raise ConfigError(f"{run} reads frames through convolutions, which Hugging Face's DecisionTransformerModel "
+                          "does not have (use --format torchscript or onnx)")
     if scaling.discrete:
         raise ConfigError(f"{run} acts in {cfg.env}'s discrete actions; Hugging Face's DecisionTransformerModel "
                           "predicts continuous ones (use --format torchscript or onnx, which return the index)")

@@ -74,6 +74,8 @@ class RunState:
     def load_state_dict(self, state: dict) -> None:
         for f in dataclasses.fields(self):
             setattr(self, f.name, state[f.name])
+
+
 def given_settings(args: Iterable[str]) -> frozenset[str]:
     """The settings that flags name (``--embed-dim 256``, ``--embed-dim=256``, ``--no-progress``)."""
     names = {a[2:].split("=", 1)[0].replace("-", "_") for a in args if a.startswith("--")}

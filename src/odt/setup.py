@@ -219,7 +219,8 @@ def prepare(cfg: Config, command: str, start: Start | None = None,
         check_out_dir(cfg.out, cfg.overwrite, "run")
     dataset, action_space, frames, tasks, resolved = _load_data(cfg, start, dataset)
     if start.kind == "init":
-        _check_dims(start.state, start.source, cfg.env, dataset.obs_dim, dataset.act_dim)
+        # The networks' widths: a discrete action's data is one index, its token n wide.
+        _check_dims(start.state, start.source, cfg.env, dataset.obs_dim, action_width(action_space))
         resolved.update(fixed)
     scaling = _scaling(start, tasks, dataset, action_space)
     if not scaling.unit_actions:
@@ -375,6 +376,8 @@ def _check_device_here(cfg: Config, run_dir: Path) -> None:
     except ConfigError:
         raise ConfigError(f"{run_dir} asks for --device {cfg.device} (its config.json), which this machine lacks; "
                           f"set \"device\": \"auto\" in {run_dir / 'config.json'} to continue it here") from None
+
+
 def read_summary(run_dir: Path) -> dict:
     """A complete run's summary.json; a torn or foreign one is named, with what to do."""
     path = run_dir / "summary.json"

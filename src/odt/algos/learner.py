@@ -98,6 +98,7 @@ class Learner:
         if self.critics is not None and critic_lr is not None:
             self.critics.set_lr(critic_lr)
         self.set_lr_scale(self.lr_scale)
+        self.guard.snapshot()  # a rollback keeps this run's rates
 
     def set_anchor(self, reg_weight: float) -> None:
         """Penalise drift from the current weights (``Anchor``); a weight of 0 sets none."""
