@@ -24,6 +24,10 @@ RECIPES: dict[str, dict] = {
     "cpu-vidt": {"args": ["run", "--preset", "cpu-vidt", "--online-steps", "0", "--seed", "0", "--threads", "1"],
                  "what": "ViDT pretrained on odt/hopper-medium-replay, with its critics after the "
                          "7000 critic-only warm-up updates: ready for online finetuning"},
+    "cpu-walker2d-medium-vidt": {
+        "args": ["run", "--preset", "cpu-walker2d-medium-vidt", "--online-steps", "0", "--seed", "0", "--threads", "1"],
+        "what": "ViDT pretrained on odt/walker2d-medium, with its critics after the 7000 critic-only "
+                "warm-up updates: ready for online finetuning"},
     "cpu-small": {"args": ["pretrain", "--preset", "cpu-small", "--seed", "0", "--threads", "1"],
                   "what": "ODT pretrained on odt/hopper-medium"},
 }
