@@ -173,7 +173,7 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
             pol = BehaviourPolicy(_actor_weights(self.model), {})
             mean, std = evaluate_policy(pol, env_id, eval_episodes, seed=10_000 + n)
             elapsed = time.time() - start
-            log(f"[{name}] {n}/{max_steps} steps  eval return {mean:.1f} +- {std:.1f}  target {target_return:.0f}  "
+            log(f"[{name}] {n}/{max_steps} steps  eval return {mean:.1f} +- {std:.1f}  target {target_return:g}  "
                 f"{n / elapsed:.0f} steps/s  elapsed {fmt_time(elapsed)}  "
                 f"left at most {fmt_time((max_steps - n) * elapsed / n)}")
             if mean >= target_return:
@@ -183,7 +183,7 @@ def train_behaviour(env_id: str, target_return: float, out_dir: str | Path, seed
 
     model.learn(total_timesteps=max_steps, callback=Stop())
     if not result:
-        log(f"[{name}] warning: the target return {target_return:.0f} was not reached in {max_steps} steps; "
+        log(f"[{name}] warning: the target return {target_return:g} was not reached in {max_steps} steps; "
             "keeping the last policy (raise --max-train-steps to train longer)")
     steps = result.get("steps", model.num_timesteps)
     meta = {"env_id": env_id, "algorithm": name.upper(), "target_return": target_return, "train_steps": int(steps),

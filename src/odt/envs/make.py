@@ -119,12 +119,29 @@ def atari_env(env_id: str, **kwargs) -> gym.Env:
     return gym.wrappers.FrameStackObservation(env, 4)
 
 
+def minigrid_env(env_id: str, **kwargs) -> gym.Env:
+    """A MiniGrid task as one flat vector: the agent's 7x7 egocentric view of (object, colour,
+    state) codes, as float32 (147 numbers). The mission string is left out: a MiniGrid task's
+    mission is fixed by its id (BabyAI's, which vary, are not taken)."""
+    try:
+        import minigrid  # optional: only for MiniGrid
+        from minigrid.wrappers import ImgObsWrapper
+    except ImportError as e:
+        raise ConfigError(f"{env_id} is a MiniGrid task; install MiniGrid with `pip install 'odt[minigrid]'`") from e
+    gym.register_envs(minigrid)
+    env = gym.wrappers.FlattenObservation(ImgObsWrapper(gym.make(env_id, **kwargs)))
+    return gym.wrappers.DtypeObservation(env, np.float32)
+
+
 def make_env(env_id: str, evaluation: bool = True, **kwargs) -> gym.Env:
     """``gym.make``, with Gymnasium-Robotics' environments registered when an id needs them;
     with ``evaluation``, the mazes get D4RL's evaluation goals; dict observations come flat;
-    Atari games (ALE/...) come preprocessed (``atari_env``)."""
+    Atari games (ALE/...) come preprocessed (``atari_env``), MiniGrid tasks as their flat view
+    (``minigrid_env``)."""
     if env_id.startswith("ALE/"):
         return atari_env(env_id, **kwargs)
+    if env_id.startswith("MiniGrid-"):
+        return minigrid_env(env_id, **kwargs)
     if env_id not in gym.registry and env_id.startswith(ROBOTICS_PREFIXES):
         try:
             import gymnasium_robotics  # optional and slow to import: only for its own environments
