@@ -12,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 
 from .config import Config, ConfigError, preset
-from .data.trajectories import Episode, TrajectoryDataset, observation_rows
+from .data.trajectories import Episode, TrajectoryDataset, is_frames, observation_rows
 from .policy import Policy, load_policy
 from .setup import init_start, run_command
 from .shipped import resolve
@@ -134,7 +134,7 @@ def as_dataset(data: TrajectoryDataset | Iterable[Mapping], env_id: str) -> Traj
 def _array(e: Mapping, key: str, i: int) -> np.ndarray:
     try:  # frames stay bytes, the rest becomes float32 (observation_rows flattens them)
         arr = np.asarray(e[key])
-        arr = arr if key == "observations" and arr.dtype == np.uint8 else arr.astype(np.float32)
+        arr = arr if key == "observations" and is_frames(arr) else arr.astype(np.float32)
     except (TypeError, ValueError) as err:
         arr = err
     if not isinstance(arr, np.ndarray) or arr.ndim == 0:

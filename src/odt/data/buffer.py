@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..config import Config
-from .trajectories import Episode, discounted_returns, flatten_episodes, returns_to_go, split_episodes
+from .trajectories import Episode, discounted_returns, flatten_episodes, is_frames, returns_to_go, split_episodes
 
 if TYPE_CHECKING:  # a type only: the normalizer's two arrays are what the buffer keeps of it
     from ..scaling import Scaling
@@ -201,7 +201,7 @@ class ReplayBuffer:
             lengths = np.array([len(e) for e in eps], dtype=np.int64)
             starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
             obs = np.concatenate([e.observations for e in eps])
-            frames = obs.dtype == np.uint8  # kept as bytes, normalized once drawn: a quarter of the memory
+            frames = is_frames(obs)
             fields = {
                 **({} if frames else {"states": (obs.astype(np.float32) - self.obs_mean) / self.obs_std}),
                 "actions": np.concatenate([e.actions for e in eps]).astype(np.float32),

@@ -13,10 +13,10 @@ import numpy as np
 
 from ..cache import cache_subdir, verified
 from ..config import ConfigError
-from ..envs.make import flatten_goal, make_env, private_tempdir
+from ..envs.make import flatten_goal, frame_shape, make_env, private_tempdir
 from ..scores import reference_of
 from .formats import from_arrays, read_npz, write_npz
-from .trajectories import Episode, TrajectoryDataset, flatten_episodes
+from .trajectories import Episode, TrajectoryDataset, flatten_episodes, observation_rows
 
 
 def load_minari(dataset_id: str, download: bool) -> TrajectoryDataset:
@@ -82,7 +82,7 @@ def _observation_rows(ds, goal: bool, n: int) -> tuple[np.ndarray, list, tuple |
         widths = [space[k].shape[0] for k in ("observation", "desired_goal")]
         parts = [(b"observations/observation", 0, widths[0]), (b"observations/desired_goal", widths[0], widths[1])]
         return np.empty((n + 1, sum(widths)), np.float32), parts, None
-    frames = tuple(space.shape) if len(space.shape) == 3 else None
+    frames = frame_shape(space) or None
     return np.empty((n + 1, int(np.prod(space.shape))), np.uint8 if frames else np.float32), [], frames
 
 
@@ -148,8 +148,7 @@ def read_minari_episodes(ds, goal: bool = False) -> dict:
     def flat(o):
         if goal:
             return flatten_goal(o["observation"], o["desired_goal"])
-        o = np.asarray(o)
-        return o.reshape(len(o), -1) if o.dtype == np.uint8 else o.astype(np.float32).reshape(len(o), -1)
+        return observation_rows(o)
 
     episodes = []
     for e in ds.iterate_episodes():
@@ -170,7 +169,7 @@ def write_minari(ds: TrajectoryDataset, dataset_id: str, env_id: str, algorithm:
 
     with contextlib.closing(make_env(env_id)) as env:
         obs_space, act_space = env.observation_space, env.action_space
-    frames = len(obs_space.shape) == 3  # stacked frames are stored as the environment gives them
+    frames = bool(frame_shape(obs_space))  # stacked frames are stored as the environment gives them
     discrete = isinstance(act_space, gym.spaces.Discrete)  # one index a step
     buffers = []
     for i, e in enumerate(ds.episodes):

@@ -32,11 +32,16 @@ class Episode:
         return float(self.rewards.sum(dtype=np.float64))
 
 
+def is_frames(x: np.ndarray) -> bool:
+    """Stacked frames are the one kind of observation kept as bytes: a quarter of float32's size,
+    normalized by the pixels' range once drawn."""
+    return x.dtype == np.uint8
+
+
 def observation_rows(x) -> np.ndarray:
-    """Observations (T, ...) as one flat row a step: float32, or bytes where they are (stacked frames
-    stay a quarter of the size)."""
+    """Observations (T, ...) as one flat row a step: float32, or bytes for frames."""
     x = np.asarray(x)
-    x = x if x.dtype == np.uint8 else x.astype(np.float32)
+    x = x if is_frames(x) else x.astype(np.float32)
     return x.reshape(len(x), -1)
 
 
@@ -93,7 +98,7 @@ class TrajectoryDataset:
     def obs_stats(self, eps: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
         """Mean and std of every state in the data (float64 sums, so 1M rows lose nothing); frames
         (bytes) take 0 and 255, the pixels' range, as the DT paper's Atari encoder does."""
-        if self.episodes[0].observations.dtype == np.uint8:
+        if is_frames(self.episodes[0].observations):
             return np.zeros(self.obs_dim, np.float32), np.full(self.obs_dim, 255.0, np.float32)
         n, s, ss = 0, 0.0, 0.0
         for e in self.episodes:
@@ -116,8 +121,7 @@ def flatten_episodes(episodes: list[Episode]) -> dict[str, np.ndarray]:
               "terminals": np.concatenate([m & e.terminated for m, e in zip(last, episodes)]),
               "timeouts": np.concatenate([m & (not e.terminated) for m, e in zip(last, episodes)])}
     if all(e.final_observation is not None for e in episodes):
-        finals = np.stack([e.final_observation for e in episodes])
-        arrays["final_observations"] = finals if finals.dtype == np.uint8 else finals.astype(np.float32)
+        arrays["final_observations"] = observation_rows(np.stack([e.final_observation for e in episodes]))
     return arrays
 
 

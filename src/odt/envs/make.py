@@ -199,7 +199,7 @@ def check_spaces(env: gym.Env, env_id: str) -> None:
         raise ConfigError(f"{env_id}'s action space {act} is unbounded; odt rescales actions to the bounds: wrap "
                           "the environment in gymnasium.wrappers.RescaleAction or clip it to finite bounds")
     # Stacked frames: bytes, channels first, large enough for the DQN convolutions (36x36 at least).
-    frames = (isinstance(obs, gym.spaces.Box) and len(obs.shape) == 3 and obs.dtype == np.uint8
+    frames = (isinstance(obs, gym.spaces.Box) and bool(frame_shape(obs)) and obs.dtype == np.uint8
               and min(obs.shape[1:]) >= 36)
     if not isinstance(obs, gym.spaces.Box) or not (len(obs.shape) == 1 or frames):
         raise ConfigError(f"{env_id} has a {obs} observation space; odt needs flat Box observations, stacked "
